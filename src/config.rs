@@ -1,0 +1,498 @@
+//! Configuration: the TOML file as written (`RawConfig`, unknown keys refused) and the
+//! validated `Config` the rest of rackboot uses. Every error names the file and the key.
+
+use serde::Deserialize;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: key `{key}`: {problem}")]
+    Invalid {
+        file: String,
+        key: String,
+        problem: String,
+    },
+}
+
+// ---- the file as written ----
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    dhcp: RawDhcp,
+    #[serde(default)]
+    http: RawHttp,
+    tftp: Option<RawTftp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDhcp {
+    interface: Option<String>,
+    #[serde(default)]
+    subnets: Vec<RawSubnet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSubnet {
+    cidr: String,
+    pool: String,
+    router: Option<Ipv4Addr>,
+    #[serde(default)]
+    dns: Vec<Ipv4Addr>,
+    lease_secs: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<SocketAddr>,
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTftp {
+    listen: Option<SocketAddr>,
+    ipxe_dir: Option<PathBuf>,
+    bios_file: Option<String>,
+    uefi_x64_file: Option<String>,
+    uefi_arm64_file: Option<String>,
+}
+
+// ---- the validated configuration ----
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// `None`: the DHCP server stays off (no interface was named).
+    pub dhcp: Option<DhcpConfig>,
+    pub http: HttpConfig,
+    /// `None`: the TFTP server stays off.
+    pub tftp: Option<TftpConfig>,
+    /// Where the iPXE binaries are read from (also served over HTTP for UEFI HTTP boot).
+    pub ipxe: IpxeFiles,
+}
+
+#[derive(Debug, Clone)]
+pub struct DhcpConfig {
+    pub interface: String,
+    pub subnets: Vec<Subnet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet {
+    pub network: Ipv4Addr,
+    pub prefix_len: u8,
+    pub pool_start: Ipv4Addr,
+    pub pool_end: Ipv4Addr,
+    pub router: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
+    pub lease_secs: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Base URL machines use to reach rackboot; `None` until it can be derived from
+    /// the DHCP interface's address at start.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct IpxeFiles {
+    pub dir: PathBuf,
+    pub bios: String,
+    pub uefi_x64: String,
+    pub uefi_arm64: String,
+}
+
+pub const DEFAULT_LEASE_SECS: u32 = 3600;
+pub const DEFAULT_DATA_DIR: &str = "./rackboot-data";
+
+impl Subnet {
+    pub fn mask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(prefix_mask(self.prefix_len))
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & prefix_mask(self.prefix_len) == u32::from(self.network)
+    }
+
+    pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
+        (self.pool_start..=self.pool_end).contains(&ip)
+    }
+
+    pub fn pool(&self) -> impl Iterator<Item = Ipv4Addr> + use<> {
+        (u32::from(self.pool_start)..=u32::from(self.pool_end)).map(Ipv4Addr::from)
+    }
+
+    pub fn broadcast(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) | !prefix_mask(self.prefix_len))
+    }
+}
+
+fn prefix_mask(prefix_len: u8) -> u32 {
+    match prefix_len {
+        0 => 0,
+        n => u32::MAX << (32 - u32::from(n.min(32))),
+    }
+}
+
+impl Config {
+    /// The embedded default: data in `./rackboot-data`, HTTP on localhost, DHCP and TFTP off.
+    pub fn embedded_default() -> Self {
+        Self::from_raw(RawConfig::default(), "<default>").unwrap_or_else(|_| unreachable!())
+    }
+
+    /// Loads `path`. A missing file is not an error only when `missing_ok` (the default
+    /// `./rackboot.toml` that a newcomer has not written yet).
+    pub fn load(path: &Path, missing_ok: bool) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, &file),
+            Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Self::embedded_default())
+            }
+            Err(source) => Err(ConfigError::Read { file, source }),
+        }
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        Self::from_raw(raw, file)
+    }
+
+    fn from_raw(raw: RawConfig, file: &str) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, problem: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+
+        let dhcp = match raw.dhcp.interface {
+            None => {
+                if !raw.dhcp.subnets.is_empty() {
+                    return Err(invalid(
+                        "dhcp.interface",
+                        "subnets are configured but no interface is named; \
+                         rackboot never answers DHCP on an interface nobody named"
+                            .into(),
+                    ));
+                }
+                None
+            }
+            Some(interface) => {
+                if interface.is_empty() || interface.len() > 15 {
+                    return Err(invalid(
+                        "dhcp.interface",
+                        format!("{interface:?} is not a valid interface name"),
+                    ));
+                }
+                if raw.dhcp.subnets.is_empty() {
+                    return Err(invalid(
+                        "dhcp.subnets",
+                        "at least one [[dhcp.subnets]] is needed to serve DHCP".into(),
+                    ));
+                }
+                let mut subnets = Vec::new();
+                for (i, s) in raw.dhcp.subnets.into_iter().enumerate() {
+                    let key = |name: &str| format!("dhcp.subnets[{i}].{name}");
+                    let (network, prefix_len) =
+                        parse_cidr(&s.cidr).map_err(|p| invalid(&key("cidr"), p))?;
+                    let (pool_start, pool_end) =
+                        parse_range(&s.pool).map_err(|p| invalid(&key("pool"), p))?;
+                    let subnet = Subnet {
+                        network,
+                        prefix_len,
+                        pool_start,
+                        pool_end,
+                        router: s.router,
+                        dns: s.dns,
+                        lease_secs: s.lease_secs.unwrap_or(DEFAULT_LEASE_SECS),
+                    };
+                    if !subnet.contains(pool_start) || !subnet.contains(pool_end) {
+                        return Err(invalid(
+                            &key("pool"),
+                            format!("{} is not inside {}", s.pool, s.cidr),
+                        ));
+                    }
+                    if let Some(router) = subnet.router
+                        && !subnet.contains(router)
+                    {
+                        return Err(invalid(
+                            &key("router"),
+                            format!("{router} is not inside {}", s.cidr),
+                        ));
+                    }
+                    if subnet.lease_secs < 60 {
+                        return Err(invalid(
+                            &key("lease_secs"),
+                            "must be at least 60 seconds".into(),
+                        ));
+                    }
+                    if let Some(other) = subnets
+                        .iter()
+                        .position(|o: &Subnet| o.contains(network) || subnet.contains(o.network))
+                    {
+                        return Err(invalid(
+                            &key("cidr"),
+                            format!("overlaps dhcp.subnets[{other}]"),
+                        ));
+                    }
+                    subnets.push(subnet);
+                }
+                Some(DhcpConfig { interface, subnets })
+            }
+        };
+
+        let listen = raw
+            .http
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let url = match raw.http.url {
+            Some(url) => {
+                let trimmed = url.trim_end_matches('/').to_string();
+                if !trimmed.starts_with("http://") && !trimmed.starts_with("https://") {
+                    return Err(invalid(
+                        "http.url",
+                        format!("{url:?} must start with http:// or https://"),
+                    ));
+                }
+                Some(trimmed)
+            }
+            None if dhcp.is_none() => Some(format!("http://{listen}")),
+            // Derived from the DHCP interface's address when the server starts.
+            None => None,
+        };
+
+        let raw_tftp = raw.tftp.as_ref();
+        // TFTP runs when configured, or when DHCP runs (firmware PXE needs it).
+        let tftp = match (raw_tftp, &dhcp) {
+            (None, None) => None,
+            (t, _) => Some(TftpConfig {
+                listen: t
+                    .and_then(|t| t.listen)
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 69))),
+            }),
+        };
+        let file_key = |value: Option<&String>, key: &str, default: &str| {
+            let name = value.cloned().unwrap_or_else(|| default.to_string());
+            if name.is_empty() || name.starts_with('/') || name.split('/').any(|c| c == "..") {
+                return Err(invalid(
+                    key,
+                    format!("{name:?} must be a relative path inside tftp.ipxe_dir"),
+                ));
+            }
+            Ok(name)
+        };
+        let ipxe = IpxeFiles {
+            dir: raw_tftp
+                .and_then(|t| t.ipxe_dir.clone())
+                .unwrap_or_else(|| PathBuf::from("/usr/lib/ipxe")),
+            bios: file_key(
+                raw_tftp.and_then(|t| t.bios_file.as_ref()),
+                "tftp.bios_file",
+                "undionly.kpxe",
+            )?,
+            uefi_x64: file_key(
+                raw_tftp.and_then(|t| t.uefi_x64_file.as_ref()),
+                "tftp.uefi_x64_file",
+                "snponly.efi",
+            )?,
+            uefi_arm64: file_key(
+                raw_tftp.and_then(|t| t.uefi_arm64_file.as_ref()),
+                "tftp.uefi_arm64_file",
+                "arm64-efi/snponly.efi",
+            )?,
+        };
+
+        Ok(Config {
+            data_dir: raw
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            dhcp,
+            http: HttpConfig { listen, url },
+            tftp,
+            ipxe,
+        })
+    }
+}
+
+fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("{text:?} is not an IPv4 CIDR such as \"192.0.2.0/24\"");
+    let (addr, len) = text.split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.trim().parse().map_err(|_| bad())?;
+    let len: u8 = len.trim().parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&len) {
+        return Err(format!("prefix length /{len} is outside /8 to /30"));
+    }
+    if u32::from(addr) & !prefix_mask(len) != 0 {
+        return Err(format!("{addr} has host bits set for /{len}"));
+    }
+    Ok((addr, len))
+}
+
+fn parse_range(text: &str) -> Result<(Ipv4Addr, Ipv4Addr), String> {
+    let bad = || format!("{text:?} is not a range such as \"192.0.2.100-192.0.2.200\"");
+    let (start, end) = text.split_once('-').ok_or_else(bad)?;
+    let start: Ipv4Addr = start.trim().parse().map_err(|_| bad())?;
+    let end: Ipv4Addr = end.trim().parse().map_err(|_| bad())?;
+    if start > end {
+        return Err(format!("{start} comes after {end}"));
+    }
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL_DHCP: &str = r#"
+        data_dir = "/tmp/rb"
+        [dhcp]
+        interface = "br0"
+        [[dhcp.subnets]]
+        cidr = "192.0.2.0/24"
+        pool = "192.0.2.100-192.0.2.200"
+    "#;
+
+    fn error_text(text: &str) -> String {
+        Config::parse(text, "test.toml")
+            .expect_err("config should be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn shipped_example_parses() {
+        let text = include_str!("../rackboot.example.toml");
+        let config = Config::parse(text, "rackboot.example.toml").expect("example parses");
+        let dhcp = config.dhcp.expect("example serves DHCP");
+        assert_eq!(dhcp.interface, "br0");
+        assert_eq!(dhcp.subnets[0].lease_secs, 3600);
+        assert_eq!(dhcp.subnets[0].router, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(config.http.url.as_deref(), Some("http://192.0.2.1:8080"));
+        assert_eq!(config.ipxe.dir, PathBuf::from("/usr/lib/ipxe"));
+        assert!(config.tftp.is_some());
+    }
+
+    #[test]
+    fn embedded_default_serves_only_http_on_localhost() {
+        let config = Config::embedded_default();
+        assert!(config.dhcp.is_none());
+        assert!(config.tftp.is_none());
+        assert_eq!(config.http.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn missing_file_is_fine_only_when_allowed() {
+        let path = Path::new("/nonexistent/rackboot.toml");
+        assert!(Config::load(path, true).is_ok());
+        let err = Config::load(path, false)
+            .expect_err("must fail")
+            .to_string();
+        assert!(err.contains("/nonexistent/rackboot.toml"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let err = error_text("[dhcp]\ninterfaec = \"br0\"\n");
+        assert!(err.contains("test.toml"), "{err}");
+        assert!(err.contains("interfaec"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                MINIMAL_DHCP.replace("192.0.2.0/24", "192.0.2.0/33"),
+                "dhcp.subnets[0].cidr",
+            ),
+            (
+                MINIMAL_DHCP.replace("192.0.2.0/24", "192.0.2.7/24"),
+                "dhcp.subnets[0].cidr",
+            ),
+            (
+                MINIMAL_DHCP.replace("192.0.2.200", "198.18.0.1"),
+                "dhcp.subnets[0].pool",
+            ),
+            (
+                MINIMAL_DHCP.replace("192.0.2.100-", "192.0.2.250-"),
+                "dhcp.subnets[0].pool",
+            ),
+            (
+                format!("{MINIMAL_DHCP}router = \"198.18.0.1\"\n"),
+                "dhcp.subnets[0].router",
+            ),
+            (
+                format!("{MINIMAL_DHCP}lease_secs = 5\n"),
+                "dhcp.subnets[0].lease_secs",
+            ),
+            (
+                format!(
+                    "{MINIMAL_DHCP}[[dhcp.subnets]]\ncidr = \"192.0.2.128/25\"\npool = \"192.0.2.130-192.0.2.140\"\n"
+                ),
+                "dhcp.subnets[1].cidr",
+            ),
+            ("[http]\nurl = \"ftp://x\"\n".to_string(), "http.url"),
+            (
+                "[tftp]\nbios_file = \"../etc/passwd\"\n".to_string(),
+                "tftp.bios_file",
+            ),
+            (
+                "[[dhcp.subnets]]\ncidr = \"192.0.2.0/24\"\npool = \"192.0.2.1-192.0.2.2\"\n"
+                    .to_string(),
+                "dhcp.interface",
+            ),
+            ("[dhcp]\ninterface = \"br0\"\n".to_string(), "dhcp.subnets"),
+        ];
+        for (text, key) in cases {
+            let err = error_text(&text);
+            assert!(
+                err.contains(&format!("`{key}`")),
+                "expected {key} in: {err}"
+            );
+            assert!(err.starts_with("test.toml:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_reported_with_position() {
+        let err = error_text("[http]\nlisten = 8080\n");
+        assert!(err.contains("listen"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn subnet_arithmetic() {
+        let config = Config::parse(MINIMAL_DHCP, "t").expect("valid");
+        let subnet = &config.dhcp.expect("dhcp").subnets[0];
+        assert_eq!(subnet.mask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(subnet.broadcast(), Ipv4Addr::new(192, 0, 2, 255));
+        assert!(subnet.contains(Ipv4Addr::new(192, 0, 2, 1)));
+        assert!(!subnet.contains(Ipv4Addr::new(192, 0, 3, 1)));
+        assert_eq!(subnet.pool().count(), 101);
+        // With DHCP on and no url, the url is derived at start from the interface.
+        assert_eq!(config.http.url, None);
+    }
+}

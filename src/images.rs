@@ -1,0 +1,130 @@
+//! Image files: copied under `data_dir/images/NAME/` with their sha256, so the
+//! inventory never points at a file someone may move or change.
+
+use crate::store::Image;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "image name {0:?} must be 1-64 characters of letters, digits, '.', '_' or '-', not starting with '.'"
+    )]
+    BadName(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+pub fn validate_name(name: &str) -> Result<(), ImageError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageError::BadName(name.to_string()))
+    }
+}
+
+/// Copies `source` to `dest` (through a temporary file, renamed when complete and
+/// synced) and returns the sha256 of what was written.
+fn copy_with_digest(source: &Path, dest: &Path) -> Result<String, ImageError> {
+    let io_err = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ImageError::Io { path, source }
+    };
+    let mut input = std::fs::File::open(source).map_err(io_err(source))?;
+    let partial = dest.with_extension("partial");
+    let mut output = std::fs::File::create(&partial).map_err(io_err(&partial))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = input.read(&mut buf).map_err(io_err(source))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        output.write_all(&buf[..n]).map_err(io_err(&partial))?;
+    }
+    output.sync_all().map_err(io_err(&partial))?;
+    std::fs::rename(&partial, dest).map_err(io_err(dest))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Copies an image's files into `data_dir/images/NAME/`. Blocking.
+pub fn import(
+    data_dir: &Path,
+    name: &str,
+    kernel: &Path,
+    initrd: &Path,
+    cmdline: &str,
+) -> Result<Image, ImageError> {
+    validate_name(name)?;
+    let dir: PathBuf = data_dir.join("images").join(name);
+    std::fs::create_dir_all(&dir).map_err(|source| ImageError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let kernel_path = dir.join("kernel");
+    let initrd_path = dir.join("initrd");
+    let kernel_sha256 = copy_with_digest(kernel, &kernel_path)?;
+    let initrd_sha256 = copy_with_digest(initrd, &initrd_path)?;
+    Ok(Image {
+        name: name.to_string(),
+        kernel_path: kernel_path.display().to_string(),
+        kernel_sha256,
+        initrd_path: initrd_path.display().to_string(),
+        initrd_sha256,
+        cmdline: cmdline.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_copies_files_and_records_sha256() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initrd.img");
+        std::fs::write(&kernel, b"abc").expect("write");
+        std::fs::write(&initrd, b"").expect("write");
+        let data = dir.path().join("data");
+        let image = import(&data, "debian-12", &kernel, &initrd, "console=ttyS0").expect("import");
+        assert_eq!(
+            image.kernel_sha256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            image.initrd_sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(std::fs::read(&image.kernel_path).expect("read"), b"abc");
+        assert!(image.kernel_path.starts_with(data.to_str().expect("utf8")));
+    }
+
+    #[test]
+    fn bad_names_and_missing_files_are_refused() {
+        for name in ["", ".hidden", "a/b", "../x", "sp ace", &"x".repeat(65)] {
+            assert!(validate_name(name).is_err(), "{name:?}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let err = import(
+            dir.path(),
+            "ok",
+            Path::new("/nonexistent/k"),
+            Path::new("/x"),
+            "",
+        )
+        .expect_err("missing");
+        assert!(err.to_string().contains("/nonexistent/k"), "{err}");
+    }
+}

@@ -1,0 +1,159 @@
+//! iPXE scripts: templates from `ipxe/`, built into the binary, each overridable by a
+//! file of the same name in `data_dir/ipxe/`. Rendered at run time with minijinja, so
+//! an operator's edit applies to the next boot without a restart.
+
+use minijinja::{Environment, UndefinedBehavior, Value};
+use std::path::PathBuf;
+
+const BUILTIN: &[(&str, &str)] = &[
+    ("boot.ipxe", include_str!("../ipxe/boot.ipxe")),
+    ("local.ipxe", include_str!("../ipxe/local.ipxe")),
+    ("unknown.ipxe", include_str!("../ipxe/unknown.ipxe")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("no template named {0}")]
+    Missing(String),
+    #[error("cannot read override {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("template {name}: {source}")]
+    Render {
+        name: String,
+        source: minijinja::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Scripts {
+    override_dir: PathBuf,
+}
+
+impl Scripts {
+    pub fn new(override_dir: PathBuf) -> Self {
+        Scripts { override_dir }
+    }
+
+    /// The template text: the operator's override if present, else the built-in one.
+    fn source(&self, name: &str) -> Result<String, ScriptError> {
+        let path = self.override_dir.join(name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(ScriptError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        }
+        BUILTIN
+            .iter()
+            .find(|(builtin, _)| *builtin == name)
+            .map(|(_, text)| text.to_string())
+            .ok_or_else(|| ScriptError::Missing(name.to_string()))
+    }
+
+    /// Renders `name` with `context`. Blocking (reads the override directory): call it
+    /// off the async workers.
+    pub fn render(&self, name: &str, context: Value) -> Result<String, ScriptError> {
+        let source = self.source(name)?;
+        let mut env = Environment::new();
+        // A typo in an operator's template is an error, not an empty string in a
+        // kernel command line.
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // iPXE reads the last line only when it ends with a newline.
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        let render_error = |source| ScriptError::Render {
+            name: name.to_string(),
+            source,
+        };
+        env.add_template_owned(name.to_string(), source)
+            .map_err(render_error)?;
+        env.get_template(name)
+            .and_then(|t| t.render(context))
+            .map_err(render_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minijinja::context;
+
+    fn boot_context() -> Value {
+        context! {
+            mac => "52:54:00:12:34:56",
+            hostname => "node1",
+            image => context! { name => "debian", cmdline => "console=ttyS0 quiet" },
+            kernel_url => "http://192.0.2.1:8080/boot/52-54-00-12-34-56/kernel",
+            initrd_url => "http://192.0.2.1:8080/boot/52-54-00-12-34-56/initrd",
+        }
+    }
+
+    #[test]
+    fn boot_script_fetches_kernel_and_initrd_over_http_with_initrd_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = Scripts::new(dir.path().to_path_buf())
+            .render("boot.ipxe", boot_context())
+            .expect("renders");
+        assert!(script.starts_with("#!ipxe\n"), "{script}");
+        assert!(script.contains(
+            "kernel http://192.0.2.1:8080/boot/52-54-00-12-34-56/kernel initrd=initrd console=ttyS0 quiet\n"
+        ));
+        assert!(script.contains("initrd http://192.0.2.1:8080/boot/52-54-00-12-34-56/initrd\n"));
+        assert!(script.contains("node1"));
+        assert!(script.trim_end().ends_with("boot"));
+    }
+
+    #[test]
+    fn unknown_script_says_so_and_exits_to_local_boot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = Scripts::new(dir.path().to_path_buf())
+            .render("unknown.ipxe", context! { mac => "52:54:00:12:34:56" })
+            .expect("renders");
+        assert!(script.contains("not in the inventory"));
+        assert!(script.trim_end().ends_with("exit"));
+    }
+
+    #[test]
+    fn operator_override_wins_and_applies_without_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let scripts = Scripts::new(dir.path().to_path_buf());
+        let before = scripts
+            .render("boot.ipxe", boot_context())
+            .expect("renders");
+        assert!(before.contains("kernel "));
+        std::fs::write(
+            dir.path().join("boot.ipxe"),
+            "#!ipxe\necho custom {{ mac }}\n",
+        )
+        .expect("write");
+        let after = scripts
+            .render("boot.ipxe", boot_context())
+            .expect("renders");
+        assert_eq!(after, "#!ipxe\necho custom 52:54:00:12:34:56\n");
+    }
+
+    #[test]
+    fn typo_in_template_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("boot.ipxe"),
+            "#!ipxe\necho {{ hostnme.x }}\n",
+        )
+        .expect("write");
+        let err = Scripts::new(dir.path().to_path_buf())
+            .render("boot.ipxe", boot_context())
+            .expect_err("strict");
+        assert!(err.to_string().contains("boot.ipxe"), "{err}");
+    }
+}
