@@ -126,10 +126,25 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rackboot: {e:#}");
+            eprintln!("rackboot: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, leaving out a cause its parent's message already shows.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !text.ends_with(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
 }
 
 fn init_logging() {
@@ -334,6 +349,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let missing = Config::load(Path::new("/nonexistent/x.toml"), false)
+            .map_err(anyhow::Error::from)
+            .expect_err("missing file");
+        let text = error_chain(&missing.context("loading config"));
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(
+            text.starts_with("loading config: /nonexistent/x.toml"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn hostnames() {
