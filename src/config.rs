@@ -1,6 +1,7 @@
 //! Configuration: the TOML file as written (`RawConfig`, unknown keys refused) and the
 //! validated `Config` the rest of rackboot uses. Every error names the file and the key.
 
+use crate::lifecycle::LifecycleConfig;
 use serde::Deserialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,28 @@ struct RawConfig {
     #[serde(default)]
     http: RawHttp,
     tftp: Option<RawTftp>,
+    #[serde(default)]
+    lifecycle: RawLifecycle,
+    #[serde(default)]
+    panel: RawPanel,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLifecycle {
+    rescue_image: Option<String>,
+    wipe_image: Option<String>,
+    token_ttl_secs: Option<i64>,
+    #[serde(default)]
+    ssh_keys: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPanel {
+    listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -83,6 +106,22 @@ pub struct Config {
     pub tftp: Option<TftpConfig>,
     /// Where the iPXE binaries are read from (also served over HTTP for UEFI HTTP boot).
     pub ipxe: IpxeFiles,
+    pub lifecycle: LifecycleConfig,
+    pub panel: PanelConfig,
+}
+
+/// Where the admin panel and API listen: with the boot files by default, or on an
+/// address of their own (a management network), optionally with TLS.
+#[derive(Debug, Clone, Default)]
+pub struct PanelConfig {
+    pub listen: Option<SocketAddr>,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -326,7 +365,79 @@ impl Config {
             )?,
         };
 
+        let lifecycle = {
+            let l = &raw.lifecycle;
+            for (key, value) in [
+                ("lifecycle.rescue_image", &l.rescue_image),
+                ("lifecycle.wipe_image", &l.wipe_image),
+            ] {
+                if let Some(name) = value
+                    && crate::images::validate_name(name).is_err()
+                {
+                    return Err(invalid(key, format!("{name:?} is not a valid image name")));
+                }
+            }
+            let ttl = l.token_ttl_secs.unwrap_or(24 * 3600);
+            if !(60..=30 * 24 * 3600).contains(&ttl) {
+                return Err(invalid(
+                    "lifecycle.token_ttl_secs",
+                    "must be between 60 seconds and 30 days".into(),
+                ));
+            }
+            if let Some(bad) = l
+                .ssh_keys
+                .iter()
+                .find(|k| k.trim().is_empty() || k.contains('\n'))
+            {
+                return Err(invalid(
+                    "lifecycle.ssh_keys",
+                    format!("{bad:?} is not a one-line public key"),
+                ));
+            }
+            LifecycleConfig {
+                rescue_image: l.rescue_image.clone(),
+                wipe_image: l.wipe_image.clone(),
+                token_ttl_secs: ttl,
+                default_ssh_keys: l.ssh_keys.clone(),
+            }
+        };
+        let panel = match (&raw.panel.tls_cert, &raw.panel.tls_key) {
+            (Some(cert), Some(key)) => {
+                if raw.panel.listen.is_none() {
+                    return Err(invalid(
+                        "panel.listen",
+                        "TLS needs the panel on its own address; set panel.listen".into(),
+                    ));
+                }
+                PanelConfig {
+                    listen: raw.panel.listen,
+                    tls: Some(TlsFiles {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    }),
+                }
+            }
+            (None, None) => PanelConfig {
+                listen: raw.panel.listen,
+                tls: None,
+            },
+            (Some(_), None) => {
+                return Err(invalid(
+                    "panel.tls_key",
+                    "tls_cert is set without tls_key".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "panel.tls_cert",
+                    "tls_key is set without tls_cert".into(),
+                ));
+            }
+        };
+
         Ok(Config {
+            lifecycle,
+            panel,
             data_dir: raw
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
@@ -473,6 +584,40 @@ mod tests {
                 "expected {key} in: {err}"
             );
             assert!(err.starts_with("test.toml:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn lifecycle_and_panel_sections() {
+        let config = Config::parse(
+            "[lifecycle]\nrescue_image = \"rescue\"\ntoken_ttl_secs = 600\nssh_keys = [\"ssh-ed25519 AAAA ops\"]\n\
+             [panel]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(config.lifecycle.rescue_image.as_deref(), Some("rescue"));
+        assert_eq!(config.lifecycle.token_ttl_secs, 600);
+        assert!(config.panel.tls.is_some());
+        for (text, key) in [
+            (
+                "[lifecycle]\ntoken_ttl_secs = 1\n",
+                "lifecycle.token_ttl_secs",
+            ),
+            (
+                "[lifecycle]\nwipe_image = \"../x\"\n",
+                "lifecycle.wipe_image",
+            ),
+            ("[panel]\ntls_cert = \"c.pem\"\n", "panel.tls_key"),
+            (
+                "[panel]\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+                "panel.listen",
+            ),
+        ] {
+            let err = error_text(text);
+            assert!(
+                err.contains(&format!("`{key}`")),
+                "expected {key} in: {err}"
+            );
         }
     }
 

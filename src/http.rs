@@ -1,19 +1,26 @@
-//! The HTTP server (axum): per-machine iPXE scripts, the kernel and initrd of each
-//! machine's image (with Range requests), and the iPXE binaries for UEFI HTTP boot.
+//! The HTTP side, boot-serving part (axum): per-machine iPXE scripts that follow the
+//! machine's boot mode, the kernel and initrd of the image it boots (with Range
+//! requests), its install files, its done-URL, and the iPXE binaries for UEFI HTTP
+//! boot. None of these need a login: booting machines fetch them. Those that carry a
+//! secret (a done-URL, an install file) go only to the machine's own address.
+//! `router` joins these with the panel and API (`panel`, `api`).
 
+use crate::auth::LoginLimiter;
 use crate::clock;
+use crate::inventory::{self, MachineDetail};
+use crate::lifecycle::{self, BootPlan, DoneOutcome, LifecycleConfig};
 use crate::mac::MacAddr;
 use crate::script::Scripts;
-use crate::store::{self, Image, Machine, Store};
-use askama::Template;
+use crate::store::{self, Image, Store};
 use axum::Router;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use minijinja::context;
+use minijinja::{Value, context};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tower::ServiceExt;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -23,38 +30,55 @@ pub struct AppState {
     pub scripts: Arc<Scripts>,
     /// Base URL machines reach rackboot at, without a trailing slash.
     pub base_url: String,
+    pub data_dir: PathBuf,
+    pub lifecycle: Arc<LifecycleConfig>,
+    pub limiter: Arc<LoginLimiter>,
+    /// The one-time link that creates the first admin, while no user exists.
+    pub setup_token: Arc<Mutex<Option<String>>>,
+    /// Set when the panel is served over TLS: cookies get `Secure`.
+    pub secure_cookies: bool,
+    pub imports: Arc<crate::bulk::StagedImports>,
 }
 
-pub fn router(state: AppState, ipxe_dir: PathBuf) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/boot/{script}", get(boot_script))
-        .route("/boot/{mac}/{file}", get(image_file))
-        .nest_service("/ipxe", ServeDir::new(ipxe_dir))
-        .with_state(state)
-}
-
-#[derive(Template)]
-#[template(path = "index.html")]
-struct IndexPage {
-    version: &'static str,
-}
-
-async fn index() -> Response {
-    let page = IndexPage {
-        version: env!("CARGO_PKG_VERSION"),
-    };
-    match page.render() {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => {
-            tracing::error!("index page: {e}");
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+impl AppState {
+    pub fn new(
+        store: Store,
+        data_dir: PathBuf,
+        base_url: String,
+        lifecycle: LifecycleConfig,
+    ) -> Self {
+        AppState {
+            store,
+            scripts: Arc::new(Scripts::new(data_dir.join("ipxe"))),
+            base_url,
+            data_dir,
+            lifecycle: Arc::new(lifecycle),
+            limiter: Arc::new(LoginLimiter::default()),
+            setup_token: Arc::new(Mutex::new(None)),
+            secure_cookies: false,
+            imports: Arc::new(crate::bulk::StagedImports::default()),
         }
     }
 }
 
-fn plain(status: StatusCode, body: String) -> Response {
+/// What booting machines fetch; no login.
+pub fn boot_router(state: AppState, ipxe_dir: PathBuf) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/boot/{script}", get(boot_script))
+        .route("/boot/{mac}/{file}", get(image_file))
+        .route("/machines/{mac}/files/{name}", get(install_file))
+        .route("/done/{token}", get(done_url).post(done_url))
+        .nest_service("/ipxe", ServeDir::new(ipxe_dir))
+        .with_state(state)
+}
+
+/// Boot files, panel and API on one listener.
+pub fn router(state: AppState, ipxe_dir: PathBuf) -> Router {
+    boot_router(state.clone(), ipxe_dir).merge(crate::panel::router(state))
+}
+
+pub fn plain(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -66,17 +90,38 @@ fn plain(status: StatusCode, body: String) -> Response {
     response
 }
 
-async fn lookup(store: &Store, mac: MacAddr) -> Result<Option<(Machine, Option<Image>)>, Response> {
-    store
+fn client_ipv4(peer: SocketAddr) -> Option<Ipv4Addr> {
+    match peer.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    }
+}
+
+/// The machine and the image its mode boots, resolved together.
+struct Resolved {
+    machine: MachineDetail,
+    plan: BootPlan,
+    image: Option<Image>,
+}
+
+async fn resolve(app: &AppState, mac: MacAddr) -> Result<Option<Resolved>, Response> {
+    let config = Arc::clone(&app.lifecycle);
+    let now_ms = clock::now_ms();
+    app.store
         .call(move |conn| {
-            let Some(machine) = store::get_machine(conn, mac)? else {
+            let Some(machine) = inventory::machine(conn, mac)? else {
                 return Ok(None);
             };
-            let image = match &machine.image {
-                Some(name) => store::get_image(conn, name)?,
-                None => None,
+            let plan = lifecycle::plan(&machine.life(), &config, now_ms);
+            let image = match &plan {
+                BootPlan::Image { image, .. } => store::get_image(conn, image)?,
+                _ => None,
             };
-            Ok(Some((machine, image)))
+            Ok(Some(Resolved {
+                machine,
+                plan,
+                image,
+            }))
         })
         .await
         .map_err(|e| {
@@ -88,7 +133,46 @@ async fn lookup(store: &Store, mac: MacAddr) -> Result<Option<(Machine, Option<I
         })
 }
 
-async fn boot_script(State(app): State<AppState>, Path(script): Path<String>) -> Response {
+/// Refuses a secret to any address but the machine's own.
+async fn check_owner(app: &AppState, mac: MacAddr, peer: SocketAddr) -> Result<(), Response> {
+    let Some(ip) = client_ipv4(peer) else {
+        return Err(plain(StatusCode::FORBIDDEN, "forbidden\n".into()));
+    };
+    let allowed = app
+        .store
+        .call(move |conn| inventory::may_fetch_secrets(conn, mac, ip))
+        .await
+        .map_err(|e| {
+            tracing::error!(%mac, "inventory unavailable: {e}");
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inventory unavailable\n".into(),
+            )
+        })?;
+    if allowed {
+        Ok(())
+    } else {
+        tracing::warn!(%mac, %peer, "refused a secret-bearing file to an address that is not the machine's");
+        Err(plain(
+            StatusCode::FORBIDDEN,
+            "forbidden: not this machine's address\n".into(),
+        ))
+    }
+}
+
+fn render_error(mac: MacAddr, e: impl std::fmt::Display) -> Response {
+    tracing::error!(%mac, "template not rendered: {e}");
+    plain(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "template error; see the rackboot log\n".into(),
+    )
+}
+
+async fn boot_script(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(script): Path<String>,
+) -> Response {
     let Some(mac_text) = script.strip_suffix(".ipxe") else {
         return plain(StatusCode::NOT_FOUND, "not found\n".into());
     };
@@ -96,56 +180,84 @@ async fn boot_script(State(app): State<AppState>, Path(script): Path<String>) ->
         Ok(mac) => mac,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let found = match lookup(&app.store, mac).await {
-        Ok(found) => found,
+    let resolved = match resolve(&app, mac).await {
+        Ok(resolved) => resolved,
         Err(response) => return response,
     };
     let machine_url = format!("{}/boot/{}", app.base_url, mac.dashed());
-    let (template, ctx, image_name) = match &found {
-        None => ("unknown.ipxe", context! { mac => mac.to_string() }, None),
-        Some((machine, Some(image))) => (
-            "boot.ipxe",
-            context! {
-                mac => mac.to_string(),
-                hostname => machine.hostname.clone(),
-                ip => machine.ip.map(|ip| ip.to_string()),
-                image => context! { name => image.name.clone(), cmdline => image.cmdline.clone() },
-                kernel_url => format!("{machine_url}/kernel"),
-                initrd_url => format!("{machine_url}/initrd"),
-                base_url => app.base_url,
-            },
-            Some(image.name.clone()),
+    let (template, ctx, summary): (&str, Value, String) = match &resolved {
+        None => (
+            "unknown.ipxe",
+            context! { mac => mac.to_string() },
+            "unknown".into(),
         ),
-        Some((machine, None)) => (
-            "local.ipxe",
-            context! { mac => mac.to_string(), hostname => machine.hostname.clone() },
-            None,
-        ),
+        Some(Resolved {
+            machine,
+            plan: BootPlan::Image { with_token, .. },
+            image: Some(image),
+        }) => {
+            let done_url = if *with_token {
+                if let Err(refused) = check_owner(&app, mac, peer).await {
+                    return refused;
+                }
+                machine
+                    .token
+                    .as_ref()
+                    .map(|t| format!("{}/done/{t}", app.base_url))
+            } else {
+                None
+            };
+            (
+                "boot.ipxe",
+                context! {
+                    mac => mac.to_string(),
+                    hostname => machine.hostname.clone(),
+                    ip => machine.current_ip().map(|ip| ip.to_string()),
+                    mode => machine.mode.as_str(),
+                    image => context! { name => image.name.clone(), cmdline => image.cmdline.clone() },
+                    kernel_url => format!("{machine_url}/kernel"),
+                    initrd_url => format!("{machine_url}/initrd"),
+                    files_url => format!("{}/machines/{}/files", app.base_url, mac.dashed()),
+                    done_url => done_url,
+                    base_url => app.base_url.clone(),
+                },
+                format!("mode={} image={}", machine.mode, image.name),
+            )
+        }
+        Some(Resolved { machine, plan, .. }) => {
+            let message = match plan {
+                BootPlan::Refused(why) => Some(why.clone()),
+                BootPlan::Image { image, .. } => Some(format!("image {image} does not exist")),
+                BootPlan::Local => None,
+            };
+            (
+                "local.ipxe",
+                context! {
+                    mac => mac.to_string(),
+                    hostname => machine.hostname.clone(),
+                    message => message.clone(),
+                    exit_command => machine.exit_method.command(),
+                },
+                format!(
+                    "mode={} local{}",
+                    machine.mode,
+                    message.map(|m| format!(" ({m})")).unwrap_or_default()
+                ),
+            )
+        }
     };
     let scripts = Arc::clone(&app.scripts);
     let rendered = tokio::task::spawn_blocking(move || scripts.render(template, ctx)).await;
     let script = match rendered {
         Ok(Ok(script)) => script,
-        Ok(Err(e)) => {
-            tracing::error!(%mac, "iPXE script not rendered: {e}");
-            return plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "script error; see the rackboot log\n".into(),
-            );
-        }
-        Err(e) => {
-            tracing::error!(%mac, "script task failed: {e}");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error\n".into());
-        }
+        Ok(Err(e)) => return render_error(mac, e),
+        Err(e) => return render_error(mac, e),
     };
     app.store.record_event(
         clock::now_ms(),
         Some(mac),
         "http.script",
-        format!(
-            "template={template} image={}",
-            image_name.as_deref().unwrap_or("-")
-        ),
+        format!("template={template} {summary} client={peer}"),
     );
     plain(StatusCode::OK, script)
 }
@@ -159,9 +271,11 @@ async fn image_file(
         Ok(mac) => mac,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let image = match lookup(&app.store, mac).await {
-        Ok(Some((_, Some(image)))) => image,
-        Ok(_) => return plain(StatusCode::NOT_FOUND, format!("{mac} has no image\n")),
+    let image = match resolve(&app, mac).await {
+        Ok(Some(Resolved {
+            image: Some(image), ..
+        })) => image,
+        Ok(_) => return plain(StatusCode::NOT_FOUND, format!("{mac} boots no image now\n")),
         Err(response) => return response,
     };
     let path = match file.as_str() {
@@ -198,22 +312,173 @@ async fn image_file(
     response
 }
 
+/// Unattended-install files (kickstart, preseed, cloud-init...) of the image a
+/// machine boots, rendered for that machine.
+async fn install_file(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((mac_text, name)): Path<(String, String)>,
+) -> Response {
+    let mac = match MacAddr::parse(&mac_text) {
+        Ok(mac) => mac,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    if crate::images::validate_name(&name).is_err() {
+        return plain(StatusCode::NOT_FOUND, "not found\n".into());
+    }
+    if let Err(refused) = check_owner(&app, mac, peer).await {
+        return refused;
+    }
+    let resolved = match resolve(&app, mac).await {
+        Ok(Some(resolved)) => resolved,
+        Ok(None) => return plain(StatusCode::NOT_FOUND, "no such machine\n".into()),
+        Err(response) => return response,
+    };
+    let Some(image) = resolved.image else {
+        return plain(StatusCode::NOT_FOUND, format!("{mac} boots no image now\n"));
+    };
+    let machine = resolved.machine;
+    let path = crate::images::files_dir(&app.data_dir, &image.name).join(&name);
+    let mut keys: Vec<String> = app.lifecycle.default_ssh_keys.clone();
+    keys.extend(
+        machine
+            .ssh_keys
+            .lines()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string),
+    );
+    let done_url = machine
+        .token
+        .as_ref()
+        .filter(|_| machine.mode.takes_token())
+        .map(|t| format!("{}/done/{t}", app.base_url));
+    let ctx = context! {
+        hostname => machine.hostname.clone(),
+        mac => mac.to_string(),
+        ip => machine.current_ip().map(|ip| ip.to_string()),
+        image => image.name.clone(),
+        mode => machine.mode.as_str(),
+        done_url => done_url,
+        ssh_keys => keys,
+        base_url => app.base_url.clone(),
+    };
+    let rendered = tokio::task::spawn_blocking(move || {
+        let source = std::fs::read_to_string(&path)?;
+        Ok::<_, std::io::Error>(crate::script::render_source(&name, source, ctx))
+    })
+    .await;
+    match rendered {
+        Ok(Ok(Ok(text))) => {
+            app.store.record_event(
+                clock::now_ms(),
+                Some(mac),
+                "http.file",
+                format!("image={} client={peer}", image.name),
+            );
+            plain(StatusCode::OK, text)
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            plain(StatusCode::NOT_FOUND, "no such file in this image\n".into())
+        }
+        Ok(Err(e)) => render_error(mac, e),
+        Ok(Ok(Err(e))) => render_error(mac, e),
+        Err(e) => render_error(mac, e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct DoneQuery {
+    status: Option<String>,
+}
+
+/// An installer (or wiper) reports it finished: `GET` or `POST /done/{token}`,
+/// `?status=failed` for a failure.
+async fn done_url(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    Query(query): Query<DoneQuery>,
+) -> Response {
+    let failed = match query.status.as_deref() {
+        None | Some("ok" | "success" | "done") => false,
+        Some("failed" | "failure" | "error") => true,
+        Some(other) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("unknown status {other:?}; use status=failed or leave it out\n"),
+            );
+        }
+    };
+    let now_ms = clock::now_ms();
+    let result = app
+        .store
+        .call(move |conn| inventory::done(conn, &token, failed, now_ms))
+        .await;
+    match result {
+        Ok((DoneOutcome::Finished { wiped }, Some(mac))) => {
+            tracing::info!(%mac, %peer, wiped, "done-URL called: back to local boot");
+            plain(
+                StatusCode::OK,
+                "ok: the machine boots from its disk from now on\n".into(),
+            )
+        }
+        Ok((DoneOutcome::Failed, Some(mac))) => {
+            tracing::warn!(%mac, %peer, "installer reported failure");
+            plain(
+                StatusCode::OK,
+                "recorded: failed; the machine stays in its mode\n".into(),
+            )
+        }
+        Ok((_, mac)) => {
+            tracing::warn!(?mac, %peer, "done-URL refused: wrong, used or expired token");
+            plain(
+                StatusCode::FORBIDDEN,
+                "forbidden: wrong, used or expired token\n".into(),
+            )
+        }
+        Err(e) => {
+            tracing::error!("done-URL: inventory unavailable: {e}");
+            plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inventory unavailable\n".into(),
+            )
+        }
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
+    use crate::inventory::MachineExtra;
+    use crate::lifecycle::Mode;
     use crate::store::NewMachine;
     use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
     use http_body_util::BodyExt;
 
-    struct TestApp {
-        router: Router,
-        store: Store,
-        _dir: tempfile::TempDir,
+    pub struct TestApp {
+        pub router: Router,
+        pub state: AppState,
+        pub _dir: tempfile::TempDir,
     }
 
-    const MAC: &str = "52:54:00:12:34:56";
+    pub const MAC: &str = "52:54:00:12:34:56";
+    /// The address the test machine's requests come from (its fixed address).
+    pub const OWN_IP: [u8; 4] = [192, 0, 2, 10];
 
-    async fn app() -> TestApp {
+    pub fn test_lifecycle() -> LifecycleConfig {
+        LifecycleConfig {
+            rescue_image: Some("rescue".into()),
+            wipe_image: Some("wipe".into()),
+            token_ttl_secs: 3600,
+            default_ssh_keys: vec!["ssh-ed25519 AAAAdefault ops".into()],
+        }
+    }
+
+    /// An app with images `debian` (with an install template), `rescue` and `wipe`,
+    /// machine MAC in install mode with a fixed address, and an imageless machine.
+    pub async fn app_from(peer: [u8; 4]) -> TestApp {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_in_memory().expect("store");
         let kernel = dir.path().join("kernel");
@@ -221,26 +486,44 @@ mod tests {
         std::fs::write(&kernel, b"KERNEL-BYTES-0123456789").expect("write");
         std::fs::write(&initrd, b"INITRD").expect("write");
         std::fs::write(dir.path().join("snponly.efi"), b"EFI").expect("write");
-        let image = Image {
-            name: "debian".into(),
+        let files = crate::images::files_dir(dir.path(), "debian");
+        std::fs::create_dir_all(&files).expect("mkdir");
+        std::fs::write(
+            files.join("preseed.cfg"),
+            "host {{ hostname }} ip {{ ip }} done {{ done_url }}\n{% for k in ssh_keys %}key {{ k }}\n{% endfor %}",
+        )
+        .expect("write");
+        let image = |name: &str| Image {
+            name: name.into(),
             kernel_path: kernel.display().to_string(),
             kernel_sha256: String::new(),
             initrd_path: initrd.display().to_string(),
             initrd_sha256: String::new(),
             cmdline: "console=ttyS0".into(),
         };
+        let images = [image("debian"), image("rescue"), image("wipe")];
+        let config = test_lifecycle();
+        let seed_config = config.clone();
         store
             .call(move |conn| {
-                store::put_image(conn, &image, 0)?;
-                store::add_machine(
+                for image in &images {
+                    store::put_image(conn, image, 0)?;
+                }
+                inventory::add(
                     conn,
                     &NewMachine {
                         mac: MacAddr::parse(MAC).ok(),
                         hostname: Some("node1".into()),
                         image: Some("debian".into()),
-                        ip: None,
+                        ip: Some(Ipv4Addr::from(OWN_IP)),
                     },
-                    0,
+                    &MachineExtra {
+                        ssh_keys: Some("ssh-ed25519 AAAAown node1-admin".into()),
+                        ..MachineExtra::default()
+                    },
+                    &seed_config,
+                    "test",
+                    clock::now_ms(),
                 )?;
                 store::add_machine(
                     conn,
@@ -253,19 +536,27 @@ mod tests {
             })
             .await
             .expect("seed");
-        let state = AppState {
-            store: store.clone(),
-            scripts: Arc::new(Scripts::new(dir.path().join("ipxe"))),
-            base_url: "http://192.0.2.1:8080".into(),
-        };
-        TestApp {
-            router: router(state, dir.path().to_path_buf()),
+        let mut state = AppState::new(
             store,
+            dir.path().to_path_buf(),
+            "http://192.0.2.1:8080".into(),
+            config,
+        );
+        state.scripts = Arc::new(Scripts::new(dir.path().join("ipxe")));
+        let router = router(state.clone(), dir.path().to_path_buf())
+            .layer(MockConnectInfo(SocketAddr::from((peer, 40000))));
+        TestApp {
+            router,
+            state,
             _dir: dir,
         }
     }
 
-    async fn get(app: &TestApp, uri: &str, range: Option<&str>) -> (StatusCode, String) {
+    pub async fn app() -> TestApp {
+        app_from(OWN_IP).await
+    }
+
+    pub async fn get(app: &TestApp, uri: &str, range: Option<&str>) -> (StatusCode, String) {
         let mut builder = axum::http::Request::builder().uri(uri);
         if let Some(range) = range {
             builder = builder.header(header::RANGE, range);
@@ -286,12 +577,40 @@ mod tests {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
+    async fn set_mode(app: &TestApp, mode: Mode) {
+        let config = test_lifecycle();
+        app.state
+            .store
+            .call(move |conn| {
+                inventory::set_mode(
+                    conn,
+                    MacAddr::parse(MAC).map_err(|e| store::StoreError::Conflict(e.to_string()))?,
+                    mode,
+                    &config,
+                    "test",
+                    clock::now_ms(),
+                )
+            })
+            .await
+            .expect("set mode");
+    }
+
+    async fn token(app: &TestApp) -> String {
+        app.state
+            .store
+            .call(|conn| inventory::machine(conn, MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56])))
+            .await
+            .expect("q")
+            .and_then(|m| m.token)
+            .expect("token")
+    }
+
     #[tokio::test]
-    async fn script_for_every_mac_spelling() {
+    async fn install_script_for_every_mac_spelling_carries_the_done_url() {
         let app = app().await;
+        let token = token(&app).await;
         for spelling in [
             "52:54:00:12:34:56",
-            "52-54-00-12-34-56",
             "52-54-00-12-34-56",
             "52%3A54%3A00%3A12%3A34%3A56",
             "52%3a54%3a00%3A12%3A34%3A56",
@@ -302,13 +621,116 @@ mod tests {
                 body.contains("kernel http://192.0.2.1:8080/boot/52-54-00-12-34-56/kernel initrd=initrd console=ttyS0"),
                 "{body}"
             );
+            assert!(
+                body.contains(&format!("rackboot.done=http://192.0.2.1:8080/done/{token}")),
+                "{body}"
+            );
         }
-        let events = app
+        // Fetching the script never changes the mode.
+        assert_eq!(token.clone(), super::tests::token(&app).await);
+    }
+
+    #[tokio::test]
+    async fn secrets_are_refused_to_other_addresses() {
+        let app = app_from([192, 0, 2, 99]).await;
+        let (status, _) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = get(&app, "/machines/52-54-00-12-34-56/files/preseed.cfg", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // A local-boot script carries no secret: anyone may read it.
+        set_mode(&app, Mode::Local).await;
+        let (status, _) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn modes_choose_the_script() {
+        let app = app().await;
+        set_mode(&app, Mode::Local).await;
+        let (_, body) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert!(body.trim_end().ends_with("exit"), "{body}");
+        assert!(!body.contains("rackboot.done"), "{body}");
+        set_mode(&app, Mode::Rescue).await;
+        let (_, body) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert!(body.contains("booting image rescue"), "{body}");
+        assert!(!body.contains("rackboot.done"), "{body}");
+        set_mode(&app, Mode::Wipe).await;
+        let (_, body) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert!(
+            body.contains("booting image wipe") && body.contains("rackboot.done="),
+            "{body}"
+        );
+        set_mode(&app, Mode::Boot).await;
+        let (_, body) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert!(
+            body.contains("booting image debian") && !body.contains("rackboot.done"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn exit_method_is_per_machine() {
+        let app = app().await;
+        set_mode(&app, Mode::Local).await;
+        app.state
             .store
-            .call(|conn| store::list_events(conn, MacAddr::parse(MAC).ok(), 100))
+            .call(|conn| {
+                inventory::update(
+                    conn,
+                    MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
+                    &inventory::MachinePatch {
+                        exit_method: Some(lifecycle::ExitMethod::Sanboot),
+                        ..Default::default()
+                    },
+                    "test",
+                    0,
+                )
+            })
             .await
-            .expect("events");
-        assert!(events.iter().any(|e| e.kind == "http.script"));
+            .expect("update");
+        let (_, body) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert!(
+            body.contains("sanboot --no-describe --drive 0x80"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn done_url_works_once() {
+        let app = app().await;
+        let token = token(&app).await;
+        let (status, _) = get(&app, "/done/0000", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = get(&app, &format!("/done/{token}?status=failed"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = get(&app, &format!("/done/{token}"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = get(&app, &format!("/done/{token}"), None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "a used token is refused");
+        let (_, body) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert!(body.trim_end().ends_with("exit"), "back to local: {body}");
+    }
+
+    #[tokio::test]
+    async fn install_files_are_rendered_per_machine() {
+        let app = app().await;
+        let token = token(&app).await;
+        let (status, body) = get(&app, "/machines/52-54-00-12-34-56/files/preseed.cfg", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("host node1 ip 192.0.2.10"), "{body}");
+        assert!(
+            body.contains(&format!("done http://192.0.2.1:8080/done/{token}")),
+            "{body}"
+        );
+        assert!(body.contains("key ssh-ed25519 AAAAdefault ops"), "{body}");
+        assert!(
+            body.contains("key ssh-ed25519 AAAAown node1-admin"),
+            "{body}"
+        );
+        let (status, _) = get(&app, "/machines/52-54-00-12-34-56/files/nope.cfg", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, _) = get(&app, "/machines/52-54-00-12-34-56/files/..%2Fkernel", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]
@@ -320,7 +742,7 @@ mod tests {
         assert!(body.contains("exit"));
         let (status, body) = get(&app, "/boot/52-54-00-00-00-02.ipxe", None).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(body.contains("no image assigned"), "{body}");
+        assert!(body.trim_end().ends_with("exit"), "{body}");
         let (status, _) = get(&app, "/boot/not-a-mac.ipxe", None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
     }
@@ -341,6 +763,7 @@ mod tests {
         let (status, _) = get(&app, "/boot/52-54-00-12-34-56/passwd", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         let events = app
+            .state
             .store
             .call(|conn| store::list_events(conn, MacAddr::parse(MAC).ok(), 100))
             .await

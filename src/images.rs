@@ -58,6 +58,43 @@ fn copy_with_digest(source: &Path, dest: &Path) -> Result<String, ImageError> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// Where an image's unattended-install templates live.
+pub fn files_dir(data_dir: &Path, image: &str) -> PathBuf {
+    data_dir.join("images").join(image).join("files")
+}
+
+/// Copies an install template into an image. Blocking.
+pub fn add_file(data_dir: &Path, image: &str, source: &Path) -> Result<String, ImageError> {
+    let name = source
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| ImageError::BadName(source.display().to_string()))?;
+    validate_name(&name)?;
+    let dir = files_dir(data_dir, image);
+    std::fs::create_dir_all(&dir).map_err(|source| ImageError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    copy_with_digest(source, &dir.join(&name))?;
+    Ok(name)
+}
+
+/// The install templates an image carries.
+pub fn list_files(data_dir: &Path, image: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(files_dir(data_dir, image))
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| validate_name(n).is_ok() && !n.ends_with(".partial"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Copies an image's files into `data_dir/images/NAME/`. Blocking.
 pub fn import(
     data_dir: &Path,

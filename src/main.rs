@@ -14,13 +14,21 @@
 //! - `netif`: interface addresses and ARP entries (Linux).
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
 
+mod api;
+mod auth;
+mod bulk;
 mod clock;
 mod config;
 mod dhcp;
 mod http;
 mod images;
+mod inventory;
+mod lifecycle;
 mod mac;
 mod netif;
+mod panel;
+#[cfg(test)]
+mod panel_tests;
 mod script;
 mod serve;
 mod store;
@@ -63,6 +71,37 @@ enum Command {
     /// Show boot events.
     #[command(subcommand)]
     Event(EventCommand),
+    /// Manage panel users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long, default_value = "operator")]
+        role: auth::Role,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token; its secret is printed once.
+    Create {
+        name: String,
+        #[arg(long, default_value = "operator")]
+        role: auth::Role,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -77,6 +116,10 @@ enum ImageCommand {
         /// Kernel command line.
         #[arg(long, default_value = "")]
         cmdline: String,
+        /// An unattended-install template (kickstart, preseed, cloud-init...), served
+        /// rendered per machine at /machines/MAC/files/NAME. Repeatable.
+        #[arg(long = "file")]
+        files: Vec<PathBuf>,
     },
     List,
 }
@@ -93,8 +136,44 @@ enum MachineCommand {
         /// A fixed address, handed to this machine only.
         #[arg(long)]
         ip: Option<Ipv4Addr>,
+        #[arg(long)]
+        rack: Option<String>,
+        #[arg(long)]
+        position: Option<String>,
+        /// How iPXE leaves network boot: exit, "exit 1" or sanboot.
+        #[arg(long)]
+        exit_method: Option<lifecycle::ExitMethod>,
     },
     List,
+    /// Install the machine's image on its next boot.
+    Reinstall {
+        mac: MacAddr,
+    },
+    /// Set the boot mode: local, install, rescue, boot or wipe.
+    SetMode {
+        mac: MacAddr,
+        mode: lifecycle::Mode,
+    },
+    /// Assign an image (or `--none`).
+    SetImage {
+        mac: MacAddr,
+        image: Option<String>,
+        #[arg(long, conflicts_with = "image")]
+        none: bool,
+    },
+    /// Import machines from a CSV or XLSX file (columns: mac, hostname, ip, image,
+    /// rack, position). Nothing is written unless every row is valid.
+    Import {
+        file: PathBuf,
+    },
+    /// Export the inventory.
+    Export {
+        #[arg(long, value_parser = ["csv", "xlsx"], default_value = "csv")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -172,7 +251,7 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&path).with_context(|| format!("opening inventory {}", path.display()))
 }
 
-fn valid_hostname(name: &str) -> bool {
+pub fn valid_hostname(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && name.split('.').all(|label| {
@@ -184,7 +263,7 @@ fn valid_hostname(name: &str) -> bool {
         })
 }
 
-fn format_ms(ms: Option<i64>) -> String {
+pub fn format_ms(ms: Option<i64>) -> String {
     match ms {
         None => "-".into(),
         Some(ms) => {
@@ -216,9 +295,29 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// How CLI changes appear in the audit log.
+fn cli_actor() -> String {
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{who}")
+}
+
+fn print_machine(m: &inventory::MachineDetail) {
+    println!(
+        "{} mode={} image={} ip={}",
+        m.mac,
+        m.mode,
+        m.image.as_deref().unwrap_or("-"),
+        m.current_ip().map_or("-".into(), |ip| ip.to_string())
+    );
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli.config)?;
     let store = open_store(&config)?;
+    let life = config.lifecycle.clone();
+    let actor = cli_actor();
     match cli.command {
         Command::Serve => serve::run(config, store).await,
         Command::Image(ImageCommand::Add {
@@ -226,12 +325,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kernel,
             initrd,
             cmdline,
+            files,
         }) => {
             let data_dir = config.data_dir.clone();
-            let image = tokio::task::spawn_blocking(move || {
-                images::import(&data_dir, &name, &kernel, &initrd, &cmdline)
+            let (image, names) = tokio::task::spawn_blocking(move || {
+                let image = images::import(&data_dir, &name, &kernel, &initrd, &cmdline)?;
+                let names = files
+                    .iter()
+                    .map(|f| images::add_file(&data_dir, &name, f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, images::ImageError>((image, names))
             })
             .await??;
+            if !names.is_empty() {
+                println!("install files: {}", names.join(", "));
+            }
             let saved = image.clone();
             store
                 .call(move |conn| store::put_image(conn, &saved, clock::now_ms()))
@@ -261,6 +369,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             hostname,
             image,
             ip,
+            rack,
+            position,
+            exit_method,
         }) => {
             if let Some(name) = &hostname
                 && !valid_hostname(name)
@@ -278,25 +389,179 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 image,
                 ip,
             };
-            store
-                .call(move |conn| store::add_machine(conn, &new, clock::now_ms()))
+            let extra = inventory::MachineExtra {
+                rack,
+                position,
+                exit_method,
+                ssh_keys: None,
+            };
+            let added = store
+                .call(move |conn| {
+                    inventory::add(conn, &new, &extra, &life, &actor, clock::now_ms())
+                })
                 .await?;
-            println!("machine {mac} added");
+            print!("machine added: ");
+            print_machine(&added);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::Reinstall { mac }) => {
+            let m = store
+                .call(move |conn| {
+                    inventory::set_mode(
+                        conn,
+                        mac,
+                        lifecycle::Mode::Install,
+                        &life,
+                        &actor,
+                        clock::now_ms(),
+                    )
+                })
+                .await?;
+            print!("reinstall on next boot: ");
+            print_machine(&m);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::SetMode { mac, mode }) => {
+            let m = store
+                .call(move |conn| {
+                    inventory::set_mode(conn, mac, mode, &life, &actor, clock::now_ms())
+                })
+                .await?;
+            print_machine(&m);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::SetImage { mac, image, none }) => {
+            if image.is_none() && !none {
+                anyhow::bail!("name an image, or pass --none to clear it");
+            }
+            let m = store
+                .call(move |conn| {
+                    inventory::set_image(conn, mac, image.as_deref(), &actor, clock::now_ms())
+                })
+                .await?;
+            print_machine(&m);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::Import { file }) => {
+            let name = file.display().to_string();
+            let bytes = tokio::fs::read(&file)
+                .await
+                .with_context(|| format!("reading {name}"))?;
+            let rows =
+                bulk::parse_upload(&name, &bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let checked = store.call(move |conn| bulk::check_rows(conn, rows)).await?;
+            let bad: Vec<_> = checked.iter().filter(|r| !r.errors.is_empty()).collect();
+            if !bad.is_empty() {
+                for row in &bad {
+                    eprintln!("{name}: line {}: {}", row.line, row.errors.join("; "));
+                }
+                anyhow::bail!(
+                    "{} of {} rows have errors; nothing was imported",
+                    bad.len(),
+                    checked.len()
+                );
+            }
+            let summary = store
+                .call(move |conn| bulk::apply_rows(conn, &checked, &life, &actor, clock::now_ms()))
+                .await?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Machine(MachineCommand::Export { format, output }) => {
+            let machines = store.call(bulk::all_machines).await?;
+            let bytes = match format.as_str() {
+                "xlsx" => bulk::to_xlsx(&machines),
+                _ => bulk::to_csv(&machines),
+            }
+            .map_err(|e| anyhow::anyhow!("export: {e}"))?;
+            match output {
+                Some(path) => tokio::fs::write(&path, bytes)
+                    .await
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&bytes)?;
+                }
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Add { name, role }) => {
+            auth::validate_user_name(&name).map_err(anyhow::Error::msg)?;
+            let mut password = String::new();
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("password for {name} (input is shown; pipe it in to hide it): ");
+            }
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            auth::validate_password(&password).map_err(anyhow::Error::msg)?;
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await?
+                .map_err(anyhow::Error::msg)?;
+            let who = name.clone();
+            store
+                .call(move |conn| auth::add_user(conn, &who, &hash, role, &actor, clock::now_ms()))
+                .await?;
+            println!("user {name} added ({})", role.as_str());
+            Ok(())
+        }
+        Command::User(UserCommand::List) => {
+            for u in store.call(|conn| auth::list_users(conn)).await? {
+                println!(
+                    "{:<24} {:<9} {}",
+                    u.name,
+                    u.role.as_str(),
+                    format_ms(Some(u.created_ms))
+                );
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { name, role }) => {
+            let secret = store
+                .call(move |conn| auth::create_token(conn, &name, role, &actor, clock::now_ms()))
+                .await?;
+            println!("{secret}");
+            eprintln!("keep this token: it is shown only once");
+            Ok(())
+        }
+        Command::Token(TokenCommand::List) => {
+            for t in store.call(|conn| auth::list_tokens(conn)).await? {
+                println!(
+                    "{:<24} {:<9} created {} last used {}{}",
+                    t.name,
+                    t.role.as_str(),
+                    format_ms(Some(t.created_ms)),
+                    format_ms(t.last_used_ms),
+                    if t.revoked_ms.is_some() {
+                        " REVOKED"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { name }) => {
+            let which = name.clone();
+            store
+                .call(move |conn| auth::revoke_token(conn, &which, &actor, clock::now_ms()))
+                .await?;
+            println!("token {name} revoked");
             Ok(())
         }
         Command::Machine(MachineCommand::List) => {
-            let machines = store.call(|conn| store::list_machines(conn)).await?;
+            let machines = store.call(bulk::all_machines).await?;
             println!(
-                "{:<17} {:<20} {:<16} {:<15} {:<14} LAST SEEN",
-                "MAC", "HOSTNAME", "IMAGE", "IP", "FIRMWARE"
+                "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} LAST SEEN",
+                "MAC", "HOSTNAME", "IMAGE", "MODE", "IP", "FIRMWARE"
             );
             for m in machines {
                 println!(
-                    "{:<17} {:<20} {:<16} {:<15} {:<14} {}",
+                    "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {}",
                     m.mac,
                     m.hostname.as_deref().unwrap_or("-"),
                     m.image.as_deref().unwrap_or("-"),
-                    m.ip.map_or("-".into(), |ip| ip.to_string()),
+                    m.mode,
+                    m.current_ip().map_or("-".into(), |ip| ip.to_string()),
                     m.arch.as_deref().unwrap_or("-"),
                     format_ms(m.last_seen_ms)
                 );

@@ -60,7 +60,14 @@ impl Scripts {
     /// Renders `name` with `context`. Blocking (reads the override directory): call it
     /// off the async workers.
     pub fn render(&self, name: &str, context: Value) -> Result<String, ScriptError> {
-        let source = self.source(name)?;
+        render_source(name, self.source(name)?, context)
+    }
+}
+
+/// Renders a template given as text: the engine shared by iPXE scripts and image
+/// install files.
+pub fn render_source(name: &str, source: String, context: Value) -> Result<String, ScriptError> {
+    {
         let mut env = Environment::new();
         // A typo in an operator's template is an error, not an empty string in a
         // kernel command line.
@@ -93,7 +100,9 @@ mod tests {
         context! {
             mac => "52:54:00:12:34:56",
             hostname => "node1",
+            mode => "install",
             image => context! { name => "debian", cmdline => "console=ttyS0 quiet" },
+            done_url => "http://192.0.2.1:8080/done/abc",
             kernel_url => "http://192.0.2.1:8080/boot/52-54-00-12-34-56/kernel",
             initrd_url => "http://192.0.2.1:8080/boot/52-54-00-12-34-56/initrd",
         }
@@ -107,7 +116,7 @@ mod tests {
             .expect("renders");
         assert!(script.starts_with("#!ipxe\n"), "{script}");
         assert!(script.contains(
-            "kernel http://192.0.2.1:8080/boot/52-54-00-12-34-56/kernel initrd=initrd console=ttyS0 quiet\n"
+            "kernel http://192.0.2.1:8080/boot/52-54-00-12-34-56/kernel initrd=initrd console=ttyS0 quiet rackboot.done=http://192.0.2.1:8080/done/abc\n"
         ));
         assert!(script.contains("initrd http://192.0.2.1:8080/boot/52-54-00-12-34-56/initrd\n"));
         assert!(script.contains("node1"));

@@ -5,11 +5,11 @@ use crate::dhcp::boot::BootConfig;
 use crate::dhcp::server::{self as dhcp_server, DhcpServer};
 use crate::http::{self, AppState};
 use crate::netif;
-use crate::script::Scripts;
 use crate::store::Store;
 use crate::tftp;
+use crate::{auth, lifecycle, panel};
 use anyhow::{Context as _, bail};
-use std::sync::Arc;
+use std::net::SocketAddr;
 
 pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     // Where the DHCP server lives decides the URL machines reach us at.
@@ -48,18 +48,77 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         (None, None) => format!("http://{}", config.http.listen),
     };
 
-    let scripts = Arc::new(Scripts::new(config.data_dir.join("ipxe")));
-    let state = AppState {
-        store: store.clone(),
-        scripts,
-        base_url: base_url.clone(),
+    let mut state = AppState::new(
+        store.clone(),
+        config.data_dir.clone(),
+        base_url.clone(),
+        config.lifecycle.clone(),
+    );
+    state.secure_cookies = config.panel.tls.is_some();
+    let panel_url = match (&config.panel.listen, &config.panel.tls) {
+        (Some(addr), Some(_)) => format!("https://{addr}"),
+        (Some(addr), None) => format!("http://{addr}"),
+        (None, _) => base_url.clone(),
     };
-    let app = http::router(state, config.ipxe.dir.clone());
+    if store.call(|conn| auth::user_count(conn)).await? == 0 {
+        let token = lifecycle::new_token();
+        *state.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
+        // Printed, not logged to a file someone else reads later: it grants admin.
+        eprintln!(
+            "rackboot: no user exists yet. Create the first admin at {panel_url}/setup/{token} \
+             (works once), or run `rackboot user add NAME --role admin`."
+        );
+    }
+
+    let panel_task = match &config.panel.listen {
+        None => None,
+        Some(addr) => {
+            let panel =
+                panel::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let addr = *addr;
+            let task = match &config.panel.tls {
+                Some(tls) => {
+                    let _ = rustls::crypto::ring::default_provider().install_default();
+                    let rustls_config =
+                        axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                            .await
+                            .with_context(|| {
+                                format!(
+                                    "panel.tls_cert / panel.tls_key: cannot load {} and {}",
+                                    tls.cert.display(),
+                                    tls.key.display()
+                                )
+                            })?;
+                    let server = axum_server::bind_rustls(addr, rustls_config);
+                    tokio::spawn(async move { server.serve(panel).await })
+                }
+                None => {
+                    let listener = tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("panel.listen: cannot listen on {addr}"))?;
+                    tokio::spawn(async move { axum::serve(listener, panel).await })
+                }
+            };
+            tracing::info!(url = panel_url, "admin panel and API on their own address");
+            Some(task)
+        }
+    };
+    let app = if panel_task.is_some() {
+        http::boot_router(state, config.ipxe.dir.clone())
+    } else {
+        http::router(state, config.ipxe.dir.clone())
+    };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let http_task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let http_task = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
 
     if let Some(tftp_config) = &config.tftp {
         if !config.ipxe.dir.is_dir() {
@@ -109,6 +168,12 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     // Tests and operators wait for this line.
     tracing::info!(http = %http_addr, url = base_url, "rackboot ready");
 
+    let panel_done = async {
+        match panel_task {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
     let dhcp_done = async {
         match dhcp_task {
             Some(task) => task.await,
@@ -120,6 +185,11 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             Ok(Ok(())) => bail!("HTTP server stopped"),
             Ok(Err(e)) => bail!("HTTP server failed: {e}"),
             Err(e) => bail!("HTTP server task failed: {e}"),
+        },
+        result = panel_done => match result {
+            Ok(Ok(())) => bail!("panel server stopped"),
+            Ok(Err(e)) => bail!("panel server failed: {e}"),
+            Err(e) => bail!("panel server task failed: {e}"),
         },
         result = dhcp_done => match result {
             Ok(Ok(())) => bail!("DHCP server stopped"),

@@ -34,7 +34,8 @@ pub struct Store {
 }
 
 /// Ordered migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE images (
         name TEXT PRIMARY KEY,
         kernel_path TEXT NOT NULL,
@@ -71,7 +72,49 @@ const MIGRATIONS: &[&str] = &[r#"
         detail TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX events_by_mac ON events(mac, id);
-"#];
+"#,
+    // 2: the machine lifecycle (boot modes, done-URL tokens), who caused each event, and
+    // the panel's users, sessions and API tokens.
+    r#"
+    ALTER TABLE machines ADD COLUMN mode TEXT NOT NULL DEFAULT 'local';
+    ALTER TABLE machines ADD COLUMN exit_method TEXT NOT NULL DEFAULT 'exit';
+    ALTER TABLE machines ADD COLUMN token TEXT;
+    ALTER TABLE machines ADD COLUMN token_expires_ms INTEGER;
+    ALTER TABLE machines ADD COLUMN ssh_keys TEXT NOT NULL DEFAULT '';
+    ALTER TABLE machines ADD COLUMN rack TEXT;
+    ALTER TABLE machines ADD COLUMN position TEXT;
+    ALTER TABLE machines ADD COLUMN installed_ms INTEGER;
+    ALTER TABLE machines ADD COLUMN wiped_ms INTEGER;
+    CREATE UNIQUE INDEX machines_by_token ON machines(token) WHERE token IS NOT NULL;
+    CREATE INDEX machines_by_hostname ON machines(hostname);
+    CREATE INDEX machines_by_mode ON machines(mode);
+    ALTER TABLE events ADD COLUMN actor TEXT;
+    CREATE INDEX events_by_actor ON events(actor, id) WHERE actor IS NOT NULL;
+    CREATE INDEX events_by_time ON events(at_ms);
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    CREATE TABLE sessions (
+        id_hash TEXT PRIMARY KEY,
+        user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+        csrf TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        created_by TEXT,
+        revoked_ms INTEGER,
+        last_used_ms INTEGER
+    );
+"#,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
@@ -225,14 +268,14 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn parse_mac(text: String) -> Result<MacAddr, StoreError> {
+pub(crate) fn parse_mac(text: String) -> Result<MacAddr, StoreError> {
     MacAddr::parse(&text).map_err(|_| StoreError::Corrupt {
         column: "mac",
         value: text,
     })
 }
 
-fn ip_from_db(value: Option<i64>) -> Result<Option<Ipv4Addr>, StoreError> {
+pub(crate) fn ip_from_db(value: Option<i64>) -> Result<Option<Ipv4Addr>, StoreError> {
     value
         .map(|v| {
             u32::try_from(v)
@@ -245,7 +288,7 @@ fn ip_from_db(value: Option<i64>) -> Result<Option<Ipv4Addr>, StoreError> {
         .transpose()
 }
 
-fn ip_to_db(ip: Ipv4Addr) -> i64 {
+pub(crate) fn ip_to_db(ip: Ipv4Addr) -> i64 {
     i64::from(u32::from(ip))
 }
 
@@ -298,6 +341,7 @@ pub fn get_machine(conn: &Connection, mac: MacAddr) -> Result<Option<Machine>, S
     .transpose()
 }
 
+#[cfg(test)]
 pub fn list_machines(conn: &Connection) -> Result<Vec<Machine>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MACHINE_COLUMNS} FROM machines ORDER BY mac"
@@ -314,18 +358,31 @@ pub struct NewMachine {
     pub ip: Option<Ipv4Addr>,
 }
 
+#[cfg(test)]
 pub fn add_machine(conn: &mut Connection, new: &NewMachine, now_ms: i64) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    insert_machine(&tx, new, now_ms, None)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Inserts a machine inside the caller's transaction, with its `machine.added` event.
+pub fn insert_machine(
+    tx: &Connection,
+    new: &NewMachine,
+    now_ms: i64,
+    actor: Option<&str>,
+) -> Result<(), StoreError> {
     let mac = new
         .mac
         .ok_or_else(|| StoreError::Conflict("a machine needs a MAC address".into()))?;
-    let tx = conn.transaction()?;
-    if get_machine(&tx, mac)?.is_some() {
+    if get_machine(tx, mac)?.is_some() {
         return Err(StoreError::Conflict(format!(
             "machine {mac} already exists"
         )));
     }
     if let Some(image) = &new.image
-        && get_image(&tx, image)?.is_none()
+        && get_image(tx, image)?.is_none()
     {
         return Err(StoreError::NotFound(format!("no image named {image:?}")));
     }
@@ -353,8 +410,8 @@ pub fn add_machine(conn: &mut Connection, new: &NewMachine, now_ms: i64) -> Resu
             now_ms
         ],
     )?;
-    insert_event(
-        &tx,
+    insert_event_by(
+        tx,
         now_ms,
         Some(mac),
         "machine.added",
@@ -366,9 +423,17 @@ pub fn add_machine(conn: &mut Connection, new: &NewMachine, now_ms: i64) -> Resu
                 .map(|ip| ip.to_string())
                 .unwrap_or_else(|| "-".into())
         ),
+        actor,
     )?;
-    tx.commit()?;
     Ok(())
+}
+
+/// A migrated in-memory connection, for tests of modules that query the store.
+#[cfg(test)]
+pub fn open_connection_for_tests() -> Connection {
+    let mut conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("open: {e}"));
+    prepare(&mut conn).unwrap_or_else(|e| panic!("migrate: {e}"));
+    conn
 }
 
 /// Notes that a known machine was seen (first and last seen, and its firmware).
@@ -540,8 +605,28 @@ pub fn insert_event(
     kind: &str,
     detail: String,
 ) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO events (at_ms, mac, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![at_ms, mac.map(|m| m.to_string()), kind, detail])?;
+    insert_event_by(conn, at_ms, mac, kind, detail, None)
+}
+
+/// An event with who caused it (`user:NAME`, `token:NAME`, `machine`): the audit log.
+pub fn insert_event_by(
+    conn: &Connection,
+    at_ms: i64,
+    mac: Option<MacAddr>,
+    kind: &str,
+    detail: String,
+    actor: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO events (at_ms, mac, kind, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        at_ms,
+        mac.map(|m| m.to_string()),
+        kind,
+        detail,
+        actor
+    ])?;
     Ok(())
 }
 

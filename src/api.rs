@@ -1,0 +1,435 @@
+//! The JSON API under `/api/v1`, authenticated by bearer tokens (`rackboot token
+//! create NAME`). Viewer tokens read; operator and admin tokens change. The OpenAPI
+//! document (`openapi.json`) is served at `/api/v1/openapi.json`, and a test checks
+//! it against these routes.
+
+use crate::auth::{self, Principal};
+use crate::clock;
+use crate::http::AppState;
+use crate::inventory::{self, MachineExtra, MachinePatch, MachineQuery, SortBy};
+use crate::lifecycle::{ExitMethod, Mode};
+use crate::mac::MacAddr;
+use crate::panel::RequestId;
+use crate::store::{self, NewMachine, StoreError};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::net::Ipv4Addr;
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/machines", get(list_machines).post(create_machine))
+        .route(
+            "/api/v1/machines/{mac}",
+            get(get_machine)
+                .patch(update_machine)
+                .delete(delete_machine),
+        )
+        .route("/api/v1/machines/{mac}/image", put(set_image))
+        .route("/api/v1/machines/{mac}/mode", put(set_mode))
+        .route("/api/v1/machines/{mac}/reinstall", post(reinstall))
+        .route("/api/v1/images", get(list_images))
+        .route("/api/v1/leases", get(list_leases))
+        .route("/api/v1/events", get(list_events))
+}
+
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, m),
+            StoreError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
+            other => {
+                tracing::error!("api: {other}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the server log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": { "code": self.status.as_u16(), "message": self.message } });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// The caller of an API route, from `Authorization: Bearer <token>`.
+pub struct ApiUser(pub Principal);
+
+impl FromRequestParts<AppState> for ApiUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
+        let unauthorized = |message: &str| {
+            let body =
+                json!({ "error": { "code": 401, "message": message, "request_id": request_id } });
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer realm=\"rackboot\"")],
+                Json(body),
+            )
+                .into_response()
+        };
+        let Some(secret) = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|s| s.trim().to_string())
+        else {
+            return Err(unauthorized(
+                "a bearer token is required (rackboot token create NAME)",
+            ));
+        };
+        let now = clock::now_ms();
+        match app
+            .store
+            .call(move |conn| auth::token_principal(conn, &secret, now))
+            .await
+        {
+            Ok(Some(principal)) => Ok(ApiUser(principal)),
+            Ok(None) => Err(unauthorized("the token is unknown or revoked")),
+            Err(e) => Err(ApiError::from(e).into_response()),
+        }
+    }
+}
+
+fn require_change(user: &Principal) -> Result<(), ApiError> {
+    if user.role.can_change() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this token may only read",
+        ))
+    }
+}
+
+fn parse_mac(text: &str) -> Result<MacAddr, ApiError> {
+    MacAddr::parse(text).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn call<R, F>(app: &AppState, f: F) -> Result<R, ApiError>
+where
+    F: FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    R: Send + 'static,
+{
+    app.store.call(f).await.map_err(ApiError::from)
+}
+
+async fn openapi(ApiUser(_): ApiUser) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    q: Option<String>,
+    mode: Option<Mode>,
+    sort: Option<SortBy>,
+    offset: Option<u32>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct MachinePage {
+    total: u64,
+    offset: u32,
+    machines: Vec<inventory::MachineDetail>,
+}
+
+async fn list_machines(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<MachinePage> {
+    let query = MachineQuery {
+        search: q.q,
+        mode: q.mode,
+        sort: q.sort.unwrap_or_default(),
+        offset: q.offset.unwrap_or(0),
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let offset = query.offset;
+    let (machines, total) = call(&app, move |conn| inventory::search(conn, &query)).await?;
+    Ok(Json(MachinePage {
+        total,
+        offset,
+        machines,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMachine {
+    mac: String,
+    hostname: Option<String>,
+    image: Option<String>,
+    ip: Option<Ipv4Addr>,
+    rack: Option<String>,
+    position: Option<String>,
+    exit_method: Option<ExitMethod>,
+    ssh_keys: Option<String>,
+}
+
+async fn create_machine(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Json(body): Json<CreateMachine>,
+) -> Result<(StatusCode, Json<inventory::MachineDetail>), ApiError> {
+    require_change(&user)?;
+    let mac = parse_mac(&body.mac)?;
+    if let Some(h) = &body.hostname
+        && !crate::valid_hostname(h)
+    {
+        return Err(ApiError::bad_request(format!(
+            "hostname {h:?} is not a valid host name"
+        )));
+    }
+    let new = NewMachine {
+        mac: Some(mac),
+        hostname: body.hostname,
+        image: body.image,
+        ip: body.ip,
+    };
+    let extra = MachineExtra {
+        rack: body.rack,
+        position: body.position,
+        exit_method: body.exit_method,
+        ssh_keys: body.ssh_keys,
+    };
+    let config = (*app.lifecycle).clone();
+    let actor = user.actor();
+    let now = clock::now_ms();
+    let created = call(&app, move |conn| {
+        inventory::add(conn, &new, &extra, &config, &actor, now)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn get_machine(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+    Path(mac): Path<String>,
+) -> ApiResult<inventory::MachineDetail> {
+    let mac = parse_mac(&mac)?;
+    call(&app, move |conn| inventory::machine(conn, mac))
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no machine {mac}")))
+}
+
+async fn update_machine(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(mac): Path<String>,
+    Json(patch): Json<MachinePatch>,
+) -> ApiResult<inventory::MachineDetail> {
+    require_change(&user)?;
+    let mac = parse_mac(&mac)?;
+    if let Some(Some(h)) = &patch.hostname
+        && !crate::valid_hostname(h)
+    {
+        return Err(ApiError::bad_request(format!(
+            "hostname {h:?} is not a valid host name"
+        )));
+    }
+    let (actor, now) = (user.actor(), clock::now_ms());
+    Ok(Json(
+        call(&app, move |conn| {
+            inventory::update(conn, mac, &patch, &actor, now)
+        })
+        .await?,
+    ))
+}
+
+async fn delete_machine(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(mac): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_change(&user)?;
+    let mac = parse_mac(&mac)?;
+    let (actor, now) = (user.actor(), clock::now_ms());
+    call(&app, move |conn| inventory::delete(conn, mac, &actor, now)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetImage {
+    image: Option<String>,
+}
+
+async fn set_image(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(mac): Path<String>,
+    Json(body): Json<SetImage>,
+) -> ApiResult<inventory::MachineDetail> {
+    require_change(&user)?;
+    let mac = parse_mac(&mac)?;
+    let (actor, now) = (user.actor(), clock::now_ms());
+    Ok(Json(
+        call(&app, move |conn| {
+            inventory::set_image(conn, mac, body.image.as_deref(), &actor, now)
+        })
+        .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMode {
+    mode: Mode,
+}
+
+async fn apply_mode(
+    app: &AppState,
+    user: &Principal,
+    mac: MacAddr,
+    mode: Mode,
+) -> ApiResult<inventory::MachineDetail> {
+    require_change(user)?;
+    let config = (*app.lifecycle).clone();
+    let (actor, now) = (user.actor(), clock::now_ms());
+    Ok(Json(
+        call(app, move |conn| {
+            inventory::set_mode(conn, mac, mode, &config, &actor, now)
+        })
+        .await?,
+    ))
+}
+
+async fn set_mode(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(mac): Path<String>,
+    Json(body): Json<SetMode>,
+) -> ApiResult<inventory::MachineDetail> {
+    apply_mode(&app, &user, parse_mac(&mac)?, body.mode).await
+}
+
+async fn reinstall(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(mac): Path<String>,
+) -> ApiResult<inventory::MachineDetail> {
+    apply_mode(&app, &user, parse_mac(&mac)?, Mode::Install).await
+}
+
+#[derive(Serialize)]
+struct ImageView {
+    name: String,
+    kernel_sha256: String,
+    initrd_sha256: String,
+    cmdline: String,
+    machines: u64,
+}
+
+async fn list_images(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+) -> ApiResult<Vec<ImageView>> {
+    let images = call(&app, |conn| inventory::images_with_use(conn)).await?;
+    Ok(Json(
+        images
+            .into_iter()
+            .map(|(i, machines)| ImageView {
+                name: i.name,
+                kernel_sha256: i.kernel_sha256,
+                initrd_sha256: i.initrd_sha256,
+                cmdline: i.cmdline,
+                machines,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Serialize)]
+struct LeaseView {
+    ip: Ipv4Addr,
+    mac: String,
+    state: &'static str,
+    expires_at: i64,
+    hostname: Option<String>,
+}
+
+async fn list_leases(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+) -> ApiResult<Vec<LeaseView>> {
+    let leases = call(&app, |conn| store::list_leases(conn)).await?;
+    let now = clock::now_ms() / 1000;
+    Ok(Json(
+        leases
+            .into_iter()
+            .map(|l| LeaseView {
+                ip: l.ip,
+                mac: l.mac.to_string(),
+                state: match l.state {
+                    store::LeaseState::Bound if l.expires_at <= now => "expired",
+                    store::LeaseState::Bound => "bound",
+                    store::LeaseState::Released => "released",
+                    store::LeaseState::Declined => "declined",
+                },
+                expires_at: l.expires_at,
+                hostname: l.hostname,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    mac: Option<String>,
+    audit: Option<bool>,
+    limit: Option<u32>,
+}
+
+async fn list_events(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Vec<inventory::AuditEvent>> {
+    let mac = q.mac.as_deref().map(parse_mac).transpose()?;
+    let limit = q.limit.unwrap_or(200).clamp(1, 5000);
+    let audit = q.audit.unwrap_or(false);
+    Ok(Json(
+        call(&app, move |conn| inventory::events(conn, mac, audit, limit)).await?,
+    ))
+}

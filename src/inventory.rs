@@ -1,0 +1,947 @@
+//! Inventory operations for the lifecycle, the panel, the API and the CLI: machine
+//! details, search, mode and image changes, done-URLs, image deletion and the audit
+//! log. Each runs on a `Connection` inside one transaction and records an event
+//! naming who caused it; callers run them through `Store::call`.
+
+use crate::lifecycle::{self, DoneOutcome, ExitMethod, LifecycleConfig, MachineLife, Mode};
+use crate::mac::MacAddr;
+use crate::store::{
+    self, NewMachine, StoreError, insert_event_by, ip_from_db, ip_to_db, parse_mac,
+};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+/// Everything the panel and API show about one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MachineDetail {
+    pub mac: String,
+    pub hostname: Option<String>,
+    pub image: Option<String>,
+    /// The fixed address, if any.
+    pub ip: Option<Ipv4Addr>,
+    /// The address of its current lease, if any.
+    pub lease_ip: Option<Ipv4Addr>,
+    pub lease_expires_at: Option<i64>,
+    pub arch: Option<String>,
+    pub mode: Mode,
+    pub exit_method: ExitMethod,
+    pub ssh_keys: String,
+    pub rack: Option<String>,
+    pub position: Option<String>,
+    pub first_seen_ms: Option<i64>,
+    pub last_seen_ms: Option<i64>,
+    pub installed_ms: Option<i64>,
+    pub wiped_ms: Option<i64>,
+    #[serde(skip)]
+    pub token: Option<String>,
+    #[serde(skip)]
+    pub token_expires_ms: Option<i64>,
+}
+
+impl MachineDetail {
+    pub fn life(&self) -> MachineLife {
+        MachineLife {
+            mode: self.mode,
+            image: self.image.clone(),
+            token: self.token.clone(),
+            token_expires_ms: self.token_expires_ms,
+        }
+    }
+
+    /// The address a booting machine is expected to come from.
+    pub fn current_ip(&self) -> Option<Ipv4Addr> {
+        self.lease_ip.or(self.ip)
+    }
+}
+
+const DETAIL_SELECT: &str = "SELECT m.mac, m.hostname, m.image, m.ip, l.ip, l.expires_at, m.arch,
+    m.mode, m.exit_method, m.ssh_keys, m.rack, m.position, m.first_seen_ms, m.last_seen_ms,
+    m.installed_ms, m.wiped_ms, m.token, m.token_expires_ms
+    FROM machines m LEFT JOIN leases l ON l.mac = m.mac AND l.state = 'bound'";
+
+fn detail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDetail> {
+    Ok(RawDetail {
+        mac: r.get(0)?,
+        hostname: r.get(1)?,
+        image: r.get(2)?,
+        ip: r.get(3)?,
+        lease_ip: r.get(4)?,
+        lease_expires_at: r.get(5)?,
+        arch: r.get(6)?,
+        mode: r.get(7)?,
+        exit_method: r.get(8)?,
+        ssh_keys: r.get(9)?,
+        rack: r.get(10)?,
+        position: r.get(11)?,
+        first_seen_ms: r.get(12)?,
+        last_seen_ms: r.get(13)?,
+        installed_ms: r.get(14)?,
+        wiped_ms: r.get(15)?,
+        token: r.get(16)?,
+        token_expires_ms: r.get(17)?,
+    })
+}
+
+struct RawDetail {
+    mac: String,
+    hostname: Option<String>,
+    image: Option<String>,
+    ip: Option<i64>,
+    lease_ip: Option<i64>,
+    lease_expires_at: Option<i64>,
+    arch: Option<String>,
+    mode: String,
+    exit_method: String,
+    ssh_keys: String,
+    rack: Option<String>,
+    position: Option<String>,
+    first_seen_ms: Option<i64>,
+    last_seen_ms: Option<i64>,
+    installed_ms: Option<i64>,
+    wiped_ms: Option<i64>,
+    token: Option<String>,
+    token_expires_ms: Option<i64>,
+}
+
+impl RawDetail {
+    fn validate(self) -> Result<MachineDetail, StoreError> {
+        let corrupt = |column, value: &str| StoreError::Corrupt {
+            column,
+            value: value.to_string(),
+        };
+        Ok(MachineDetail {
+            mac: parse_mac(self.mac)?.to_string(),
+            hostname: self.hostname,
+            image: self.image,
+            ip: ip_from_db(self.ip)?,
+            lease_ip: ip_from_db(self.lease_ip)?,
+            lease_expires_at: self.lease_expires_at,
+            arch: self.arch,
+            mode: self
+                .mode
+                .parse()
+                .map_err(|_| corrupt("machines.mode", &self.mode))?,
+            exit_method: self
+                .exit_method
+                .parse()
+                .map_err(|_| corrupt("machines.exit_method", &self.exit_method))?,
+            ssh_keys: self.ssh_keys,
+            rack: self.rack,
+            position: self.position,
+            first_seen_ms: self.first_seen_ms,
+            last_seen_ms: self.last_seen_ms,
+            installed_ms: self.installed_ms,
+            wiped_ms: self.wiped_ms,
+            token: self.token,
+            token_expires_ms: self.token_expires_ms,
+        })
+    }
+}
+
+pub fn machine(conn: &Connection, mac: MacAddr) -> Result<Option<MachineDetail>, StoreError> {
+    conn.prepare_cached(&format!("{DETAIL_SELECT} WHERE m.mac = ?1"))?
+        .query_row([mac.to_string()], detail_row)
+        .optional()?
+        .map(RawDetail::validate)
+        .transpose()
+}
+
+fn require(conn: &Connection, mac: MacAddr) -> Result<MachineDetail, StoreError> {
+    machine(conn, mac)?.ok_or_else(|| StoreError::NotFound(format!("no machine {mac}")))
+}
+
+/// Sort orders the machines list offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SortBy {
+    #[default]
+    Mac,
+    Hostname,
+    Ip,
+    Image,
+    Mode,
+    Seen,
+}
+
+impl SortBy {
+    fn order_clause(self) -> &'static str {
+        match self {
+            SortBy::Mac => "m.mac",
+            SortBy::Hostname => "m.hostname IS NULL, m.hostname, m.mac",
+            SortBy::Ip => "COALESCE(m.ip, l.ip) IS NULL, COALESCE(m.ip, l.ip), m.mac",
+            SortBy::Image => "m.image IS NULL, m.image, m.mac",
+            SortBy::Mode => "m.mode, m.mac",
+            SortBy::Seen => "m.last_seen_ms IS NULL, m.last_seen_ms DESC, m.mac",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MachineQuery {
+    /// Matches MAC, hostname, IP (fixed or leased), image, rack.
+    pub search: Option<String>,
+    pub mode: Option<Mode>,
+    pub sort: SortBy,
+    pub offset: u32,
+    pub limit: u32,
+}
+
+/// A page of machines and the number matching in all.
+pub fn search(
+    conn: &Connection,
+    query: &MachineQuery,
+) -> Result<(Vec<MachineDetail>, u64), StoreError> {
+    let pattern = query
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            // Searching by MAC with '-' separators or in capitals finds the stored form.
+            let normal = MacAddr::parse(s)
+                .map(|m| m.to_string())
+                .unwrap_or_else(|_| s.to_lowercase());
+            format!("%{}%", normal.replace('%', "").replace('_', "\\_"))
+        });
+    let ip_exact: Option<i64> = query
+        .search
+        .as_deref()
+        .and_then(|s| s.trim().parse::<Ipv4Addr>().ok())
+        .map(ip_to_db);
+    let where_clause = "WHERE (?1 IS NULL OR lower(m.mac) LIKE ?1 ESCAPE '\\'
+            OR lower(COALESCE(m.hostname, '')) LIKE ?1 ESCAPE '\\'
+            OR lower(COALESCE(m.image, '')) LIKE ?1 ESCAPE '\\'
+            OR lower(COALESCE(m.rack, '')) LIKE ?1 ESCAPE '\\'
+            OR m.ip = ?2 OR l.ip = ?2)
+          AND (?3 IS NULL OR m.mode = ?3)";
+    let mode = query.mode.map(Mode::as_str);
+    let total: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM machines m LEFT JOIN leases l ON l.mac = m.mac AND l.state = 'bound' {where_clause}"
+        ))?
+        .query_row(params![pattern, ip_exact, mode], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "{DETAIL_SELECT} {where_clause} ORDER BY {} LIMIT ?4 OFFSET ?5",
+        query.sort.order_clause()
+    ))?;
+    let rows = stmt.query_map(
+        params![pattern, ip_exact, mode, query.limit.max(1), query.offset],
+        detail_row,
+    )?;
+    let machines = rows
+        .map(|r| r.map_err(StoreError::from).and_then(RawDetail::validate))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((machines, u64::try_from(total).unwrap_or(0)))
+}
+
+/// Machines per mode, for the dashboard.
+pub fn count_by_mode(conn: &Connection) -> Result<Vec<(Mode, u64)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT mode, count(*) FROM machines GROUP BY mode")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut counts: Vec<(Mode, u64)> = lifecycle::MODES.iter().map(|m| (*m, 0)).collect();
+    for row in rows {
+        let (mode, n) = row?;
+        if let Ok(mode) = mode.parse::<Mode>()
+            && let Some(slot) = counts.iter_mut().find(|(m, _)| *m == mode)
+        {
+            slot.1 = u64::try_from(n).unwrap_or(0);
+        }
+    }
+    Ok(counts)
+}
+
+/// Extra fields of a machine besides those `NewMachine` has.
+#[derive(Debug, Clone, Default)]
+pub struct MachineExtra {
+    pub rack: Option<String>,
+    pub position: Option<String>,
+    pub exit_method: Option<ExitMethod>,
+    pub ssh_keys: Option<String>,
+}
+
+/// Adds a machine. One added with an image starts in `install` (it is new and needs
+/// its OS); one without starts in `local`.
+pub fn add(
+    conn: &mut Connection,
+    new: &NewMachine,
+    extra: &MachineExtra,
+    config: &LifecycleConfig,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, StoreError> {
+    let mac = new
+        .mac
+        .ok_or_else(|| StoreError::Conflict("a machine needs a MAC address".into()))?;
+    let tx = conn.transaction()?;
+    add_in_tx(&tx, new, extra, config, actor, now_ms)?;
+    let detail = require(&tx, mac)?;
+    tx.commit()?;
+    Ok(detail)
+}
+
+pub fn add_in_tx(
+    tx: &Connection,
+    new: &NewMachine,
+    extra: &MachineExtra,
+    config: &LifecycleConfig,
+    actor: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mac = new
+        .mac
+        .ok_or_else(|| StoreError::Conflict("a machine needs a MAC address".into()))?;
+    store::insert_machine(tx, new, now_ms, Some(actor))?;
+    tx.execute(
+        "UPDATE machines SET rack = ?2, position = ?3, exit_method = ?4, ssh_keys = ?5 WHERE mac = ?1",
+        params![
+            mac.to_string(),
+            extra.rack,
+            extra.position,
+            extra.exit_method.unwrap_or(ExitMethod::Exit).as_str(),
+            extra.ssh_keys.clone().unwrap_or_default()
+        ],
+    )?;
+    if new.image.is_some() {
+        set_mode_in(tx, mac, Mode::Install, config, actor, now_ms)?;
+    }
+    Ok(())
+}
+
+fn write_life(tx: &Connection, mac: MacAddr, life: &MachineLife) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE machines SET mode = ?2, image = ?3, token = ?4, token_expires_ms = ?5 WHERE mac = ?1",
+        params![
+            mac.to_string(),
+            life.mode.as_str(),
+            life.image,
+            life.token,
+            life.token_expires_ms
+        ],
+    )?;
+    Ok(())
+}
+
+fn set_mode_in(
+    tx: &Connection,
+    mac: MacAddr,
+    mode: Mode,
+    config: &LifecycleConfig,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, StoreError> {
+    let current = require(tx, mac)?;
+    let next = lifecycle::set_mode(&current.life(), mode, config, now_ms)
+        .map_err(|e| StoreError::Conflict(e.to_string()))?;
+    write_life(tx, mac, &next)?;
+    insert_event_by(
+        tx,
+        now_ms,
+        Some(mac),
+        "mode.set",
+        format!("{} -> {mode}", current.mode),
+        Some(actor),
+    )?;
+    require(tx, mac)
+}
+
+pub fn set_mode(
+    conn: &mut Connection,
+    mac: MacAddr,
+    mode: Mode,
+    config: &LifecycleConfig,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, StoreError> {
+    let tx = conn.transaction()?;
+    let detail = set_mode_in(&tx, mac, mode, config, actor, now_ms)?;
+    tx.commit()?;
+    Ok(detail)
+}
+
+/// Assigns (or clears) a machine's image. A machine in a mode that needs an image
+/// cannot lose it.
+pub fn set_image(
+    conn: &mut Connection,
+    mac: MacAddr,
+    image: Option<&str>,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, StoreError> {
+    let tx = conn.transaction()?;
+    let detail = set_image_in_tx(&tx, mac, image, actor, now_ms)?;
+    tx.commit()?;
+    Ok(detail)
+}
+
+pub fn set_image_in_tx(
+    tx: &Connection,
+    mac: MacAddr,
+    image: Option<&str>,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, StoreError> {
+    let current = require(tx, mac)?;
+    if let Some(name) = image
+        && store::get_image(tx, name)?.is_none()
+    {
+        return Err(StoreError::NotFound(format!("no image named {name:?}")));
+    }
+    if image.is_none() && matches!(current.mode, Mode::Install | Mode::Boot) {
+        return Err(StoreError::Conflict(format!(
+            "{mac} is in mode {}: set another mode before removing its image",
+            current.mode
+        )));
+    }
+    if current.image.as_deref() == image {
+        return Ok(current);
+    }
+    tx.execute(
+        "UPDATE machines SET image = ?2 WHERE mac = ?1",
+        params![mac.to_string(), image],
+    )?;
+    insert_event_by(
+        tx,
+        now_ms,
+        Some(mac),
+        "image.set",
+        format!(
+            "{} -> {}",
+            current.image.as_deref().unwrap_or("-"),
+            image.unwrap_or("-")
+        ),
+        Some(actor),
+    )?;
+    require(tx, mac)
+}
+
+/// Fields an update may change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct MachinePatch {
+    pub hostname: Option<Option<String>>,
+    pub ip: Option<Option<Ipv4Addr>>,
+    pub exit_method: Option<ExitMethod>,
+    pub ssh_keys: Option<String>,
+    pub rack: Option<Option<String>>,
+    pub position: Option<Option<String>>,
+}
+
+pub fn update(
+    conn: &mut Connection,
+    mac: MacAddr,
+    patch: &MachinePatch,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, StoreError> {
+    let tx = conn.transaction()?;
+    let detail = update_in_tx(&tx, mac, patch, actor, now_ms)?;
+    tx.commit()?;
+    Ok(detail)
+}
+
+pub fn update_in_tx(
+    tx: &Connection,
+    mac: MacAddr,
+    patch: &MachinePatch,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, StoreError> {
+    require(tx, mac)?;
+    let mut changed = Vec::new();
+    if let Some(hostname) = &patch.hostname {
+        tx.execute(
+            "UPDATE machines SET hostname = ?2 WHERE mac = ?1",
+            params![mac.to_string(), hostname],
+        )?;
+        changed.push(format!("hostname={}", hostname.as_deref().unwrap_or("-")));
+    }
+    if let Some(ip) = patch.ip {
+        if let Some(ip) = ip {
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT mac FROM machines WHERE ip = ?1 AND mac <> ?2",
+                    params![ip_to_db(ip), mac.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(owner) = owner {
+                return Err(StoreError::Conflict(format!(
+                    "{ip} is already the fixed address of {owner}"
+                )));
+            }
+        }
+        tx.execute(
+            "UPDATE machines SET ip = ?2 WHERE mac = ?1",
+            params![mac.to_string(), ip.map(ip_to_db)],
+        )?;
+        changed.push(format!("ip={}", ip.map_or("-".into(), |i| i.to_string())));
+    }
+    if let Some(method) = patch.exit_method {
+        tx.execute(
+            "UPDATE machines SET exit_method = ?2 WHERE mac = ?1",
+            params![mac.to_string(), method.as_str()],
+        )?;
+        changed.push(format!("exit_method={}", method.as_str()));
+    }
+    if let Some(keys) = &patch.ssh_keys {
+        tx.execute(
+            "UPDATE machines SET ssh_keys = ?2 WHERE mac = ?1",
+            params![mac.to_string(), keys],
+        )?;
+        changed.push("ssh_keys".into());
+    }
+    if let Some(rack) = &patch.rack {
+        tx.execute(
+            "UPDATE machines SET rack = ?2 WHERE mac = ?1",
+            params![mac.to_string(), rack],
+        )?;
+        changed.push(format!("rack={}", rack.as_deref().unwrap_or("-")));
+    }
+    if let Some(position) = &patch.position {
+        tx.execute(
+            "UPDATE machines SET position = ?2 WHERE mac = ?1",
+            params![mac.to_string(), position],
+        )?;
+        changed.push(format!("position={}", position.as_deref().unwrap_or("-")));
+    }
+    if !changed.is_empty() {
+        insert_event_by(
+            tx,
+            now_ms,
+            Some(mac),
+            "machine.updated",
+            changed.join(" "),
+            Some(actor),
+        )?;
+    }
+    require(tx, mac)
+}
+
+pub fn delete(
+    conn: &mut Connection,
+    mac: MacAddr,
+    actor: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    let gone = tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])?;
+    if gone == 0 {
+        return Err(StoreError::NotFound(format!("no machine {mac}")));
+    }
+    insert_event_by(
+        &tx,
+        now_ms,
+        Some(mac),
+        "machine.deleted",
+        String::new(),
+        Some(actor),
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// A call to a done-URL: finds the machine by its token and applies the outcome.
+/// Returns the outcome and, unless refused, the machine.
+pub fn done(
+    conn: &mut Connection,
+    token: &str,
+    failed: bool,
+    now_ms: i64,
+) -> Result<(DoneOutcome, Option<MacAddr>), StoreError> {
+    let tx = conn.transaction()?;
+    let mac: Option<String> = tx
+        .query_row("SELECT mac FROM machines WHERE token = ?1", [token], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let Some(mac) = mac.map(parse_mac).transpose()? else {
+        return Ok((DoneOutcome::Refused, None));
+    };
+    let detail = require(&tx, mac)?;
+    let outcome = lifecycle::done(&detail.life(), token, failed, now_ms);
+    match outcome {
+        DoneOutcome::Refused => return Ok((outcome, Some(mac))),
+        DoneOutcome::Failed => {
+            insert_event_by(
+                &tx,
+                now_ms,
+                Some(mac),
+                &format!("{}.failed", detail.mode),
+                "the installer reported failure; the machine stays in its mode".into(),
+                Some("machine"),
+            )?;
+        }
+        DoneOutcome::Finished { wiped } => {
+            tx.execute(
+                "UPDATE machines SET mode = 'local', token = NULL, token_expires_ms = NULL,
+                   installed_ms = CASE WHEN ?2 THEN installed_ms ELSE ?3 END,
+                   wiped_ms = CASE WHEN ?2 THEN ?3 ELSE wiped_ms END
+                 WHERE mac = ?1",
+                params![mac.to_string(), wiped, now_ms],
+            )?;
+            insert_event_by(
+                &tx,
+                now_ms,
+                Some(mac),
+                &format!("{}.done", detail.mode),
+                format!("{} -> local", detail.mode),
+                Some("machine"),
+            )?;
+        }
+    }
+    tx.commit()?;
+    Ok((outcome, Some(mac)))
+}
+
+/// Whether `ip` may fetch the secrets of `mac` (its done-URL, install files): only
+/// the address rackboot leased or fixed for it.
+pub fn may_fetch_secrets(
+    conn: &Connection,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> = conn
+        .prepare_cached(
+            "SELECT 1 FROM leases WHERE mac = ?1 AND ip = ?2 AND state = 'bound'
+             UNION ALL SELECT 1 FROM machines WHERE mac = ?1 AND ip = ?2 LIMIT 1",
+        )?
+        .query_row(params![mac.to_string(), ip_to_db(ip)], |r| r.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
+
+/// Deletes an image that no machine uses and that is not the rescue or wipe image.
+pub fn delete_image(
+    conn: &mut Connection,
+    name: &str,
+    config: &LifecycleConfig,
+    actor: &str,
+    now_ms: i64,
+) -> Result<store::Image, StoreError> {
+    let tx = conn.transaction()?;
+    let image = store::get_image(&tx, name)?
+        .ok_or_else(|| StoreError::NotFound(format!("no image named {name:?}")))?;
+    let users: i64 = tx.query_row(
+        "SELECT count(*) FROM machines WHERE image = ?1",
+        [name],
+        |r| r.get(0),
+    )?;
+    if users > 0 {
+        return Err(StoreError::Conflict(format!(
+            "image {name} is assigned to {users} machine(s) and cannot be deleted"
+        )));
+    }
+    if config.rescue_image.as_deref() == Some(name) || config.wipe_image.as_deref() == Some(name) {
+        return Err(StoreError::Conflict(format!(
+            "image {name} is the configured rescue or wipe image and cannot be deleted"
+        )));
+    }
+    tx.execute("DELETE FROM images WHERE name = ?1", [name])?;
+    insert_event_by(
+        &tx,
+        now_ms,
+        None,
+        "image.deleted",
+        name.to_string(),
+        Some(actor),
+    )?;
+    tx.commit()?;
+    Ok(image)
+}
+
+/// Images with how many machines use each.
+pub fn images_with_use(conn: &Connection) -> Result<Vec<(store::Image, u64)>, StoreError> {
+    let images = store::list_images(conn)?;
+    let mut stmt = conn.prepare_cached("SELECT count(*) FROM machines WHERE image = ?1")?;
+    images
+        .into_iter()
+        .map(|image| {
+            let n: i64 = stmt.query_row([&image.name], |r| r.get(0))?;
+            Ok((image, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEvent {
+    pub at_ms: i64,
+    pub mac: Option<String>,
+    pub kind: String,
+    pub detail: String,
+    pub actor: Option<String>,
+}
+
+/// Events, newest first, for one machine or all; `audit_only` keeps changes made by
+/// people and tokens (panel users, API tokens, the CLI), not by machines.
+pub fn events(
+    conn: &Connection,
+    mac: Option<MacAddr>,
+    audit_only: bool,
+    limit: u32,
+) -> Result<Vec<AuditEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT at_ms, mac, kind, detail, actor FROM events
+         WHERE (?1 IS NULL OR mac = ?1)
+           AND (?2 = 0 OR (actor IS NOT NULL AND actor <> 'machine'))
+         ORDER BY id DESC LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(
+        params![mac.map(|m| m.to_string()), audit_only, limit],
+        |r| {
+            Ok(AuditEvent {
+                at_ms: r.get(0)?,
+                mac: r.get(1)?,
+                kind: r.get(2)?,
+                detail: r.get(3)?,
+                actor: r.get(4)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Boots (script fetches) since `since_ms`, for the dashboard.
+pub fn boots_since(conn: &Connection, since_ms: i64) -> Result<u64, StoreError> {
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM events WHERE kind = 'http.script' AND at_ms >= ?1",
+        [since_ms],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        store::open_connection_for_tests()
+    }
+
+    fn config() -> LifecycleConfig {
+        LifecycleConfig {
+            rescue_image: Some("rescue".into()),
+            wipe_image: Some("wipe".into()),
+            ..LifecycleConfig::default()
+        }
+    }
+
+    fn image(conn: &Connection, name: &str) {
+        store::put_image(
+            conn,
+            &store::Image {
+                name: name.into(),
+                kernel_path: "k".into(),
+                kernel_sha256: String::new(),
+                initrd_path: "i".into(),
+                initrd_sha256: String::new(),
+                cmdline: String::new(),
+            },
+            0,
+        )
+        .expect("image");
+    }
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    fn new(n: u8, image: Option<&str>) -> NewMachine {
+        NewMachine {
+            mac: Some(mac(n)),
+            hostname: Some(format!("node{n}")),
+            image: image.map(str::to_string),
+            ip: None,
+        }
+    }
+
+    #[test]
+    fn a_machine_added_with_an_image_starts_in_install() {
+        let mut conn = db();
+        image(&conn, "debian");
+        let with = add(
+            &mut conn,
+            &new(1, Some("debian")),
+            &MachineExtra::default(),
+            &config(),
+            "user:ann",
+            5,
+        )
+        .expect("add");
+        assert_eq!(with.mode, Mode::Install);
+        assert!(with.token.is_some());
+        let without = add(
+            &mut conn,
+            &new(2, None),
+            &MachineExtra::default(),
+            &config(),
+            "user:ann",
+            5,
+        )
+        .expect("add");
+        assert_eq!(without.mode, Mode::Local);
+        assert!(without.token.is_none());
+    }
+
+    #[test]
+    fn done_url_returns_the_machine_to_local_once() {
+        let mut conn = db();
+        image(&conn, "debian");
+        let m = add(
+            &mut conn,
+            &new(1, Some("debian")),
+            &MachineExtra::default(),
+            &config(),
+            "user:ann",
+            5,
+        )
+        .expect("add");
+        let token = m.token.clone().expect("token");
+        assert_eq!(
+            done(&mut conn, "nope", false, 10).expect("done").0,
+            DoneOutcome::Refused
+        );
+        assert_eq!(
+            done(&mut conn, &token, true, 10).expect("done").0,
+            DoneOutcome::Failed
+        );
+        assert_eq!(
+            machine(&conn, mac(1)).expect("q").expect("m").mode,
+            Mode::Install
+        );
+        assert_eq!(
+            done(&mut conn, &token, false, 20).expect("done").0,
+            DoneOutcome::Finished { wiped: false }
+        );
+        let after = machine(&conn, mac(1)).expect("q").expect("m");
+        assert_eq!(after.mode, Mode::Local);
+        assert_eq!(after.installed_ms, Some(20));
+        assert_eq!(
+            done(&mut conn, &token, false, 30).expect("done").0,
+            DoneOutcome::Refused
+        );
+        let kinds: Vec<String> = events(&conn, Some(mac(1)), false, 10)
+            .expect("events")
+            .into_iter()
+            .rev()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "machine.added",
+                "mode.set",
+                "install.failed",
+                "install.done"
+            ]
+        );
+    }
+
+    #[test]
+    fn images_in_use_cannot_be_deleted_and_modes_need_images() {
+        let mut conn = db();
+        image(&conn, "debian");
+        image(&conn, "rescue");
+        add(
+            &mut conn,
+            &new(1, Some("debian")),
+            &MachineExtra::default(),
+            &config(),
+            "user:a",
+            0,
+        )
+        .expect("add");
+        assert!(matches!(
+            delete_image(&mut conn, "debian", &config(), "user:a", 1),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            delete_image(&mut conn, "rescue", &config(), "user:a", 1),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            set_image(&mut conn, mac(1), None, "user:a", 1),
+            Err(StoreError::Conflict(_))
+        ));
+        set_mode(&mut conn, mac(1), Mode::Local, &config(), "user:a", 1).expect("local");
+        set_image(&mut conn, mac(1), None, "user:a", 1).expect("clear");
+        delete_image(&mut conn, "debian", &config(), "user:a", 1).expect("now deletable");
+        let audit = events(&conn, None, true, 50).expect("audit");
+        assert!(
+            audit
+                .iter()
+                .all(|e| e.actor.as_deref().is_some_and(|a| a.starts_with("user:")))
+        );
+        assert!(audit.iter().any(|e| e.kind == "image.deleted"));
+    }
+
+    #[test]
+    fn search_finds_by_any_field_and_pages() {
+        let mut conn = db();
+        image(&conn, "debian");
+        for n in 1..=30 {
+            let mut m = new(n, if n % 2 == 0 { Some("debian") } else { None });
+            if n == 7 {
+                m.ip = Some(Ipv4Addr::new(192, 0, 2, 7));
+            }
+            add(
+                &mut conn,
+                &m,
+                &MachineExtra::default(),
+                &config(),
+                "user:a",
+                0,
+            )
+            .expect("add");
+        }
+        let q = |search: &str| MachineQuery {
+            search: Some(search.into()),
+            limit: 100,
+            ..MachineQuery::default()
+        };
+        assert_eq!(search(&conn, &q("node7")).expect("s").1, 1);
+        assert_eq!(search(&conn, &q("52-54-00-00-00-07")).expect("s").1, 1);
+        assert_eq!(search(&conn, &q("192.0.2.7")).expect("s").1, 1);
+        assert_eq!(search(&conn, &q("debian")).expect("s").1, 15);
+        let installs = MachineQuery {
+            mode: Some(Mode::Install),
+            limit: 10,
+            offset: 10,
+            sort: SortBy::Hostname,
+            ..MachineQuery::default()
+        };
+        let (page, total) = search(&conn, &installs).expect("s");
+        assert_eq!((page.len(), total), (5, 15));
+    }
+
+    #[test]
+    fn secrets_go_only_to_the_machines_own_address() {
+        let mut conn = db();
+        let mut m = new(1, None);
+        m.ip = Some(Ipv4Addr::new(192, 0, 2, 10));
+        add(
+            &mut conn,
+            &m,
+            &MachineExtra::default(),
+            &config(),
+            "user:a",
+            0,
+        )
+        .expect("add");
+        store::save_lease(
+            &mut conn,
+            &store::LeaseRecord {
+                ip: Ipv4Addr::new(192, 0, 2, 100),
+                mac: mac(2),
+                expires_at: 100,
+                state: store::LeaseState::Bound,
+                hostname: None,
+            },
+            0,
+        )
+        .expect("lease");
+        assert!(may_fetch_secrets(&conn, mac(1), Ipv4Addr::new(192, 0, 2, 10)).expect("q"));
+        assert!(!may_fetch_secrets(&conn, mac(1), Ipv4Addr::new(192, 0, 2, 100)).expect("q"));
+        assert!(may_fetch_secrets(&conn, mac(2), Ipv4Addr::new(192, 0, 2, 100)).expect("q"));
+    }
+}

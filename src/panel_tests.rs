@@ -1,0 +1,639 @@
+//! In-process tests of the panel and API: the router is called with `oneshot`, no
+//! sockets. Every route refuses without authentication and works with it; forms
+//! need the session's CSRF token; viewers cannot change anything.
+
+use crate::auth::{self, Role};
+use crate::clock;
+use crate::http::tests::{TestApp, app};
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+async fn send(app: &TestApp, request: Request<Body>) -> Reply {
+    let response = app.router.clone().oneshot(request).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().uri(uri);
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    b.body(Body::empty()).expect("request")
+}
+
+fn post_form(uri: &str, cookie: Option<&str>, form: &str) -> Request<Body> {
+    let mut b = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        b = b.header(header::COOKIE, c);
+    }
+    b.body(Body::from(form.to_string())).expect("request")
+}
+
+fn api(method: Method, uri: &str, token: Option<&str>, json: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    match json {
+        Some(j) => b
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(j.to_string())),
+        None => b.body(Body::empty()),
+    }
+    .expect("request")
+}
+
+async fn add_user(app: &TestApp, name: &str, role: Role) {
+    let hash = auth::hash_password("a-long-password").expect("hash");
+    let name = name.to_string();
+    app.state
+        .store
+        .call(move |conn| auth::add_user(conn, &name, &hash, role, "test", 0))
+        .await
+        .expect("user");
+}
+
+/// Logs in; returns the cookie header value and the CSRF token.
+async fn login(app: &TestApp, name: &str) -> (String, String) {
+    let reply = send(
+        app,
+        post_form(
+            "/login",
+            None,
+            &format!("user={name}&password=a-long-password&next=%2Fmachines"),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(reply.headers[header::LOCATION], "/machines");
+    let set_cookie = reply.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    assert!(!set_cookie.contains("Secure"), "no TLS here: {set_cookie}");
+    let cookie = set_cookie.split(';').next().expect("pair").to_string();
+    let page = send(app, get("/", Some(&cookie))).await;
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf in page")
+        .to_string();
+    (cookie, csrf)
+}
+
+async fn token(app: &TestApp, name: &str, role: Role) -> String {
+    let name = name.to_string();
+    app.state
+        .store
+        .call(move |conn| auth::create_token(conn, &name, role, "test", 0))
+        .await
+        .expect("token")
+}
+
+const PAGES: [&str; 12] = [
+    "/",
+    "/machines",
+    "/machines?q=node&mode=install&sort=hostname",
+    "/machines/new",
+    "/machines/52-54-00-12-34-56",
+    "/machines/52:54:00:12:34:56/wipe",
+    "/images",
+    "/leases",
+    "/audit",
+    "/import",
+    "/export.csv",
+    "/admin",
+];
+
+#[tokio::test]
+async fn every_page_needs_a_session_and_works_with_one() {
+    let app = app().await;
+    for page in PAGES {
+        let reply = send(&app, get(page, None)).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{page}");
+        let location = reply.headers[header::LOCATION].to_str().expect("ascii");
+        assert!(location.starts_with("/login?next="), "{page}: {location}");
+    }
+    let reply = send(&app, get("/export.xlsx", Some("rackboot_session=forged"))).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    add_user(&app, "ann", Role::Admin).await;
+    let (cookie, _) = login(&app, "ann").await;
+    for page in PAGES.iter().chain(&["/export.xlsx"]) {
+        let reply = send(&app, get(page, Some(&cookie))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{page}: {}", reply.body);
+        assert_eq!(reply.headers["x-content-type-options"], "nosniff");
+        let csp = reply.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .expect("ascii");
+        assert!(
+            csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+    }
+    let machine = send(&app, get("/machines/52-54-00-12-34-56", Some(&cookie))).await;
+    assert!(
+        machine.body.contains("node1") && machine.body.contains("Reinstall"),
+        "{}",
+        machine.body
+    );
+    let csv = send(&app, get("/export.csv", Some(&cookie))).await;
+    assert!(csv.body.contains("52:54:00:12:34:56,node1"), "{}", csv.body);
+}
+
+#[tokio::test]
+async fn forms_need_the_sessions_csrf_token() {
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let uri = "/machines/52-54-00-12-34-56/mode";
+    for form in [
+        "mode=rescue",
+        "mode=rescue&csrf=",
+        "mode=rescue&csrf=0123abcd",
+    ] {
+        let reply = send(&app, post_form(uri, Some(&cookie), form)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{form}");
+        assert!(reply.body.contains("request id"), "{}", reply.body);
+        assert!(
+            !reply.body.contains("<code>-</code>"),
+            "request id filled in"
+        );
+    }
+    let reply = send(
+        &app,
+        post_form(uri, None, &format!("mode=rescue&csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "no session: to login");
+    let reply = send(
+        &app,
+        post_form(uri, Some(&cookie), &format!("mode=rescue&csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let page = send(&app, get("/machines/52-54-00-12-34-56", Some(&cookie))).await;
+    assert!(page.body.contains("mode big mode-rescue"), "{}", page.body);
+    let audit = send(&app, get("/audit", Some(&cookie))).await;
+    assert!(
+        audit.body.contains("install -&#62; rescue"),
+        "{}",
+        audit.body
+    );
+    assert!(audit.body.contains("user:ann"));
+}
+
+#[tokio::test]
+async fn wipe_needs_confirmation_and_bad_fields_are_shown_back() {
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let uri = "/machines/52-54-00-12-34-56/mode";
+    let reply = send(
+        &app,
+        post_form(uri, Some(&cookie), &format!("mode=wipe&csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.body.contains("Wipe not confirmed"), "{}", reply.body);
+    let reply = send(
+        &app,
+        post_form(
+            uri,
+            Some(&cookie),
+            &format!("mode=wipe&confirm=52-54-00-12-34-56&csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let settings = format!(
+        "csrf={csrf}&hostname=bad_name&ip=192.0.2.300&exit_method=exit&rack=&position=&ssh_keys="
+    );
+    let reply = send(
+        &app,
+        post_form(
+            "/machines/52-54-00-12-34-56/settings",
+            Some(&cookie),
+            &settings,
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.contains("bad_name") && reply.body.contains("not a valid host name"),
+        "{}",
+        reply.body
+    );
+    let reply = send(
+        &app,
+        post_form(
+            "/machines/new",
+            Some(&cookie),
+            &format!("csrf={csrf}&mac=zz&hostname=&ip=&image=&rack=&position="),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.contains("is not a MAC address") && reply.body.contains("value=\"zz\""),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn viewers_cannot_change_anything() {
+    let app = app().await;
+    add_user(&app, "vic", Role::Viewer).await;
+    let (cookie, csrf) = login(&app, "vic").await;
+    for (uri, form) in [
+        (
+            "/machines/52-54-00-12-34-56/mode",
+            format!("mode=local&csrf={csrf}"),
+        ),
+        (
+            "/machines/52-54-00-12-34-56/image",
+            format!("image=&csrf={csrf}"),
+        ),
+        ("/machines/52-54-00-12-34-56/delete", format!("csrf={csrf}")),
+        ("/images/debian/delete", format!("csrf={csrf}")),
+        ("/admin/tokens", format!("csrf={csrf}&name=x&role=admin")),
+        (
+            "/admin/users",
+            format!("csrf={csrf}&user=x&password=0123456789&role=admin"),
+        ),
+    ] {
+        let reply = send(&app, post_form(uri, Some(&cookie), &form)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{uri}");
+    }
+    let reply = send(&app, get("/admin", Some(&cookie))).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let page = send(&app, get("/machines/52-54-00-12-34-56", Some(&cookie))).await;
+    assert!(!page.body.contains("Reinstall"), "no buttons for viewers");
+}
+
+#[tokio::test]
+async fn login_is_rate_limited_and_errors_show_no_internals() {
+    let app = app().await;
+    add_user(&app, "ann", Role::Admin).await;
+    for _ in 0..auth::LOGIN_FAILURES_ALLOWED {
+        let reply = send(&app, post_form("/login", None, "user=ann&password=wrong")).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert!(reply.body.contains("Wrong user name or password"));
+    }
+    let reply = send(
+        &app,
+        post_form("/login", None, "user=ann&password=a-long-password"),
+    )
+    .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits"
+    );
+    // An open redirect through `next` is refused.
+    app.state.limiter.succeeded(&["ip:192.0.2.10", "user:ann"]);
+    let reply = send(
+        &app,
+        post_form(
+            "/login",
+            None,
+            "user=ann&password=a-long-password&next=//evil.example",
+        ),
+    )
+    .await;
+    assert_eq!(reply.headers[header::LOCATION], "/");
+}
+
+#[tokio::test]
+async fn setup_link_creates_the_first_admin_once() {
+    let app = app().await;
+    *app.state.setup_token.lock().expect("lock") = Some("s3cr3t".into());
+    assert_eq!(
+        send(&app, get("/setup/wrong", None)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&app, get("/setup/s3cr3t", None)).await.status,
+        StatusCode::OK
+    );
+    let bad = send(
+        &app,
+        post_form(
+            "/setup/s3cr3t",
+            None,
+            "user=root&password=short&password2=short",
+        ),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let form = "user=root&password=a-long-password&password2=a-long-password";
+    let ok = send(&app, post_form("/setup/s3cr3t", None, form)).await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        send(&app, post_form("/setup/s3cr3t", None, form))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    login(&app, "root").await;
+}
+
+#[tokio::test]
+async fn import_previews_then_commits() {
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let boundary = "XyZ";
+    let csv =
+        "mac,hostname,image,rack\n52:54:00:aa:00:01,r1n1,debian,r1\n52:54:00:aa:00:02,r1n2,,r1\n";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"rack1.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
+    );
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/import?csrf={csrf}"))
+        .header(header::COOKIE, &cookie)
+        .header(
+            header::CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .expect("request");
+    let preview = send(&app, request).await;
+    assert_eq!(preview.status, StatusCode::OK, "{}", preview.body);
+    assert!(
+        preview.body.contains("2 ready, 0 with errors"),
+        "{}",
+        preview.body
+    );
+    let staged = preview
+        .body
+        .split("name=\"staged\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("staged id")
+        .to_string();
+    let missing_csrf = send(
+        &app,
+        post_form("/import/commit", Some(&cookie), &format!("staged={staged}")),
+    )
+    .await;
+    assert_eq!(missing_csrf.status, StatusCode::FORBIDDEN);
+    let commit = send(
+        &app,
+        post_form(
+            "/import/commit",
+            Some(&cookie),
+            &format!("staged={staged}&csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(commit.status, StatusCode::SEE_OTHER, "{}", commit.body);
+    let list = send(&app, get("/machines?q=r1", Some(&cookie))).await;
+    assert!(
+        list.body.contains("r1n1") && list.body.contains("r1n2"),
+        "{}",
+        list.body
+    );
+}
+
+#[tokio::test]
+async fn api_needs_a_token_and_viewer_tokens_only_read() {
+    let app = app().await;
+    let op = token(&app, "ci", Role::Operator).await;
+    let viewer = token(&app, "dash", Role::Viewer).await;
+    let m = "/api/v1/machines/52-54-00-12-34-56";
+    let routes: Vec<(Method, String, Option<&str>)> = vec![
+        (Method::GET, "/api/v1/openapi.json".into(), None),
+        (Method::GET, "/api/v1/machines?q=node".into(), None),
+        (Method::GET, m.into(), None),
+        (Method::PATCH, m.into(), Some(r#"{"rack":"r9"}"#)),
+        (
+            Method::PUT,
+            format!("{m}/image"),
+            Some(r#"{"image":"debian"}"#),
+        ),
+        (
+            Method::PUT,
+            format!("{m}/mode"),
+            Some(r#"{"mode":"rescue"}"#),
+        ),
+        (Method::POST, format!("{m}/reinstall"), None),
+        (Method::GET, "/api/v1/images".into(), None),
+        (Method::GET, "/api/v1/leases".into(), None),
+        (
+            Method::GET,
+            "/api/v1/events?mac=52:54:00:12:34:56".into(),
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/machines".into(),
+            Some(r#"{"mac":"52:54:00:bb:00:01","image":"debian"}"#),
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/machines/52:54:00:bb:00:01".into(),
+            None,
+        ),
+    ];
+    for (method, uri, json) in &routes {
+        let reply = send(&app, api(method.clone(), uri, None, *json)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        let reply = send(&app, api(method.clone(), uri, Some("rbt_forged"), *json)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        if *method != Method::GET {
+            let reply = send(&app, api(method.clone(), uri, Some(&viewer), *json)).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{method} {uri}");
+        }
+        let reply = send(&app, api(method.clone(), uri, Some(&op), *json)).await;
+        assert!(
+            reply.status.is_success(),
+            "{method} {uri}: {} {}",
+            reply.status,
+            reply.body
+        );
+    }
+    let reply = send(&app, api(Method::GET, m, Some(&viewer), None)).await;
+    let body: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+    assert_eq!(body["mode"], "install", "reinstall was the last mode set");
+    assert_eq!(body["rack"], "r9");
+    assert!(
+        body.get("token").is_none(),
+        "the done-URL token never leaves through the API"
+    );
+    let audit = send(
+        &app,
+        api(Method::GET, "/api/v1/events?audit=true", Some(&op), None),
+    )
+    .await;
+    assert!(audit.body.contains("token:ci"), "{}", audit.body);
+    let bad = send(
+        &app,
+        api(
+            Method::PUT,
+            &format!("{m}/mode"),
+            Some(&op),
+            Some(r#"{"mode":"reboot"}"#),
+        ),
+    )
+    .await;
+    assert!(bad.status.is_client_error());
+}
+
+/// The OpenAPI document and the routes agree, both ways.
+#[tokio::test]
+async fn openapi_document_matches_the_routes() {
+    let app = app().await;
+    let op = token(&app, "ci", Role::Operator).await;
+    let doc: serde_json::Value = serde_json::from_str(crate::api::OPENAPI).expect("valid JSON");
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            documented.push(format!("{} {path}", method.to_uppercase()));
+            let uri = format!("/api/v1{}", path.replace("{mac}", "52-54-00-12-34-56"));
+            let json = match (method, path.as_str()) {
+                ("post", "/machines") => Some(r#"{"mac":"52:54:00:cc:00:01"}"#),
+                ("put", "/machines/{mac}/image") => Some(r#"{"image":"debian"}"#),
+                ("put", "/machines/{mac}/mode") => Some(r#"{"mode":"install"}"#),
+                ("patch", _) => Some(r#"{"rack":"r1"}"#),
+                _ => None,
+            };
+            let m: Method = method.to_uppercase().parse().expect("method");
+            if m == Method::DELETE {
+                continue; // checked last, so the machine stays for the others
+            }
+            let reply = send(&app, api(m, &uri, Some(&op), json)).await;
+            assert!(
+                reply.status.is_success(),
+                "{method} {path}: {} {}",
+                reply.status,
+                reply.body
+            );
+        }
+    }
+    let reply = send(
+        &app,
+        api(
+            Method::DELETE,
+            "/api/v1/machines/52-54-00-12-34-56",
+            Some(&op),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    documented.sort();
+    let mut routed: Vec<String> = [
+        "GET /openapi.json",
+        "GET /machines",
+        "POST /machines",
+        "GET /machines/{mac}",
+        "PATCH /machines/{mac}",
+        "DELETE /machines/{mac}",
+        "PUT /machines/{mac}/image",
+        "PUT /machines/{mac}/mode",
+        "POST /machines/{mac}/reinstall",
+        "GET /images",
+        "GET /leases",
+        "GET /events",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    routed.sort();
+    assert_eq!(
+        documented, routed,
+        "every route documented and every documented route served"
+    );
+}
+
+#[tokio::test]
+async fn tokens_and_users_are_managed_by_admins() {
+    let app = app().await;
+    add_user(&app, "ann", Role::Admin).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let reply = send(
+        &app,
+        post_form(
+            "/admin/tokens",
+            Some(&cookie),
+            &format!("csrf={csrf}&name=deploy&role=operator"),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let secret = reply
+        .body
+        .split("<code class=\"secret\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("secret shown once")
+        .to_string();
+    let ok = send(
+        &app,
+        api(Method::GET, "/api/v1/images", Some(&secret), None),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let revoke = send(
+        &app,
+        post_form(
+            "/admin/tokens/deploy/revoke",
+            Some(&cookie),
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(revoke.status, StatusCode::SEE_OTHER);
+    let refused = send(
+        &app,
+        api(Method::GET, "/api/v1/images", Some(&secret), None),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    let add = send(
+        &app,
+        post_form(
+            "/admin/users",
+            Some(&cookie),
+            &format!("csrf={csrf}&user=bob&password=0123456789ab&role=viewer"),
+        ),
+    )
+    .await;
+    assert_eq!(add.status, StatusCode::SEE_OTHER, "{}", add.body);
+    let _ = clock::now_ms();
+}
