@@ -133,3 +133,118 @@ fn bios_and_uefi_machines_boot_over_the_network() {
         "{machines}"
     );
 }
+
+const INSTALL_MAC: &str = "52:54:00:1a:57:03";
+
+/// A machine in `install` boots the installer, which reads `rackboot.done=` from its
+/// command line and calls it; the machine is then `local`, its next PXE boot gets the
+/// local-boot script, and the events tell the story in order.
+#[test]
+fn install_calls_its_done_url_and_the_machine_returns_to_local() {
+    if !should_run(
+        "vm_install_loop",
+        &["ip", "qemu-system-x86_64", "cpio", "busybox", "apt-get"],
+    ) {
+        return;
+    }
+    let fixtures = boot_fixtures();
+    let mut net = BootNet::new("install", &["tap0"]);
+    let kernel = fixtures.join("vmlinuz");
+    let installer = fixtures.join("installer.img");
+    net.cli(&[
+        "image",
+        "add",
+        "installer",
+        "--kernel",
+        kernel.to_str().expect("utf8 path"),
+        "--initrd",
+        installer.to_str().expect("utf8 path"),
+        "--cmdline",
+        "console=ttyS0 panic=-1",
+    ]);
+    // Added with an image, the machine starts in install.
+    let added = net.cli(&[
+        "machine",
+        "add",
+        INSTALL_MAC,
+        "--hostname",
+        "inst-vm",
+        "--image",
+        "installer",
+    ]);
+    assert!(added.contains("mode=install"), "{added}");
+    net.cli(&["machine", "set-mode", INSTALL_MAC, "local"]);
+    // Reinstall is one command.
+    let reinstall = net.cli(&["machine", "reinstall", INSTALL_MAC]);
+    assert!(reinstall.contains("mode=install"), "{reinstall}");
+    net.start();
+
+    let mut vm = Vm::start(&net, Firmware::Bios, "tap0", INSTALL_MAC, "install");
+    let called = vm.wait_for("RACKBOOT-DONE-CALLED", BOOT_DEADLINE);
+    assert!(
+        called,
+        "installer did not call its done-URL\n--- serial ---\n{}\n--- server ---\n{}",
+        tail(&vm.serial_text(), 40),
+        tail(&net.server_log(), 60)
+    );
+    assert!(
+        vm.serial_text()
+            .contains("rackboot.done=http://192.0.2.1:8080/done/")
+    );
+    drop(vm);
+
+    let machines = net.cli(&["machine", "list"]);
+    let row = machines
+        .lines()
+        .find(|l| l.starts_with(INSTALL_MAC))
+        .unwrap_or_else(|| panic!("machine missing: {machines}"));
+    assert!(row.contains(" local "), "back to local after done: {row}");
+
+    // The next PXE boot gets the local-boot script.
+    let mut again = Vm::start(&net, Firmware::Bios, "tap0", INSTALL_MAC, "install-again");
+    let local_script = harness::wait_until(BOOT_DEADLINE, || {
+        net.cli(&["event", "list", "--mac", INSTALL_MAC])
+            .lines()
+            .any(|l| l.contains("http.script") && l.contains("template=local.ipxe"))
+    });
+    assert!(
+        local_script,
+        "second boot got no local script\n{}",
+        tail(&again.serial_text(), 30)
+    );
+    assert!(!again.proc.exited() || again.serial_text().contains("local disk"));
+    drop(again);
+
+    let events = net.cli(&["event", "list", "--mac", INSTALL_MAC]);
+    let kinds = kinds(&events);
+    let added = position(&kinds, "machine.added", 0).expect(&events);
+    let set_local = position(&kinds, "mode.set", added + 1).expect(&events);
+    let reinstall = position(&kinds, "mode.set", set_local + 1).expect(&events);
+    let ack = position(&kinds, "dhcp.ack", reinstall).expect(&events);
+    let script = position(&kinds, "http.script", ack).expect(&events);
+    let kernel_at = position(&kinds, "http.kernel", script).expect(&events);
+    let initrd_at = position(&kinds, "http.initrd", kernel_at).expect(&events);
+    let done = position(&kinds, "install.done", initrd_at).expect(&events);
+    let local = position(&kinds, "http.script", done).expect(&events);
+    assert!(
+        events
+            .lines()
+            .nth(script)
+            .is_some_and(|l| l.contains("template=boot.ipxe mode=install")),
+        "{events}"
+    );
+    assert!(
+        events
+            .lines()
+            .nth(local)
+            .is_some_and(|l| l.contains("template=local.ipxe")),
+        "{events}"
+    );
+    assert!(
+        events
+            .lines()
+            .nth(done)
+            .is_some_and(|l| l.contains("install -> local")),
+        "{events}"
+    );
+}
