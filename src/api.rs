@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/machines/{mac}/image", put(set_image))
         .route("/api/v1/machines/{mac}/mode", put(set_mode))
         .route("/api/v1/machines/{mac}/reinstall", post(reinstall))
+        .route("/api/v1/machines/{mac}/boots", get(machine_boots))
         .route("/api/v1/images", get(list_images))
         .route("/api/v1/leases", get(list_leases))
         .route("/api/v1/events", get(list_events))
@@ -350,6 +351,25 @@ async fn reinstall(
     Path(mac): Path<String>,
 ) -> ApiResult<inventory::MachineDetail> {
     apply_mode(&app, &user, parse_mac(&mac)?, Mode::Install).await
+}
+
+#[derive(Deserialize)]
+struct BootsQuery {
+    limit: Option<usize>,
+}
+
+/// The machine's last boots, newest first, each with its phases and their durations.
+async fn machine_boots(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+    Path(mac): Path<String>,
+    Query(q): Query<BootsQuery>,
+) -> ApiResult<Vec<crate::timeline::Boot>> {
+    let mac = parse_mac(&mac)?;
+    let limit = q.limit.unwrap_or(10).clamp(1, 100);
+    Ok(Json(
+        call(&app, move |conn| inventory::boots(conn, mac, limit)).await?,
+    ))
 }
 
 #[derive(Serialize)]

@@ -62,6 +62,7 @@ struct RawPanel {
 #[serde(deny_unknown_fields)]
 struct RawDhcp {
     interface: Option<String>,
+    ipv6_ra: Option<bool>,
     #[serde(default)]
     subnets: Vec<RawSubnet>,
 }
@@ -127,6 +128,9 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct DhcpConfig {
     pub interface: String,
+    /// Answer iPXE's IPv6 router solicitations (router lifetime 0, no prefix) so it
+    /// stops waiting for a router the network does not have.
+    pub ipv6_ra: bool,
     pub subnets: Vec<Subnet>,
 }
 
@@ -300,7 +304,11 @@ impl Config {
                     }
                     subnets.push(subnet);
                 }
-                Some(DhcpConfig { interface, subnets })
+                Some(DhcpConfig {
+                    interface,
+                    ipv6_ra: raw.dhcp.ipv6_ra.unwrap_or(true),
+                    subnets,
+                })
             }
         };
 

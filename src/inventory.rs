@@ -710,6 +710,61 @@ pub fn boots_since(conn: &Connection, since_ms: i64) -> Result<u64, StoreError> 
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+const BOOT_KINDS: &str = "'dhcp.offer','dhcp.ack','tftp.read','http.script','http.kernel','http.initrd','install.done','wipe.done'";
+
+fn boot_events(rows: Vec<(i64, String, String)>) -> Vec<crate::timeline::BootEvent> {
+    rows.into_iter()
+        .map(|(at_ms, kind, detail)| crate::timeline::BootEvent {
+            at_ms,
+            kind,
+            detail,
+        })
+        .collect()
+}
+
+/// A machine's last `limit` boots, newest first.
+pub fn boots(
+    conn: &Connection,
+    mac: MacAddr,
+    limit: usize,
+) -> Result<Vec<crate::timeline::Boot>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT at_ms, kind, detail FROM (
+           SELECT id, at_ms, kind, detail FROM events
+           WHERE mac = ?1 AND kind IN ({BOOT_KINDS}) ORDER BY id DESC LIMIT 2000
+         ) ORDER BY id"
+    ))?;
+    let rows = stmt
+        .query_map([mac.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut all = crate::timeline::boots(&boot_events(rows));
+    all.reverse();
+    all.truncate(limit);
+    Ok(all)
+}
+
+/// Median and slowest boot (to the initrd request) of every machine since `since_ms`.
+pub fn boot_summary(conn: &Connection, since_ms: i64) -> Result<Option<(i64, i64)>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT mac, at_ms, kind, detail FROM events
+         WHERE at_ms >= ?1 AND mac IS NOT NULL AND kind IN ({BOOT_KINDS}) ORDER BY mac, id"
+    ))?;
+    let rows = stmt.query_map([since_ms], |r| {
+        Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+    })?;
+    let mut by_mac: std::collections::BTreeMap<String, Vec<(i64, String, String)>> =
+        Default::default();
+    for row in rows {
+        let (mac, event) = row?;
+        by_mac.entry(mac).or_default().push(event);
+    }
+    let all: Vec<crate::timeline::Boot> = by_mac
+        .into_values()
+        .flat_map(|events| crate::timeline::boots(&boot_events(events)))
+        .collect();
+    Ok(crate::timeline::summary(&all))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

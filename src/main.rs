@@ -12,6 +12,13 @@
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `images`: copying image files under `data_dir` with their sha256.
 //! - `netif`: interface addresses and ARP entries (Linux).
+//! - `ra`: IPv6 router advertisements that end iPXE's wait for a router.
+//! - `lifecycle`: boot modes, done-URL tokens and what each mode boots (pure);
+//!   `inventory`: those decisions carried out on the database, with the audit trail.
+//! - `timeline`: boots reconstructed from events, and their SVG drawing (pure).
+//! - `auth`: users, passwords, sessions, API tokens, login rate limiting.
+//! - `panel`: the admin panel pages; `api`: the JSON API and its OpenAPI document;
+//!   `bulk`: CSV/XLSX import and export, image uploads.
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
 
 mod api;
@@ -29,10 +36,12 @@ mod netif;
 mod panel;
 #[cfg(test)]
 mod panel_tests;
+mod ra;
 mod script;
 mod serve;
 mod store;
 mod tftp;
+mod timeline;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};

@@ -587,6 +587,8 @@ struct DashboardPage {
     total: u64,
     by_mode: Vec<(&'static str, u64)>,
     boots_last_hour: u64,
+    /// Median and slowest boot of the last day, in seconds.
+    boot_times: Option<(String, String)>,
     events: Vec<EventView>,
 }
 
@@ -595,11 +597,12 @@ async fn dashboard(
     User(user): User,
     Query(q): Query<NoticeQuery>,
 ) -> PanelResult {
-    let since = clock::now_ms() - 3_600_000;
-    let (by_mode, boots, events) = call(&app, move |conn| {
+    let now = clock::now_ms();
+    let (by_mode, boots, times, events) = call(&app, move |conn| {
         Ok((
             inventory::count_by_mode(conn)?,
-            inventory::boots_since(conn, since)?,
+            inventory::boots_since(conn, now - 3_600_000)?,
+            inventory::boot_summary(conn, now - 86_400_000)?,
             inventory::events(conn, None, false, 25)?,
         ))
     })
@@ -611,6 +614,12 @@ async fn dashboard(
         total: by_mode.iter().map(|(_, n)| n).sum(),
         by_mode: by_mode.into_iter().map(|(m, n)| (m.as_str(), n)).collect(),
         boots_last_hour: boots,
+        boot_times: times.map(|(median, slowest)| {
+            (
+                format!("{:.1}", median as f64 / 1000.0),
+                format!("{:.1}", slowest as f64 / 1000.0),
+            )
+        }),
         events: event_views(events),
     })
     .into_response())
@@ -766,6 +775,9 @@ struct MachinePage {
     images: Vec<String>,
     exit_methods: Vec<(&'static str, &'static str)>,
     events: Vec<EventView>,
+    /// Server-rendered SVG of the last boots (numbers and fixed labels only).
+    timeline_svg: String,
+    boot_count: usize,
 }
 
 fn parse_mac(text: &str) -> Result<MacAddr, PanelError> {
@@ -779,14 +791,15 @@ async fn machine_view(
     notice: Option<String>,
     error: Option<String>,
 ) -> PanelResult {
-    let (machine, images, events) = call(app, move |conn| {
+    let (machine, images, events, boots) = call(app, move |conn| {
         let machine = inventory::machine(conn, mac)?;
         let images = store::list_images(conn)?
             .into_iter()
             .map(|i| i.name)
             .collect::<Vec<_>>();
         let events = inventory::events(conn, Some(mac), false, 200)?;
-        Ok((machine, images, events))
+        let boots = inventory::boots(conn, mac, 8)?;
+        Ok((machine, images, events, boots))
     })
     .await?;
     let Some(m) = machine else {
@@ -848,6 +861,10 @@ async fn machine_view(
             .map(|e| (e.as_str(), e.command()))
             .collect(),
         events: event_views(events),
+        timeline_svg: crate::timeline::svg(&boots, |ms| {
+            fmt_ms(Some(ms)).get(5..19).unwrap_or("").to_string()
+        }),
+        boot_count: boots.len(),
         m,
     };
     Ok((status, render(&page)).into_response())

@@ -448,6 +448,7 @@ async fn api_needs_a_token_and_viewer_tokens_only_read() {
             Some(r#"{"mode":"rescue"}"#),
         ),
         (Method::POST, format!("{m}/reinstall"), None),
+        (Method::GET, format!("{m}/boots"), None),
         (Method::GET, "/api/v1/images".into(), None),
         (Method::GET, "/api/v1/leases".into(), None),
         (
@@ -567,6 +568,7 @@ async fn openapi_document_matches_the_routes() {
         "PUT /machines/{mac}/image",
         "PUT /machines/{mac}/mode",
         "POST /machines/{mac}/reinstall",
+        "GET /machines/{mac}/boots",
         "GET /images",
         "GET /leases",
         "GET /events",

@@ -7,7 +7,7 @@ use crate::http::{self, AppState};
 use crate::netif;
 use crate::store::Store;
 use crate::tftp;
-use crate::{auth, lifecycle, panel};
+use crate::{auth, lifecycle, panel, ra};
 use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
 
@@ -160,6 +160,27 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             )
             .await?;
             tracing::info!(interface = dhcp.interface, %server_ip, "DHCP serving");
+            if dhcp.ipv6_ra {
+                match ra::bind(&dhcp.interface) {
+                    Ok((socket, index)) => {
+                        let interface = dhcp.interface.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = ra::run(socket, interface, index).await {
+                                tracing::warn!("router advertisements stopped: {e}");
+                            }
+                        });
+                        tracing::info!(
+                            interface = dhcp.interface,
+                            "answering IPv6 router solicitations (lifetime 0) so iPXE does not wait"
+                        );
+                    }
+                    Err(e) => tracing::warn!(
+                        interface = dhcp.interface,
+                        "cannot answer IPv6 router solicitations ({e}); iPXE may wait ~13 s \
+                         for a router (set dhcp.ipv6_ra = false to silence this)"
+                    ),
+                }
+            }
             Some(tokio::spawn(server.run()))
         }
         _ => None,

@@ -19,6 +19,29 @@ fn kinds(events: &str) -> Vec<String> {
         .collect()
 }
 
+/// Seconds since midnight of an `event list` line (`2026-11-22 01:41:06.673Z ...`).
+fn seconds(events: &str, index: usize) -> f64 {
+    let line = events.lines().nth(index).unwrap_or_default();
+    let time = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .trim_end_matches('Z');
+    let parts: Vec<f64> = time.split(':').filter_map(|p| p.parse().ok()).collect();
+    assert_eq!(parts.len(), 3, "no time in {line:?}");
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+/// iPXE asks for its script right after its DHCPACK: no wait for an IPv6 router.
+/// Without rackboot's router advertisement this took about 13 s.
+fn assert_no_ipv6_wait(events: &str, ipxe_ack: usize, script: usize) {
+    let wait = seconds(events, script) - seconds(events, ipxe_ack);
+    assert!(
+        (0.0..4.0).contains(&wait),
+        "iPXE waited {wait:.1} s between its DHCPACK and its script request:\n{events}"
+    );
+}
+
 /// Index of the first event of `kind` at or after `from`.
 fn position(kinds: &[String], kind: &str, from: usize) -> Option<usize> {
     kinds[from..]
@@ -97,6 +120,7 @@ fn bios_and_uefi_machines_boot_over_the_network() {
     let script = position(&bios_kinds, "http.script", ack).expect(&bios_events);
     let kernel_at = position(&bios_kinds, "http.kernel", script).expect(&bios_events);
     position(&bios_kinds, "http.initrd", kernel_at).expect(&bios_events);
+    assert_no_ipv6_wait(&bios_events, ack, script);
     assert!(
         bios_events.contains("firmware=bios ipxe=true"),
         "{bios_events}"
@@ -110,6 +134,7 @@ fn bios_and_uefi_machines_boot_over_the_network() {
     let script = position(&uefi_kinds, "http.script", ipxe_ack).expect(&uefi_events);
     let kernel_at = position(&uefi_kinds, "http.kernel", script).expect(&uefi_events);
     position(&uefi_kinds, "http.initrd", kernel_at).expect(&uefi_events);
+    assert_no_ipv6_wait(&uefi_events, ipxe_ack, script);
     assert!(
         uefi_events.contains("firmware=uefi-x64 ipxe=false"),
         "{uefi_events}"
