@@ -177,10 +177,10 @@ pub async fn run(socket: UdpSocket, interface: String, index: u32) -> std::io::R
                 }
             }
             () = sleep => {
-                if responder.due(Instant::now()) {
-                    if let Err(e) = socket.send_to(&advertisement, all_nodes).await {
-                        tracing::warn!(interface, "router advertisement not sent: {e}");
-                    }
+                if responder.due(Instant::now())
+                    && let Err(e) = socket.send_to(&advertisement, all_nodes).await
+                {
+                    tracing::warn!(interface, "router advertisement not sent: {e}");
                 }
             }
         }
