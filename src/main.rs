@@ -158,6 +158,12 @@ enum MachineCommand {
     Reinstall {
         mac: MacAddr,
     },
+    /// The machine's last boots, with the time each phase took.
+    Boots {
+        mac: MacAddr,
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+    },
     /// Set the boot mode: local, install, rescue, boot or wipe.
     SetMode {
         mac: MacAddr,
@@ -428,6 +434,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?;
             print!("reinstall on next boot: ");
             print_machine(&m);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::Boots { mac, limit }) => {
+            let boots = store
+                .call(move |conn| inventory::boots(conn, mac, limit))
+                .await?;
+            if boots.is_empty() {
+                println!("no network boot recorded for {mac}");
+            }
+            for boot in boots {
+                print!(
+                    "{}  total {:>6.1} s:",
+                    format_ms(Some(boot.start_ms)),
+                    boot.total_ms() as f64 / 1000.0
+                );
+                for p in &boot.phases {
+                    print!(
+                        "  {} {:.1} s",
+                        p.phase.label(),
+                        p.duration_ms as f64 / 1000.0
+                    );
+                }
+                println!();
+            }
             Ok(())
         }
         Command::Machine(MachineCommand::SetMode { mac, mode }) => {
