@@ -273,6 +273,14 @@ pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Result<Vec<u8>
             opts.insert(DhcpOption::ClassIdentifier(class.as_bytes().to_vec()));
         }
     }
+    if request.is_ipxe && spec.boot.is_some() {
+        // iPXE's encapsulated option 175, sub-option 176 (no-pxedhcp): this answer is
+        // complete, so iPXE need not wait ~3 s for ProxyDHCP offers before it requests.
+        opts.insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::from(175),
+            vec![176, 1, 1],
+        )));
+    }
     for (code, value) in &request.echo {
         opts.insert(DhcpOption::Unknown(UnknownOption::new(
             OptionCode::from(*code),
@@ -532,6 +540,16 @@ pub mod tests {
         // Option 82 goes back to the relay byte for byte.
         let at = bytes.windows(5).position(|w| w == [82, 5, 1, 3, b'e']);
         assert!(at.is_some(), "option 82 echoed unchanged");
+    }
+
+    #[test]
+    fn ipxe_is_told_not_to_wait_for_proxydhcp() {
+        let ipxe = parse_request(&Packet::new(1, MAC).option(77, b"iPXE").end()).expect("parses");
+        let firmware = parse_request(&Packet::new(1, MAC).option(93, &[0, 7]).end()).expect("parses");
+        let no_pxedhcp = [175u8, 3, 176, 1, 1];
+        let has = |bytes: &[u8]| bytes.windows(5).any(|w| w == no_pxedhcp);
+        assert!(has(&encode_reply(&ipxe, &spec(MessageType::Offer)).expect("encodes")));
+        assert!(!has(&encode_reply(&firmware, &spec(MessageType::Offer)).expect("encodes")));
     }
 
     #[test]
