@@ -375,8 +375,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("install files: {}", names.join(", "));
             }
             let saved = image.clone();
+            let detail = format!(
+                "{} kernel={} files={}",
+                image.name,
+                image.kernel_sha256,
+                names.join(",")
+            );
+            // Audited like an upload from the panel: replacing an image changes what
+            // its machines boot.
             store
-                .call(move |conn| store::put_image(conn, &saved, clock::now_ms()))
+                .call(move |conn| {
+                    let now = clock::now_ms();
+                    let tx = conn.transaction()?;
+                    store::put_image(&tx, &saved, now)?;
+                    store::insert_event_by(&tx, now, None, "image.added", detail, Some(&actor))?;
+                    tx.commit()?;
+                    Ok(())
+                })
                 .await?;
             println!(
                 "image {} added\n  kernel sha256 {}\n  initrd sha256 {}",
