@@ -18,6 +18,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY templates ./templates
+COPY static ./static
 COPY ipxe ./ipxe
 COPY rackboot.example.toml ./
 RUN cargo build --release --locked

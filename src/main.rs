@@ -310,12 +310,46 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// How CLI changes appear in the audit log.
+/// How CLI changes appear in the audit log: who ran sudo, else who runs the command.
+/// `$USER` is unset under `docker exec`, systemd and cron; the account of the
+/// process's uid names them there.
 fn cli_actor() -> String {
     let who = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(uid_name);
     format!("cli:{who}")
+}
+
+/// The account name of the effective uid, or `uid<N>` when it has none.
+fn uid_name() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let mut entry = std::mem::MaybeUninit::<libc::passwd>::uninit();
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; on success `found` points at
+    // `entry`, whose strings point into `buf`, both alive until the name is copied.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            entry.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc == 0 && !found.is_null() {
+        // SAFETY: see above; pw_name is a NUL-terminated string in `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr((*found).pw_name) };
+        if let Ok(name) = name.to_str()
+            && !name.is_empty()
+        {
+            return name.to_string();
+        }
+    }
+    format!("uid{uid}")
 }
 
 fn print_machine(m: &inventory::MachineDetail) {
@@ -356,8 +390,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("install files: {}", names.join(", "));
             }
             let saved = image.clone();
+            let detail = format!(
+                "{} kernel={} files={}",
+                image.name,
+                image.kernel_sha256,
+                names.join(",")
+            );
+            // Audited like an upload from the panel: replacing an image changes what
+            // its machines boot.
             store
-                .call(move |conn| store::put_image(conn, &saved, clock::now_ms()))
+                .call(move |conn| {
+                    let now = clock::now_ms();
+                    let tx = conn.transaction()?;
+                    store::put_image(&tx, &saved, now)?;
+                    store::insert_event_by(&tx, now, None, "image.added", detail, Some(&actor))?;
+                    tx.commit()?;
+                    Ok(())
+                })
                 .await?;
             println!(
                 "image {} added\n  kernel sha256 {}\n  initrd sha256 {}",
@@ -665,6 +714,22 @@ mod tests {
             text.starts_with("loading config: /nonexistent/x.toml"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_cli_user_is_named_by_uid_without_env() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("run id -un");
+        let expected = if id.status.success() {
+            String::from_utf8_lossy(&id.stdout).trim().to_string()
+        } else {
+            // A uid with no account (containers run as arbitrary uids).
+            // SAFETY: geteuid has no preconditions.
+            format!("uid{}", unsafe { libc::geteuid() })
+        };
+        assert_eq!(uid_name(), expected);
     }
 
     #[test]
