@@ -545,11 +545,16 @@ pub mod tests {
     #[test]
     fn ipxe_is_told_not_to_wait_for_proxydhcp() {
         let ipxe = parse_request(&Packet::new(1, MAC).option(77, b"iPXE").end()).expect("parses");
-        let firmware = parse_request(&Packet::new(1, MAC).option(93, &[0, 7]).end()).expect("parses");
+        let firmware =
+            parse_request(&Packet::new(1, MAC).option(93, &[0, 7]).end()).expect("parses");
         let no_pxedhcp = [175u8, 3, 176, 1, 1];
         let has = |bytes: &[u8]| bytes.windows(5).any(|w| w == no_pxedhcp);
-        assert!(has(&encode_reply(&ipxe, &spec(MessageType::Offer)).expect("encodes")));
-        assert!(!has(&encode_reply(&firmware, &spec(MessageType::Offer)).expect("encodes")));
+        assert!(has(
+            &encode_reply(&ipxe, &spec(MessageType::Offer)).expect("encodes")
+        ));
+        assert!(!has(
+            &encode_reply(&firmware, &spec(MessageType::Offer)).expect("encodes")
+        ));
     }
 
     #[test]
