@@ -226,11 +226,12 @@ impl Store {
         result.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Records an event without waiting: events must never slow a boot down.
+    /// Records a boot step a machine caused (actor `machine`), without waiting:
+    /// events must never slow a boot down.
     pub fn record_event(&self, at_ms: i64, mac: Option<MacAddr>, kind: &str, detail: String) {
         let kind = kind.to_string();
         let sent = self.jobs.send(Box::new(move |conn| {
-            if let Err(e) = insert_event(conn, at_ms, mac, &kind, detail) {
+            if let Err(e) = insert_event_by(conn, at_ms, mac, &kind, detail, Some("machine")) {
                 tracing::warn!(error = %e, kind, "could not record event");
             }
         }));
