@@ -293,10 +293,17 @@ async fn drive(socket: &UdpSocket, transfer: &mut Transfer, blksize: usize) -> i
     flush(socket, transfer, &mut out, &mut wire).await;
     let sleep = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
     while let Some(deadline) = transfer.deadline() {
-        sleep
-            .as_mut()
-            .reset(tokio::time::Instant::from_std(deadline));
+        // Every ACK pushes the deadline later; re-arming the timer for each would
+        // cost more than the rest of the loop. The timer is re-armed only when the
+        // deadline comes earlier or the armed one fired (`on_tick` is a no-op then).
+        if armed.is_none_or(|at| deadline < at) {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            armed = Some(deadline);
+        }
         tokio::select! {
             biased;
             received = socket.recv_from(&mut buf) => {
@@ -312,7 +319,10 @@ async fn drive(socket: &UdpSocket, transfer: &mut Transfer, blksize: usize) -> i
                     }
                 }
             }
-            () = &mut sleep => transfer.on_tick(Instant::now(), &mut out),
+            () = &mut sleep => {
+                armed = None;
+                transfer.on_tick(Instant::now(), &mut out);
+            }
         }
         flush(socket, transfer, &mut out, &mut wire).await;
     }
