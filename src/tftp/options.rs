@@ -39,7 +39,7 @@ pub enum OptionError {
 pub struct Negotiated {
     pub blksize: u16,
     pub windowsize: u16,
-    /// Fixed retransmission timeout when the client set one; adaptive otherwise.
+    /// The client's `timeout`: the most the adaptive retransmission timeout may reach.
     pub timeout: Option<Duration>,
     /// The OACK to send, in the client's order and spelling; `None`: no option was
     /// accepted, so the transfer starts with DATA 1 as in RFC 1350.
@@ -104,6 +104,9 @@ impl Requested {
                 }
                 ("timeout", _) => ignore("outside 1..255 seconds"),
                 // RFC 2349: a reading client sends 0; the answer is the size.
+                // curl refuses an OACK with tsize 0 ("invalid tsize"), as served by
+                // tftpd-hpa and atftpd alike; the empty block says it anyway.
+                ("tsize", Some(_)) if file_len == 0 => ignore("empty file"),
                 ("tsize", Some(_)) => oack.push((name.clone(), file_len.to_string())),
                 ("tsize", None) => ignore("not a number"),
                 ("windowsize", Some(n @ 1..=65535)) => {
@@ -195,6 +198,9 @@ mod tests {
             assert_eq!((n.blksize, n.windowsize, n.timeout), (512, 1, None));
             assert_eq!(n.ignored.len(), 1, "{name}={value}");
         }
+        // An empty file's size is not offered (curl refuses tsize 0).
+        let n = requested(&[("tsize", "0"), ("blksize", "1468")]).negotiate(0, 1468);
+        assert_eq!(oack(&n), [("blksize", "1468")]);
         // A bad value does not spoil the good ones beside it.
         let n = requested(&[("blksize", "0"), ("tsize", "0")]).negotiate(5, 1468);
         assert_eq!(oack(&n), [("tsize", "5")]);

@@ -66,6 +66,9 @@ pub fn start(settings: Settings, store: Store) -> io::Result<SocketAddr> {
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
+                // File lookups and first reads: short, and queued rather than given
+                // a thread each when a storm asks at once.
+                .max_blocking_threads(4)
                 .build()
             {
                 Ok(runtime) => runtime,

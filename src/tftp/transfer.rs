@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 /// First retransmission timeout, before any round trip has been measured.
 pub const INITIAL_RTO: Duration = Duration::from_secs(1);
 /// Floor of the adaptive timeout: on a LAN the measured RTT is tens of µs, but a
-/// firmware client may pause (writing memory, drawing a progress bar) far longer.
-pub const MIN_RTO: Duration = Duration::from_millis(200);
+/// firmware client may pause (writing memory, drawing a progress bar) far longer,
+/// and a loaded server host delays everything by milliseconds.
+pub const MIN_RTO: Duration = Duration::from_millis(100);
 pub const MAX_RTO: Duration = Duration::from_secs(5);
 /// Consecutive timeouts without progress before the transfer is abandoned.
 pub const MAX_RETRIES: u32 = 7;
@@ -79,30 +80,36 @@ enum Phase {
     Done,
 }
 
-/// Retransmission timeout: fixed when the client negotiated `timeout`, otherwise
-/// estimated from measured round trips as TCP does (RFC 6298), with backoff.
+/// Retransmission timeout, estimated from measured round trips as TCP does
+/// (RFC 6298), with backoff.
+///
+/// A negotiated `timeout` (RFC 2349) caps it rather than fixing it: it is how long
+/// the client waits before it retransmits, and clients ask for seconds (curl always
+/// sends 5) while a lost block on a LAN is noticed in milliseconds. Waiting the full
+/// timeout for each loss made a transfer with 5% loss take minutes; retransmitting
+/// sooner only costs the client a duplicate, which it acknowledges and we ignore.
 #[derive(Debug, Clone)]
 struct Rto {
-    fixed: Option<Duration>,
+    min: Duration,
+    max: Duration,
     srtt: Option<Duration>,
     rttvar: Duration,
     current: Duration,
 }
 
 impl Rto {
-    fn new(fixed: Option<Duration>) -> Self {
+    fn new(cap: Option<Duration>) -> Self {
+        let max = cap.map_or(MAX_RTO, |cap| cap.min(MAX_RTO));
         Rto {
-            fixed,
+            min: MIN_RTO.min(max),
+            max,
             srtt: None,
             rttvar: Duration::ZERO,
-            current: fixed.unwrap_or(INITIAL_RTO),
+            current: INITIAL_RTO.min(max),
         }
     }
 
     fn sample(&mut self, rtt: Duration) {
-        if self.fixed.is_some() {
-            return;
-        }
         let (srtt, rttvar) = match self.srtt {
             None => (rtt, rtt / 2),
             Some(srtt) => {
@@ -112,13 +119,11 @@ impl Rto {
         };
         self.srtt = Some(srtt);
         self.rttvar = rttvar;
-        self.current = (srtt + rttvar * 4).clamp(MIN_RTO, MAX_RTO);
+        self.current = (srtt + rttvar * 4).clamp(self.min, self.max);
     }
 
     fn backoff(&mut self) {
-        if self.fixed.is_none() {
-            self.current = (self.current * 2).min(MAX_RTO);
-        }
+        self.current = (self.current * 2).min(self.max);
     }
 }
 
@@ -584,16 +589,28 @@ mod tests {
     }
 
     #[test]
-    fn negotiated_timeout_is_used_as_is() {
+    fn negotiated_timeout_caps_the_adaptive_one() {
+        // Before any round trip: min(initial 1 s, asked 3 s).
         let mut h = Harness::new(file(10), &[("timeout", "3")]);
         h.take();
-        h.advance(Duration::from_millis(2999));
+        h.advance(INITIAL_RTO);
+        assert_eq!(h.take(), [Outgoing::Oack]);
+        // Backoff stops at the negotiated 3 s (not MAX_RTO).
+        h.advance(Duration::from_secs(2));
+        assert_eq!(h.take(), [Outgoing::Oack]);
+        h.advance(Duration::from_secs(3));
+        assert_eq!(h.take(), [Outgoing::Oack]);
+        h.advance(Duration::from_secs(3));
+        assert_eq!(h.take(), [Outgoing::Oack]);
+        // A timeout of 1 s caps even the initial estimate.
+        let mut h = Harness::new(file(10), &[("timeout", "1")]);
+        h.take();
+        h.advance(Duration::from_millis(999));
         assert!(h.out.is_empty());
         h.advance(Duration::from_millis(1));
         assert_eq!(h.take(), [Outgoing::Oack]);
-        // No backoff with a fixed timeout.
-        h.advance(Duration::from_secs(3));
-        assert_eq!(h.take(), [Outgoing::Oack]);
+        h.advance(Duration::from_secs(1));
+        assert_eq!(h.take(), [Outgoing::Oack], "no backoff past the cap");
     }
 
     #[test]
