@@ -14,13 +14,17 @@ use std::sync::Arc;
 
 pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     let open_files = match limits::raise_nofile(1 << 20) {
-        Ok(n) => n,
+        Ok((before, after)) => {
+            if after > before {
+                tracing::info!(before, after, "open-file limit raised");
+            }
+            after
+        }
         Err(e) => {
             tracing::warn!("cannot raise the open-file limit: {e}");
             1024
         }
     };
-    tracing::debug!(open_files, "open-file limit");
     // Where the DHCP server lives decides the URL machines reach us at.
     let dhcp_addr = match &config.dhcp {
         None => {

@@ -440,6 +440,23 @@ root = "{root}"
     pub fn start(&mut self) {
         let mut cmd = self.server_ns.command(RACKBOOT);
         cmd.arg("--config").arg(&self.config).arg("serve");
+        self.start_command(cmd);
+    }
+
+    /// Starts rackboot with the soft open-file limit at `soft` (as many systems
+    /// ship: 1024), to show it raises the limit itself.
+    pub fn start_with_soft_nofile(&mut self, soft: u32) {
+        let mut cmd = self.server_ns.command("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""))
+            .arg(RACKBOOT)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve");
+        self.start_command(cmd);
+    }
+
+    fn start_command(&mut self, mut cmd: Command) {
         cmd.env("RUST_LOG", "info,rackboot=debug");
         let mut proc = Proc::spawn(cmd, &self.path("serve.log"));
         let ready = wait_until(Duration::from_secs(20), || {
