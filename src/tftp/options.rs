@@ -17,7 +17,7 @@ pub const MAX_BLKSIZE: u16 = 65464;
 /// firmware and small clients and turn into loss; RFC 7440 measurements show little
 /// gain past 16 to 64.
 pub const MAX_WINDOWSIZE: u16 = 64;
-/// Bytes in flight per window at most (about 178 blocks of 1468): keeps a window of
+/// Bytes in flight per window at most (133 blocks of 1468, 3 of 65464): keeps a window of
 /// large blocks within a default Linux socket receive buffer (212992 bytes).
 pub const MAX_WINDOW_BYTES: usize = 192 * 1024;
 

@@ -135,7 +135,16 @@ async fn listen(socket: UdpSocket, shared: Arc<Shared>) {
             continue;
         };
         match request::judge(bytes) {
-            Ok(request) => accept(&shared, request, from, local),
+            Ok(request) => {
+                if is_active(&shared, from) {
+                    // Likely a retransmitted request. But a client that ended its
+                    // transfer (UEFI's tsize probe ends with ERROR 8) and asks again
+                    // from the same port must not be ignored: let the transfer tasks
+                    // run first, so one whose ERROR is already here is gone.
+                    tokio::task::yield_now().await;
+                }
+                accept(&shared, request, from, local);
+            }
             Err(refusal) => {
                 match &refusal {
                     request::Refusal::NotARequest(_) => {
@@ -155,6 +164,14 @@ async fn listen(socket: UdpSocket, shared: Arc<Shared>) {
             }
         }
     }
+}
+
+fn is_active(shared: &Shared, client: SocketAddr) -> bool {
+    shared
+        .active
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&client)
 }
 
 fn accept(shared: &Arc<Shared>, request: ReadRequest, client: SocketAddr, local: Option<IpAddr>) {
