@@ -90,6 +90,7 @@ struct RawHttp {
 struct RawTftp {
     listen: Option<SocketAddr>,
     ipxe_dir: Option<PathBuf>,
+    root: Option<PathBuf>,
     bios_file: Option<String>,
     uefi_x64_file: Option<String>,
     uefi_arm64_file: Option<String>,
@@ -156,6 +157,9 @@ pub struct HttpConfig {
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
     pub listen: SocketAddr,
+    /// Other files served over TFTP besides the iPXE binaries; `root/<mac>/` is
+    /// tried first for each machine.
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -340,6 +344,7 @@ impl Config {
                 listen: t
                     .and_then(|t| t.listen)
                     .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 69))),
+                root: t.and_then(|t| t.root.clone()),
             }),
         };
         let file_key = |value: Option<&String>, key: &str, default: &str| {

@@ -7,7 +7,9 @@
 //! - `dhcp`: the DHCPv4 server: `wire` (decode/encode, reply addressing), `boot`
 //!   (which boot file for which firmware), `leases` (the lease book), `policy` (the
 //!   pure decision), `server` (the socket loop).
-//! - `tftp`: the read-only TFTP server for the iPXE binaries.
+//! - `tftp`: the read-only TFTP server (on tokio) for the iPXE binaries and
+//!   `[tftp] root`: `packet`, `request`, `options`, `transfer` (the pure protocol
+//!   core), `files` (lookup and the shared file cache), `server` (the sockets).
 //! - `http`: boot scripts, kernels and initrds over HTTP (axum).
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `images`: copying image files under `data_dir` with their sha256.
@@ -20,6 +22,7 @@
 //! - `panel`: the admin panel pages; `api`: the JSON API and its OpenAPI document;
 //!   `bulk`: CSV/XLSX import and export, image uploads.
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
+//! - `limits`: raises the open-file limit at start.
 
 mod api;
 mod auth;
@@ -31,6 +34,7 @@ mod http;
 mod images;
 mod inventory;
 mod lifecycle;
+mod limits;
 mod mac;
 mod netif;
 mod panel;
@@ -242,7 +246,7 @@ fn error_chain(error: &anyhow::Error) -> String {
 }
 
 fn init_logging() {
-    // async-tftp logs through `log`; route it into tracing.
+    // Dependencies that log through `log` end up in tracing too.
     let _ = tracing_log::LogTracer::init();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -4,6 +4,7 @@ use crate::config::Config;
 use crate::dhcp::boot::BootConfig;
 use crate::dhcp::server::{self as dhcp_server, DhcpServer};
 use crate::http::{self, AppState};
+use crate::limits;
 use crate::netif;
 use crate::store::Store;
 use crate::tftp;
@@ -12,6 +13,18 @@ use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
 
 pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
+    let open_files = match limits::raise_nofile(1 << 20) {
+        Ok((before, after)) => {
+            if after > before {
+                tracing::info!(before, after, "open-file limit raised");
+            }
+            after
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            1024
+        }
+    };
     // Where the DHCP server lives decides the URL machines reach us at.
     let dhcp_addr = match &config.dhcp {
         None => {
@@ -128,9 +141,23 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                  (install Debian's `ipxe` package or set tftp.ipxe_dir)"
             );
         }
-        let bound = tftp::spawn(tftp_config.listen, config.ipxe.dir.clone(), store.clone())
-            .context("tftp.listen")?;
-        tracing::info!(%bound, dir = %config.ipxe.dir.display(), "TFTP serving iPXE binaries");
+        if let Some(root) = &tftp_config.root
+            && !root.is_dir()
+        {
+            tracing::warn!(root = %root.display(), "tftp.root does not exist: only ipxe_dir is served");
+        }
+        let settings = tftp::Settings {
+            listen: tftp_config.listen,
+            ipxe_dir: config.ipxe.dir.clone(),
+            root: tftp_config.root.clone(),
+            // Half the descriptors: HTTP downloads need the rest.
+            max_transfers: usize::try_from(open_files / 2)
+                .unwrap_or(usize::MAX)
+                .max(16),
+        };
+        let bound = tftp::start(settings, store.clone())
+            .with_context(|| format!("tftp.listen: cannot listen on {}", tftp_config.listen))?;
+        tracing::info!(%bound, dir = %config.ipxe.dir.display(), root = ?tftp_config.root, "TFTP serving");
     }
 
     let dhcp_task = match (&config.dhcp, dhcp_addr) {

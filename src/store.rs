@@ -599,6 +599,7 @@ pub fn mac_for_ip(conn: &Connection, ip: Ipv4Addr) -> Result<Option<MacAddr>, St
 
 // ---- events ----
 
+#[cfg(test)]
 pub fn insert_event(
     conn: &Connection,
     at_ms: i64,

@@ -347,3 +347,235 @@ impl Vm {
         wait_until(deadline, || self.serial_text().contains(marker))
     }
 }
+
+// ---- Boot files over TFTP and HTTP (issue 5) ----
+
+pub const FILES_SERVER_IP: &str = "198.18.0.1";
+pub const FILES_CLIENT_IP: &str = "198.18.0.2";
+
+/// rackboot serving TFTP and HTTP (no DHCP) in one namespace, clients in another,
+/// joined by a veth pair created inside the namespaces (never on the host).
+/// Served trees under `dir`: `ipxe/` (ipxe_dir), `root/` (tftp.root), `out/` for
+/// what clients download.
+pub struct FileNet {
+    pub server_ns: Netns,
+    pub client_ns: Netns,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub server: Option<Proc>,
+}
+
+impl FileNet {
+    pub fn new(tag: &str) -> Self {
+        let server_ns = Netns::new(&format!("{tag}-s"));
+        let client_ns = Netns::new(&format!("{tag}-c"));
+        server_ns.ip(&[
+            "link",
+            "add",
+            "v0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "v1",
+            "netns",
+            &client_ns.name,
+        ]);
+        server_ns.ip(&["addr", "add", &format!("{FILES_SERVER_IP}/24"), "dev", "v0"]);
+        client_ns.ip(&["addr", "add", &format!("{FILES_CLIENT_IP}/24"), "dev", "v1"]);
+        server_ns.ip(&["link", "set", "v0", "up"]);
+        client_ns.ip(&["link", "set", "v1", "up"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["ipxe", "root", "out", "data"] {
+            fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        let config = dir.path().join("rackboot.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{data}"
+[http]
+listen = "{FILES_SERVER_IP}:8080"
+[tftp]
+listen = "0.0.0.0:69"
+ipxe_dir = "{ipxe}"
+root = "{root}"
+"#,
+                data = dir.path().join("data").display(),
+                ipxe = dir.path().join("ipxe").display(),
+                root = dir.path().join("root").display(),
+            ),
+        )
+        .expect("write config");
+        FileNet {
+            server_ns,
+            client_ns,
+            dir,
+            config,
+            server: None,
+        }
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// Writes `bytes` at `sub` (under the temp dir), creating directories.
+    pub fn put(&self, sub: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path(sub);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("mkdir");
+        }
+        fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        run(Command::new(RACKBOOT)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args))
+    }
+
+    pub fn start(&mut self) {
+        let mut cmd = self.server_ns.command(RACKBOOT);
+        cmd.arg("--config").arg(&self.config).arg("serve");
+        self.start_command(cmd);
+    }
+
+    /// Starts rackboot with the soft open-file limit at `soft` (as many systems
+    /// ship: 1024), to show it raises the limit itself.
+    pub fn start_with_soft_nofile(&mut self, soft: u32) {
+        let mut cmd = self.server_ns.command("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""))
+            .arg(RACKBOOT)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve");
+        self.start_command(cmd);
+    }
+
+    fn start_command(&mut self, mut cmd: Command) {
+        cmd.env("RUST_LOG", "info,rackboot=debug");
+        let mut proc = Proc::spawn(cmd, &self.path("serve.log"));
+        let ready = wait_until(Duration::from_secs(20), || {
+            proc.log_text().contains("rackboot ready") || proc.exited()
+        });
+        assert!(
+            ready && !proc.exited(),
+            "rackboot serve did not become ready:\n{}",
+            proc.log_text()
+        );
+        self.server = Some(proc);
+    }
+
+    pub fn server_log(&self) -> String {
+        self.server.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+
+    /// Fails the test if the server died or panicked.
+    pub fn assert_server_healthy(&mut self) {
+        let log = self.server_log();
+        let server = self.server.as_mut().expect("server started");
+        assert!(!server.exited(), "rackboot exited:\n{}", tail(&log, 40));
+        assert!(!log.contains("panicked"), "rackboot panicked:\n{log}");
+    }
+
+    /// The server's pid (`ip netns exec` execs it in place).
+    pub fn server_pid(&self) -> u32 {
+        self.server.as_ref().expect("server started").child.id()
+    }
+
+    /// A command run inside the client namespace.
+    pub fn client(&self, program: &str) -> Command {
+        self.client_ns.command(program)
+    }
+
+    /// Drops `percent` of UDP packets arriving in each namespace, both ways. netem
+    /// is used where the kernel has it; this machine kind's kernel does not
+    /// (CONFIG_NET_SCH_NETEM unset), so nftables drops at random instead.
+    pub fn udp_loss(&self, percent: u32) {
+        for (ns, dev) in [(&self.server_ns, "v0"), (&self.client_ns, "v1")] {
+            let netem = ns
+                .command("tc")
+                .args(["qdisc", "add", "dev", dev, "root", "netem", "loss"])
+                .arg(format!("{percent}%"))
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if netem {
+                continue;
+            }
+            // Dropped on input: a drop on output would fail the sender's sendto
+            // with EPERM, which is not what loss looks like.
+            let rules = format!(
+                "table inet rbtloss {{\n chain in {{\n  type filter hook input priority 0; \
+                 policy accept;\n  meta l4proto udp numgen random mod 100 < {percent} drop\n }}\n}}\n"
+            );
+            let mut cmd = ns.command("nft");
+            cmd.args(["-f", "-"]).stdin(Stdio::piped());
+            let mut child = cmd.spawn().expect("run nft");
+            {
+                use std::io::Write;
+                let stdin = child.stdin.as_mut().expect("nft stdin");
+                stdin.write_all(rules.as_bytes()).expect("write nft rules");
+            }
+            let status = child.wait().expect("nft");
+            assert!(status.success(), "nft loss rules failed in {}", ns.name);
+        }
+    }
+}
+
+/// A UDP socket created inside `ns`: a short-lived thread enters the namespace
+/// (setns affects only the calling thread) and binds; the socket stays in that
+/// namespace wherever it is used from.
+pub fn udp_socket_in(ns: &Netns, bind: &str) -> std::net::UdpSocket {
+    let path = format!("/var/run/netns/{}", ns.name);
+    let bind = bind.to_string();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd; it changes only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        std::net::UdpSocket::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
+    })
+    .join()
+    .expect("socket thread")
+}
+
+/// Deterministic pseudo-random bytes (no CR/LF bias), for files whose every byte
+/// must arrive.
+pub fn test_bytes(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Peak resident memory of a process in KiB (VmHWM).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    proc_status_field(pid, "VmHWM:")
+}
+
+/// Threads of a process.
+pub fn thread_count(pid: u32) -> Option<u64> {
+    proc_status_field(pid, "Threads:")
+}
+
+fn proc_status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
