@@ -39,6 +39,10 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawDhcp {
     interface: Option<String>,
+    mode: Option<String>,
+    policy: Option<String>,
+    match_client_id: Option<bool>,
+    event_retention_days: Option<u32>,
     #[serde(default)]
     subnets: Vec<RawSubnet>,
 }
@@ -52,6 +56,8 @@ struct RawSubnet {
     #[serde(default)]
     dns: Vec<Ipv4Addr>,
     lease_secs: Option<u32>,
+    renew_secs: Option<u32>,
+    rebind_secs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,7 +94,33 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct DhcpConfig {
     pub interface: String,
+    pub mode: DhcpMode,
+    pub policy: AnswerPolicy,
+    /// Leases keyed by option 61 (RFC 2131) instead of the hardware address. Off by
+    /// default: firmware PXE, iPXE and the installed OS of one machine send different
+    /// client identifiers and would otherwise hold three addresses.
+    pub match_client_id: bool,
+    /// DHCP events older than this are deleted; 0 keeps them forever.
+    pub event_retention_days: u32,
+    /// Empty in proxy mode: a proxy hands out no addresses.
     pub subnets: Vec<Subnet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpMode {
+    /// rackboot is the network's DHCP server: addresses and boot information.
+    Full,
+    /// Another server hands out addresses; rackboot answers PXE clients with boot
+    /// information only (proxyDHCP, on ports 67 and 4011).
+    Proxy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerPolicy {
+    /// Every client gets an answer; unknown PXE clients are added as `discovered`.
+    All,
+    /// Only machines in the inventory get an answer (the datacenter choice).
+    KnownOnly,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +132,10 @@ pub struct Subnet {
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub lease_secs: u32,
+    /// T1 (option 58): when the client starts renewing with this server.
+    pub renew_secs: u32,
+    /// T2 (option 59): when the client starts rebinding with any server.
+    pub rebind_secs: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +160,7 @@ pub struct IpxeFiles {
 }
 
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
+pub const DEFAULT_EVENT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_DATA_DIR: &str = "./rackboot-data";
 
 impl Subnet {
@@ -137,10 +174,6 @@ impl Subnet {
 
     pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
         (self.pool_start..=self.pool_end).contains(&ip)
-    }
-
-    pub fn pool(&self) -> impl Iterator<Item = Ipv4Addr> + use<> {
-        (u32::from(self.pool_start)..=u32::from(self.pool_end)).map(Ipv4Addr::from)
     }
 
     pub fn broadcast(&self) -> Ipv4Addr {
@@ -191,10 +224,14 @@ impl Config {
 
         let dhcp = match raw.dhcp.interface {
             None => {
-                if !raw.dhcp.subnets.is_empty() {
+                let other_keys = raw.dhcp.mode.is_some()
+                    || raw.dhcp.policy.is_some()
+                    || raw.dhcp.match_client_id.is_some()
+                    || raw.dhcp.event_retention_days.is_some();
+                if !raw.dhcp.subnets.is_empty() || other_keys {
                     return Err(invalid(
                         "dhcp.interface",
-                        "subnets are configured but no interface is named; \
+                        "[dhcp] settings are given but no interface is named; \
                          rackboot never answers DHCP on an interface nobody named"
                             .into(),
                     ));
@@ -208,11 +245,42 @@ impl Config {
                         format!("{interface:?} is not a valid interface name"),
                     ));
                 }
-                if raw.dhcp.subnets.is_empty() {
-                    return Err(invalid(
-                        "dhcp.subnets",
-                        "at least one [[dhcp.subnets]] is needed to serve DHCP".into(),
-                    ));
+                let mode = match raw.dhcp.mode.as_deref() {
+                    None | Some("full") => DhcpMode::Full,
+                    Some("proxy") => DhcpMode::Proxy,
+                    Some(other) => {
+                        return Err(invalid(
+                            "dhcp.mode",
+                            format!("{other:?} is neither \"full\" nor \"proxy\""),
+                        ));
+                    }
+                };
+                let policy = match raw.dhcp.policy.as_deref() {
+                    None | Some("all") => AnswerPolicy::All,
+                    Some("known_only") => AnswerPolicy::KnownOnly,
+                    Some(other) => {
+                        return Err(invalid(
+                            "dhcp.policy",
+                            format!("{other:?} is neither \"all\" nor \"known_only\""),
+                        ));
+                    }
+                };
+                match mode {
+                    DhcpMode::Full if raw.dhcp.subnets.is_empty() => {
+                        return Err(invalid(
+                            "dhcp.subnets",
+                            "at least one [[dhcp.subnets]] is needed to serve DHCP".into(),
+                        ));
+                    }
+                    DhcpMode::Proxy if !raw.dhcp.subnets.is_empty() => {
+                        return Err(invalid(
+                            "dhcp.subnets",
+                            "mode = \"proxy\" hands out no addresses: remove the subnets \
+                             (the network's own DHCP server owns them)"
+                                .into(),
+                        ));
+                    }
+                    _ => {}
                 }
                 let mut subnets = Vec::new();
                 for (i, s) in raw.dhcp.subnets.into_iter().enumerate() {
@@ -221,6 +289,7 @@ impl Config {
                         parse_cidr(&s.cidr).map_err(|p| invalid(&key("cidr"), p))?;
                     let (pool_start, pool_end) =
                         parse_range(&s.pool).map_err(|p| invalid(&key("pool"), p))?;
+                    let lease_secs = s.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
                     let subnet = Subnet {
                         network,
                         prefix_len,
@@ -228,7 +297,12 @@ impl Config {
                         pool_end,
                         router: s.router,
                         dns: s.dns,
-                        lease_secs: s.lease_secs.unwrap_or(DEFAULT_LEASE_SECS),
+                        lease_secs,
+                        // RFC 2131 §4.4.5 defaults: half the lease, and seven eighths.
+                        renew_secs: s.renew_secs.unwrap_or(lease_secs / 2),
+                        rebind_secs: s
+                            .rebind_secs
+                            .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32),
                     };
                     if !subnet.contains(pool_start) || !subnet.contains(pool_end) {
                         return Err(invalid(
@@ -250,6 +324,24 @@ impl Config {
                             "must be at least 60 seconds".into(),
                         ));
                     }
+                    if subnet.renew_secs == 0 || subnet.renew_secs >= subnet.rebind_secs {
+                        return Err(invalid(
+                            &key("renew_secs"),
+                            format!(
+                                "T1 {} must be above 0 and below T2 (rebind_secs) {}",
+                                subnet.renew_secs, subnet.rebind_secs
+                            ),
+                        ));
+                    }
+                    if subnet.rebind_secs >= subnet.lease_secs {
+                        return Err(invalid(
+                            &key("rebind_secs"),
+                            format!(
+                                "T2 {} must be below lease_secs {}",
+                                subnet.rebind_secs, subnet.lease_secs
+                            ),
+                        ));
+                    }
                     if let Some(other) = subnets
                         .iter()
                         .position(|o: &Subnet| o.contains(network) || subnet.contains(o.network))
@@ -261,7 +353,17 @@ impl Config {
                     }
                     subnets.push(subnet);
                 }
-                Some(DhcpConfig { interface, subnets })
+                Some(DhcpConfig {
+                    interface,
+                    mode,
+                    policy,
+                    match_client_id: raw.dhcp.match_client_id.unwrap_or(false),
+                    event_retention_days: raw
+                        .dhcp
+                        .event_retention_days
+                        .unwrap_or(DEFAULT_EVENT_RETENTION_DAYS),
+                    subnets,
+                })
             }
         };
 
@@ -491,7 +593,9 @@ mod tests {
         assert_eq!(subnet.broadcast(), Ipv4Addr::new(192, 0, 2, 255));
         assert!(subnet.contains(Ipv4Addr::new(192, 0, 2, 1)));
         assert!(!subnet.contains(Ipv4Addr::new(192, 0, 3, 1)));
-        assert_eq!(subnet.pool().count(), 101);
+        assert!(subnet.in_pool(Ipv4Addr::new(192, 0, 2, 200)));
+        assert!(!subnet.in_pool(Ipv4Addr::new(192, 0, 2, 201)));
+        assert_eq!((subnet.renew_secs, subnet.rebind_secs), (1800, 3150));
         // With DHCP on and no url, the url is derived at start from the interface.
         assert_eq!(config.http.url, None);
     }

@@ -100,6 +100,8 @@ enum MachineCommand {
 #[derive(Subcommand)]
 enum LeaseCommand {
     List,
+    /// How full each subnet's pool is.
+    Pools,
 }
 
 #[derive(Subcommand)]
@@ -287,18 +289,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Machine(MachineCommand::List) => {
             let machines = store.call(|conn| store::list_machines(conn)).await?;
             println!(
-                "{:<17} {:<20} {:<16} {:<15} {:<14} LAST SEEN",
-                "MAC", "HOSTNAME", "IMAGE", "IP", "FIRMWARE"
+                "{:<17} {:<20} {:<16} {:<15} {:<14} {:<10} {:<25} VENDOR CLASS",
+                "MAC", "HOSTNAME", "IMAGE", "IP", "FIRMWARE", "STATE", "LAST SEEN"
             );
             for m in machines {
                 println!(
-                    "{:<17} {:<20} {:<16} {:<15} {:<14} {}",
+                    "{:<17} {:<20} {:<16} {:<15} {:<14} {:<10} {:<25} {}",
                     m.mac,
                     m.hostname.as_deref().unwrap_or("-"),
                     m.image.as_deref().unwrap_or("-"),
                     m.ip.map_or("-".into(), |ip| ip.to_string()),
                     m.arch.as_deref().unwrap_or("-"),
-                    format_ms(m.last_seen_ms)
+                    if m.discovered { "discovered" } else { "added" },
+                    format_ms(m.last_seen_ms),
+                    m.vendor_class.as_deref().unwrap_or("-"),
                 );
             }
             Ok(())
@@ -316,6 +320,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     store::LeaseState::Bound => "bound",
                     store::LeaseState::Released => "released",
                     store::LeaseState::Declined => "declined",
+                    store::LeaseState::Observed => "observed",
                 };
                 println!(
                     "{:<15} {:<17} {:<9} {:<25} {}",
@@ -324,6 +329,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     state,
                     format_ms(Some(l.expires_at * 1000)),
                     l.hostname.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        Command::Lease(LeaseCommand::Pools) => {
+            let subnets = config.dhcp.map(|d| d.subnets).unwrap_or_default();
+            let now = clock::now_ms() / 1000;
+            let usage = store
+                .call(move |conn| store::pool_usage(conn, &subnets, now))
+                .await?;
+            println!(
+                "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
+                "SUBNET", "POOL", "SIZE", "BOUND", "DECLINED", "RESERVED", "FREE"
+            );
+            for u in usage {
+                println!(
+                    "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
+                    format!("{}/{}", u.network, u.prefix_len),
+                    format!("{}-{}", u.pool_start, u.pool_end),
+                    u.size,
+                    u.bound,
+                    u.declined,
+                    u.reserved,
+                    u.free()
                 );
             }
             Ok(())

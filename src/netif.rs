@@ -50,6 +50,33 @@ pub fn ipv4_of(interface: &str) -> std::io::Result<Option<(Ipv4Addr, u8)>> {
     Ok(found)
 }
 
+/// Asks for `bytes` of socket buffer each way. As root (CAP_NET_ADMIN) the *FORCE
+/// options go past `net.core.rmem_max`; otherwise the plain options are capped by it.
+/// A smaller buffer only means more drops under load, so failures are ignored.
+pub fn set_buffer_sizes(socket: &impl AsRawFd, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    for (forced, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        for option in [forced, plain] {
+            // SAFETY: setsockopt reads one c_int from a valid pointer of that size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&value as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// Adds (or replaces) a neighbour entry so a unicast reply can reach a client that has
 /// no address yet. Needs CAP_NET_ADMIN.
 pub fn set_arp_entry(

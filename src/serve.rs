@@ -1,12 +1,14 @@
 //! `rackboot serve`: starts HTTP, TFTP and DHCP in one process over one inventory.
 
-use crate::config::Config;
+use crate::clock;
+use crate::config::{Config, DhcpMode};
 use crate::dhcp::boot::BootConfig;
 use crate::dhcp::server::{self as dhcp_server, DhcpServer};
+use crate::dhcp::wire;
 use crate::http::{self, AppState};
 use crate::netif;
 use crate::script::Scripts;
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::tftp;
 use anyhow::{Context as _, bail};
 use std::sync::Arc;
@@ -31,7 +33,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                     dhcp.interface
                 );
             };
-            if !dhcp.subnets.iter().any(|s| s.contains(ip)) {
+            if dhcp.mode == DhcpMode::Full && !dhcp.subnets.iter().any(|s| s.contains(ip)) {
                 tracing::warn!(
                     interface = dhcp.interface,
                     %ip,
@@ -76,13 +78,22 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
 
     let dhcp_task = match (&config.dhcp, dhcp_addr) {
         (Some(dhcp), Some(server_ip)) => {
-            let socket = dhcp_server::bind(&dhcp.interface).with_context(|| {
-                format!(
-                    "dhcp.interface: cannot listen on port 67 of {} (needs root or \
-                     CAP_NET_BIND_SERVICE and CAP_NET_RAW)",
-                    dhcp.interface
-                )
-            })?;
+            let bind_port = |port: u16| {
+                dhcp_server::bind(&dhcp.interface, port).with_context(|| {
+                    format!(
+                        "dhcp.interface: cannot listen on port {port} of {} (needs root or \
+                         CAP_NET_BIND_SERVICE and CAP_NET_RAW)",
+                        dhcp.interface
+                    )
+                })
+            };
+            let socket = bind_port(wire::SERVER_PORT)?;
+            // proxyDHCP also answers on the PXE boot server port, where firmware asks
+            // for its boot file once it has an address.
+            let boot_socket = match dhcp.mode {
+                DhcpMode::Proxy => Some(bind_port(dhcp_server::BOOT_SERVER_PORT)?),
+                DhcpMode::Full => None,
+            };
             let boot = BootConfig {
                 server_ip,
                 http_url: base_url.clone(),
@@ -93,14 +104,23 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             };
             let server = DhcpServer::new(
                 socket,
-                dhcp.interface.clone(),
+                boot_socket,
                 server_ip,
-                dhcp.subnets.clone(),
+                dhcp.clone(),
                 boot,
                 store.clone(),
             )
             .await?;
-            tracing::info!(interface = dhcp.interface, %server_ip, "DHCP serving");
+            if dhcp.event_retention_days > 0 {
+                tokio::spawn(prune_events(store.clone(), dhcp.event_retention_days));
+            }
+            tracing::info!(
+                interface = dhcp.interface,
+                %server_ip,
+                mode = ?dhcp.mode,
+                policy = ?dhcp.policy,
+                "DHCP serving"
+            );
             Some(tokio::spawn(server.run()))
         }
         _ => None,
@@ -144,6 +164,39 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Deletes DHCP events past `[dhcp] event_retention_days`, at start and hourly, in
+/// steps small enough not to hold up the DHCP server's commits.
+async fn prune_events(store: Store, retention_days: u32) {
+    const STEP: u32 = 5_000;
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let before_ms = clock::now_ms() - i64::from(retention_days) * 86_400_000;
+        let mut total = 0;
+        loop {
+            match store
+                .call(move |conn| store::prune_dhcp_events(conn, before_ms, STEP))
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    if n < STEP as usize {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!("could not prune old DHCP events: {e}");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(deleted = total, retention_days, "old DHCP events pruned");
         }
     }
 }

@@ -1,194 +1,569 @@
-//! The DHCP socket loop: receive, decode, ask the inventory, decide, commit, send.
-//! One task handles packets in order, so two clients can never race for an address.
+//! The DHCP socket loop: receive, decode, decide, commit, send.
+//!
+//! One task owns the lease book and handles packets in batches: it drains every packet
+//! waiting on its sockets (up to `MAX_BATCH`), decides each in arrival order against
+//! the book (so two clients can never race for an address), sends the replies that
+//! promise nothing (offers, NAKs, INFORM answers) at once, then commits every lease
+//! of the batch in one SQLite transaction (one fsync) and only then sends the
+//! acknowledgements. Under load a batch grows to what arrived during the previous
+//! commit, so the cost of an fsync is shared instead of paid per lease.
+//!
+//! The inventory is read through a cached snapshot that is reloaded when the
+//! database's inventory generation moves (a trigger bumps it on every change of the
+//! columns DHCP reads), so CLI and panel changes apply to the next batch.
 
 use crate::clock;
-use crate::config::Subnet;
+use crate::config::{DhcpConfig, DhcpMode, Subnet};
 use crate::dhcp::boot::{self, BootConfig};
 use crate::dhcp::leases::LeaseBook;
-use crate::dhcp::policy::{self, Context};
-use crate::dhcp::wire::{self, CLIENT_PORT, ClientRequest, Destination, SERVER_PORT};
+use crate::dhcp::policy::{self, Context, Decision, ProxyContext, ProxyPort};
+use crate::dhcp::wire::{self, CLIENT_PORT, ClientRequest, Destination, MessageType, SERVER_PORT};
+use crate::mac::MacAddr;
 use crate::netif;
-use crate::store::{self, Store, StoreError};
-use dhcproto::v4::MessageType;
+use crate::store::{
+    self, DhcpBatch, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState, Machine, NewEvent, Seen,
+    Store, StoreError,
+};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use tokio::net::UdpSocket;
 
-pub struct DhcpServer {
-    socket: UdpSocket,
-    interface: String,
-    server_ip: Ipv4Addr,
-    subnets: Vec<Subnet>,
-    boot: BootConfig,
-    store: Store,
-    book: LeaseBook,
-    arp_failure_logged: bool,
-}
+/// The PXE boot server port (proxyDHCP answers boot file requests here).
+pub const BOOT_SERVER_PORT: u16 = 4011;
+/// Most packets handled between two commits.
+const MAX_BATCH: usize = 512;
+/// Kernel receive buffer: room for the packets that arrive during one commit.
+const RECEIVE_BUFFER: usize = 8 << 20;
+/// How often a repeated condition (full pool, malformed packets) is logged again.
+const LOG_EVERY_MS: i64 = 10_000;
+/// Per client, one `dhcp.ignored` event per this long: a PXE client that retries
+/// every few seconds must not fill the event table.
+const IGNORED_EVENT_EVERY_MS: i64 = 60_000;
+/// proxyDHCP: a learned address is written again after this long even if unchanged.
+const OBSERVED_REFRESH_MS: i64 = 600_000;
+/// proxyDHCP: how long a learned address is kept (rackboot does not know the real
+/// server's lease time).
+const OBSERVED_SECS: i64 = 3600;
 
-/// Binds port 67 on `interface` only: rackboot never answers on an interface nobody
-/// named. Needs CAP_NET_BIND_SERVICE (port 67) and CAP_NET_RAW (SO_BINDTODEVICE).
-pub fn bind(interface: &str) -> std::io::Result<UdpSocket> {
+/// Binds `port` on `interface` only: rackboot never answers on an interface nobody
+/// named. Needs CAP_NET_BIND_SERVICE (ports below 1024) and CAP_NET_RAW
+/// (SO_BINDTODEVICE).
+pub fn bind(interface: &str, port: u16) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_broadcast(true)?;
     socket.bind_device(Some(interface.as_bytes()))?;
-    socket.bind(&SocketAddr::from(([0, 0, 0, 0], SERVER_PORT)).into())?;
+    netif::set_buffer_sizes(&socket, RECEIVE_BUFFER);
+    socket.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())?;
     socket.set_nonblocking(true)?;
     UdpSocket::from_std(socket.into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Port {
+    Dhcp,
+    BootServer,
+}
+
+struct Incoming {
+    bytes: Vec<u8>,
+    peer: SocketAddr,
+    port: Port,
+}
+
+/// A reply ready to go, and whether it must wait for the batch's commit.
+struct Outgoing {
+    bytes: Vec<u8>,
+    target: SocketAddr,
+    port: Port,
+    mac: MacAddr,
+    kind: MessageType,
+}
+
+/// Logs a repeated condition at most once per `LOG_EVERY_MS`, with how many times
+/// it happened in between.
+#[derive(Default)]
+struct Throttle {
+    last_ms: Option<i64>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    /// Some(number suppressed since the last log) when this one should be logged.
+    fn hit(&mut self, now_ms: i64) -> Option<u64> {
+        match self.last_ms {
+            Some(last) if now_ms - last < LOG_EVERY_MS => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last_ms = Some(now_ms);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+pub struct DhcpServer {
+    socket: UdpSocket,
+    /// Port 4011, proxy mode only.
+    boot_socket: Option<UdpSocket>,
+    interface: String,
+    server_ip: Ipv4Addr,
+    config: DhcpConfig,
+    boot: BootConfig,
+    store: Store,
+    book: LeaseBook,
+    inventory: InventorySnapshot,
+    arp_failure_logged: bool,
+    malformed_log: Throttle,
+    send_error_log: Throttle,
+    no_subnet_log: Throttle,
+    pool_full_log: HashMap<Ipv4Addr, Throttle>,
+    ignored_events: HashMap<MacAddr, i64>,
+    observed: HashMap<MacAddr, (Ipv4Addr, i64)>,
+}
+
+/// Pools of `subnets` and the addresses their cursors skip: fixed addresses and the
+/// ones a pool never hands out (network, broadcast, router, ourselves).
+fn pools_and_reserved(
+    subnets: &[Subnet],
+    server_ip: Ipv4Addr,
+    fixed: &HashMap<Ipv4Addr, MacAddr>,
+) -> (Vec<(Ipv4Addr, Ipv4Addr)>, HashSet<Ipv4Addr>) {
+    let pools = subnets.iter().map(|s| (s.pool_start, s.pool_end)).collect();
+    let mut reserved: HashSet<Ipv4Addr> = fixed.keys().copied().collect();
+    reserved.insert(server_ip);
+    for s in subnets {
+        reserved.insert(s.network);
+        reserved.insert(s.broadcast());
+        reserved.extend(s.router);
+    }
+    (pools, reserved)
 }
 
 impl DhcpServer {
     pub async fn new(
         socket: UdpSocket,
-        interface: String,
+        boot_socket: Option<UdpSocket>,
         server_ip: Ipv4Addr,
-        subnets: Vec<Subnet>,
+        config: DhcpConfig,
         boot: BootConfig,
         store: Store,
     ) -> Result<Self, StoreError> {
-        let records = store.call(|conn| store::list_leases(conn)).await?;
-        tracing::info!(leases = records.len(), "lease book loaded");
+        let (records, inventory) = store
+            .call(|conn| {
+                let records = store::list_leases(conn)?;
+                let inventory = store::inventory_if_changed(conn, None)?.unwrap_or_default();
+                Ok((records, inventory))
+            })
+            .await?;
+        let (pools, reserved) = pools_and_reserved(&config.subnets, server_ip, &inventory.fixed);
+        let book = LeaseBook::load(config.match_client_id, &pools, reserved, records);
+        tracing::info!(
+            leases = book.len(),
+            machines = inventory.machines.len(),
+            "lease book loaded"
+        );
         Ok(DhcpServer {
             socket,
-            interface,
+            boot_socket,
+            interface: config.interface.clone(),
             server_ip,
-            subnets,
+            config,
             boot,
             store,
-            book: LeaseBook::load(records),
+            book,
+            inventory,
             arp_failure_logged: false,
+            malformed_log: Throttle::default(),
+            send_error_log: Throttle::default(),
+            no_subnet_log: Throttle::default(),
+            pool_full_log: HashMap::new(),
+            ignored_events: HashMap::new(),
+            observed: HashMap::new(),
         })
     }
 
     pub async fn run(mut self) -> std::io::Result<()> {
-        let mut buf = vec![0u8; 4096];
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
-            let (len, peer) = self.socket.recv_from(&mut buf).await?;
-            let packet = buf[..len].to_vec();
-            self.handle(&packet, peer).await;
+            self.receive(&mut batch).await?;
+            if !batch.is_empty() {
+                self.process(&mut batch).await;
+            }
         }
     }
 
-    async fn handle(&mut self, packet: &[u8], peer: SocketAddr) {
-        let request = match wire::parse_request(packet) {
-            Ok(request) => request,
-            Err(why) => {
-                tracing::warn!(%peer, len = packet.len(), "dropped malformed DHCP packet: {why}");
-                return;
-            }
-        };
-        let Some(subnet) = policy::select_subnet(&request, &self.subnets, self.server_ip).cloned()
-        else {
-            tracing::warn!(
-                mac = %request.mac,
-                giaddr = %request.giaddr,
-                "dropped DHCP {:?}: no configured subnet for it",
-                request.msg_type
-            );
-            return;
-        };
+    /// Waits for a packet on any socket, then takes every packet already waiting.
+    async fn receive(&self, batch: &mut Vec<Incoming>) -> std::io::Result<()> {
+        match &self.boot_socket {
+            None => self.socket.readable().await?,
+            Some(boot_socket) => tokio::select! {
+                ready = self.socket.readable() => ready?,
+                ready = boot_socket.readable() => ready?,
+            },
+        }
+        drain(&self.socket, Port::Dhcp, batch);
+        if let Some(boot_socket) = &self.boot_socket {
+            drain(boot_socket, Port::BootServer, batch);
+        }
+        Ok(())
+    }
+
+    /// Reloads the inventory snapshot if the database says it changed.
+    async fn refresh_inventory(&mut self) {
+        let known = self.inventory.generation;
+        match self
+            .store
+            .call(move |conn| store::inventory_if_changed(conn, Some(known)))
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(snapshot)) => self.install_inventory(snapshot),
+            Err(e) => tracing::error!("cannot reload the inventory, using the cached one: {e}"),
+        }
+    }
+
+    fn install_inventory(&mut self, snapshot: InventorySnapshot) {
+        if snapshot.fixed != self.inventory.fixed {
+            let (pools, reserved) =
+                pools_and_reserved(&self.config.subnets, self.server_ip, &snapshot.fixed);
+            self.book.set_pools(&pools, reserved);
+        }
+        self.inventory = snapshot;
+    }
+
+    async fn process(&mut self, batch: &mut Vec<Incoming>) {
+        self.refresh_inventory().await;
         let now_ms = clock::now_ms();
+        let mut writes = DhcpBatch::default();
+        let mut after_commit = Vec::new();
+        for packet in batch.drain(..) {
+            let (reply, needs_commit) = match self.config.mode {
+                DhcpMode::Full => self.handle(&packet, now_ms, &mut writes),
+                DhcpMode::Proxy => (self.handle_proxy(&packet, now_ms, &mut writes), false),
+            };
+            match reply {
+                Some(out) if needs_commit => after_commit.push(out),
+                Some(out) => self.send(out).await,
+                None => {}
+            }
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let known = self.inventory.generation;
+        let discovered = !writes.discovered.is_empty();
+        let committed = self
+            .store
+            .call(move |conn| store::commit_dhcp_batch(conn, &writes, now_ms))
+            .await;
+        match committed {
+            Ok((before, after)) => {
+                // Our own discovered machines moved the generation; the snapshot
+                // already has them, so only someone else's change needs a reload.
+                if discovered && before == known {
+                    self.inventory.generation = after;
+                }
+                for out in after_commit {
+                    self.send(out).await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    unsent = after_commit.len(),
+                    "DHCP leases not committed, their acknowledgements are not sent: {e}"
+                );
+                self.reload_book().await;
+            }
+        }
+    }
+
+    /// After a failed commit the book holds bindings the table does not: start over
+    /// from the table, the only truth that survives a restart.
+    async fn reload_book(&mut self) {
+        match self.store.call(|conn| store::list_leases(conn)).await {
+            Ok(records) => {
+                let (pools, reserved) =
+                    pools_and_reserved(&self.config.subnets, self.server_ip, &self.inventory.fixed);
+                self.book = LeaseBook::load(self.config.match_client_id, &pools, reserved, records);
+            }
+            Err(e) => tracing::error!("cannot reload leases after a failed commit: {e}"),
+        }
+    }
+
+    fn parse(&mut self, packet: &Incoming, now_ms: i64) -> Option<ClientRequest> {
+        match wire::parse_request(&packet.bytes) {
+            Ok(request) => Some(request),
+            Err(why) => {
+                if let Some(suppressed) = self.malformed_log.hit(now_ms) {
+                    tracing::warn!(
+                        peer = %packet.peer,
+                        len = packet.bytes.len(),
+                        suppressed,
+                        "dropped malformed DHCP packet: {why}"
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    /// Full mode: one request. Returns the reply and whether it waits for the commit.
+    fn handle(
+        &mut self,
+        packet: &Incoming,
+        now_ms: i64,
+        writes: &mut DhcpBatch,
+    ) -> (Option<Outgoing>, bool) {
+        let Some(request) = self.parse(packet, now_ms) else {
+            return (None, false);
+        };
+        let Some(subnet) =
+            policy::select_subnet(&request, &self.config.subnets, self.server_ip).cloned()
+        else {
+            if let Some(suppressed) = self.no_subnet_log.hit(now_ms) {
+                tracing::warn!(
+                    mac = %request.mac,
+                    giaddr = %request.giaddr,
+                    ciaddr = %request.ciaddr,
+                    suppressed,
+                    "dropped DHCP {:?}: no configured subnet for it",
+                    request.msg_type
+                );
+            }
+            return (None, false);
+        };
         let mac = request.mac;
         let pxe = boot::is_pxe_client(&request);
-        let firmware = boot::firmware(&request).map(|f| f.name());
-        let seen_arch = firmware.clone();
-        let lookup = self
-            .store
-            .call(move |conn| {
-                let machine = store::get_machine(conn, mac)?;
-                if machine.is_some() && pxe {
-                    store::touch_machine(conn, mac, seen_arch.as_deref(), now_ms)?;
-                }
-                let fixed: HashMap<Ipv4Addr, _> =
-                    store::fixed_addresses(conn)?.into_iter().collect();
-                Ok((machine, fixed))
-            })
-            .await;
-        let (machine, fixed) = match lookup {
-            Ok(found) => found,
-            Err(e) => {
-                tracing::error!(%mac, "DHCP request not answered: inventory unavailable: {e}");
-                return;
-            }
-        };
+        let machine = self.inventory.machines.get(&mac);
         let ctx = Context {
             server_ip: self.server_ip,
             subnet: &subnet,
-            machine: machine.as_ref(),
-            fixed: &fixed,
+            machine,
+            fixed: &self.inventory.fixed,
             boot: &self.boot,
+            policy: self.config.policy,
             now: now_ms / 1000,
         };
         let decision = policy::decide(&request, &ctx, &self.book);
-        if let Some(reason) = &decision.no_boot_file {
-            tracing::warn!(%mac, ?reason, "PXE client gets an address but no boot file");
-        }
-
+        let key = self.book.key_of(mac, request.client_id.as_deref());
+        let needs_commit = decision.commit.is_some();
         if let Some(record) = decision.commit.clone() {
-            // The binding is on disk before the client hears of it (RFC 2131 §4.3.1).
-            let saved = record.clone();
-            if let Err(e) = self
-                .store
-                .call(move |conn| store::save_lease(conn, &saved, now_ms))
-                .await
-            {
-                tracing::error!(%mac, ip = %record.ip, "lease not committed, no reply sent: {e}");
-                return;
-            }
-            self.book.apply(record);
+            writes.leases.extend(self.book.apply(record));
         }
         if let Some((ip, until)) = decision.hold_offer {
-            self.book.hold_offer(ip, mac, until);
+            self.book.hold_offer(ip, key.clone(), until);
         }
         if decision.forget_offer {
-            self.book.forget_offer(mac);
+            self.book.forget_offer(&key);
         }
+        if decision.pool_full {
+            self.log_pool_full(&subnet, now_ms);
+        }
+        self.note_machine(&request, &decision, pxe, now_ms, writes);
+        let reply = self.finish(&request, decision, packet, pxe, now_ms, writes);
+        (reply, needs_commit)
+    }
 
+    /// Inventory bookkeeping for a request: discovered machines are added (and known
+    /// at once to the rest of the batch), known PXE machines are marked seen.
+    fn note_machine(
+        &mut self,
+        request: &ClientRequest,
+        decision: &Decision,
+        pxe: bool,
+        now_ms: i64,
+        writes: &mut DhcpBatch,
+    ) {
+        let firmware = boot::firmware(request).map(|f| f.name());
+        if let Some(found) = &decision.discovered {
+            tracing::info!(
+                mac = %found.mac,
+                arch = found.arch.as_deref().unwrap_or("-"),
+                vendor_class = found.vendor_class.as_deref().unwrap_or("-"),
+                "unknown PXE client added to the inventory as discovered"
+            );
+            self.inventory.machines.insert(
+                found.mac,
+                Machine {
+                    mac: found.mac,
+                    hostname: None,
+                    image: None,
+                    ip: None,
+                    arch: found.arch.clone(),
+                    first_seen_ms: Some(now_ms),
+                    last_seen_ms: Some(now_ms),
+                    vendor_class: found.vendor_class.clone(),
+                    discovered: true,
+                },
+            );
+            writes.discovered.push(found.clone());
+        } else if pxe && self.inventory.machines.contains_key(&request.mac) {
+            writes.seen.push(Seen {
+                mac: request.mac,
+                at_ms: now_ms,
+                arch: firmware,
+                vendor_class: request.vendor_class.clone(),
+            });
+        }
+    }
+
+    /// Encodes the decision's reply, works out where it goes, and records the event.
+    fn finish(
+        &mut self,
+        request: &ClientRequest,
+        decision: Decision,
+        packet: &Incoming,
+        pxe: bool,
+        now_ms: i64,
+        writes: &mut DhcpBatch,
+    ) -> Option<Outgoing> {
+        let mac = request.mac;
+        if let Some(reason) = &decision.no_boot_file {
+            tracing::warn!(%mac, ?reason, "PXE client gets no boot file");
+        }
         let Some(reply) = decision.reply else {
             tracing::debug!(%mac, "no reply to {:?}: {}", request.msg_type, decision.why);
-            if pxe {
-                self.store.record_event(
-                    now_ms,
-                    Some(mac),
-                    "dhcp.ignored",
-                    format!("{:?}: {}", request.msg_type, decision.why),
-                );
+            let recently = self
+                .ignored_events
+                .get(&mac)
+                .is_some_and(|at| now_ms - at < IGNORED_EVENT_EVERY_MS);
+            if pxe && !recently {
+                self.ignored_events.insert(mac, now_ms);
+                writes.events.push(NewEvent {
+                    at_ms: now_ms,
+                    mac: Some(mac),
+                    kind: "dhcp.ignored",
+                    detail: format!("{:?}: {}", request.msg_type, decision.why),
+                });
             }
-            return;
+            return None;
         };
         if reply.msg_type == MessageType::Nak {
             tracing::info!(%mac, "NAK: {}", decision.why);
+        } else {
+            tracing::debug!(%mac, "{:?}: {}", reply.msg_type, decision.why);
         }
-        let bytes = match wire::encode_reply(&request, &reply) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::error!(%mac, "{e}");
-                return;
-            }
-        };
-        let target = self.target(&request, wire::destination(&request, &reply));
-        if let Err(e) = self.socket.send_to(&bytes, target).await {
-            tracing::warn!(%mac, %target, "could not send DHCP reply: {e}");
-            return;
-        }
-        tracing::debug!(%mac, %target, "{:?} sent: {}", reply.msg_type, decision.why);
         if pxe {
-            let kind = match reply.msg_type {
-                MessageType::Offer => "dhcp.offer",
-                MessageType::Ack => "dhcp.ack",
-                MessageType::Nak => "dhcp.nak",
+            let kind = match (self.config.mode, reply.msg_type) {
+                (DhcpMode::Proxy, MessageType::Offer) => "dhcp.proxy-offer",
+                (DhcpMode::Proxy, _) => "dhcp.proxy-ack",
+                (_, MessageType::Offer) => "dhcp.offer",
+                (_, MessageType::Ack) => "dhcp.ack",
+                (_, MessageType::Nak) => "dhcp.nak",
                 _ => "dhcp.reply",
             };
             let detail = format!(
                 "{} firmware={} ipxe={} ip={} file={}",
-                describe(&request),
-                firmware.as_deref().unwrap_or("-"),
+                format!("{:?}", request.msg_type).to_lowercase(),
+                boot::firmware(request).map_or("-".into(), |f| f.name()),
                 request.is_ipxe,
                 reply.yiaddr,
                 reply.boot.as_ref().map_or("-", |b| b.filename.as_str()),
             );
-            self.store.record_event(now_ms, Some(mac), kind, detail);
+            writes.events.push(NewEvent {
+                at_ms: now_ms,
+                mac: Some(mac),
+                kind,
+                detail,
+            });
+        }
+        let bytes = wire::encode_reply(request, &reply);
+        let target = match packet.port {
+            // The boot server port answers whoever asked, where they asked from.
+            Port::BootServer if !packet.peer.ip().is_unspecified() => packet.peer,
+            _ => self.target(request, wire::destination(request, &reply)),
+        };
+        Some(Outgoing {
+            bytes,
+            target,
+            port: packet.port,
+            mac,
+            kind: reply.msg_type,
+        })
+    }
+
+    /// Proxy mode: boot information for PXE clients, addresses learned, nothing else.
+    fn handle_proxy(
+        &mut self,
+        packet: &Incoming,
+        now_ms: i64,
+        writes: &mut DhcpBatch,
+    ) -> Option<Outgoing> {
+        let request = self.parse(packet, now_ms)?;
+        let pxe = boot::is_pxe_client(&request);
+        let ctx = ProxyContext {
+            server_ip: self.server_ip,
+            machine: self.inventory.machines.get(&request.mac),
+            boot: &self.boot,
+            policy: self.config.policy,
+            port: match packet.port {
+                Port::Dhcp => ProxyPort::Dhcp,
+                Port::BootServer => ProxyPort::BootServer,
+            },
+        };
+        let decision = policy::decide_proxy(&request, &ctx);
+        if let Some(ip) = decision.observed {
+            self.observe(request.mac, ip, now_ms, writes);
+        }
+        self.note_machine(&request, &decision, pxe, now_ms, writes);
+        self.finish(&request, decision, packet, pxe, now_ms, writes)
+    }
+
+    /// Records the address a MAC uses (proxy mode), when new or due for a refresh.
+    fn observe(&mut self, mac: MacAddr, ip: Ipv4Addr, now_ms: i64, writes: &mut DhcpBatch) {
+        let fresh = self
+            .observed
+            .get(&mac)
+            .is_some_and(|(known, at)| *known == ip && now_ms - at < OBSERVED_REFRESH_MS);
+        if fresh {
+            return;
+        }
+        self.observed.insert(mac, (ip, now_ms));
+        writes.leases.push(LeaseOp::Put(LeaseRecord {
+            ip,
+            mac,
+            expires_at: now_ms / 1000 + OBSERVED_SECS,
+            state: LeaseState::Observed,
+            hostname: None,
+            client_id: None,
+        }));
+    }
+
+    fn log_pool_full(&mut self, subnet: &Subnet, now_ms: i64) {
+        let throttle = self.pool_full_log.entry(subnet.network).or_default();
+        if let Some(suppressed) = throttle.hit(now_ms) {
+            let size = u64::from(u32::from(subnet.pool_end) - u32::from(subnet.pool_start)) + 1;
+            tracing::warn!(
+                subnet = %format!("{}/{}", subnet.network, subnet.prefix_len),
+                pool = %format!("{}-{}", subnet.pool_start, subnet.pool_end),
+                size,
+                held = self.book.held_in_pool(subnet.pool_start, now_ms / 1000),
+                refused_since_last_report = suppressed + 1,
+                "DHCP pool is full: new clients get no address (no existing lease is taken); \
+                 widen the pool, shorten lease_secs, or use policy = \"known_only\""
+            );
+        }
+    }
+
+    async fn send(&mut self, out: Outgoing) {
+        let socket = match (out.port, &self.boot_socket) {
+            (Port::BootServer, Some(boot_socket)) => boot_socket,
+            _ => &self.socket,
+        };
+        if let Err(e) = socket.send_to(&out.bytes, out.target).await
+            && let Some(suppressed) = self.send_error_log.hit(clock::now_ms())
+        {
+            tracing::warn!(
+                mac = %out.mac,
+                target = %out.target,
+                suppressed,
+                "could not send DHCP {:?}: {e}",
+                out.kind
+            );
         }
     }
 
@@ -218,6 +593,23 @@ impl DhcpServer {
     }
 }
 
-fn describe(request: &ClientRequest) -> String {
-    format!("{:?}", request.msg_type).to_lowercase()
+/// Takes the packets waiting on `socket`, without blocking.
+fn drain(socket: &UdpSocket, port: Port, batch: &mut Vec<Incoming>) {
+    let mut buf = [0u8; 4096];
+    while batch.len() < MAX_BATCH {
+        match socket.try_recv_from(&mut buf) {
+            Ok((len, peer)) => batch.push(Incoming {
+                bytes: buf[..len].to_vec(),
+                peer,
+                port,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => {
+                // An error on one datagram (ICMP feedback and the like) is no reason
+                // to stop serving.
+                tracing::debug!("DHCP receive error: {e}");
+                break;
+            }
+        }
+    }
 }

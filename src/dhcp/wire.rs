@@ -4,13 +4,11 @@
 //! Requests are read with a bounds-checked option scanner of our own rather than
 //! dhcproto's decoder: dhcproto 0.15 panics in `Message::chaddr()` when hlen > 16, stops
 //! reading options (silently) at the first one it cannot type, and keeps only the first
-//! entry of an option 93 list. Replies are built with dhcproto.
+//! entry of an option 93 list. Replies are encoded here too: dhcproto keeps options in a
+//! map ordered by code, and clients want the options they asked for in the order of
+//! their option 55 (some old PXE ROMs read only the first few).
 
 use crate::mac::MacAddr;
-use dhcproto::v4::{
-    DhcpOption, DhcpOptions, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
-};
-use dhcproto::{Encodable, Encoder};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -43,6 +41,48 @@ pub enum Malformed {
     BadLength { code: u8, len: usize },
 }
 
+/// DHCP message types (option 53), RFC 2132 §9.6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    Discover,
+    Offer,
+    Request,
+    Decline,
+    Ack,
+    Nak,
+    Release,
+    Inform,
+}
+
+impl MessageType {
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => MessageType::Discover,
+            2 => MessageType::Offer,
+            3 => MessageType::Request,
+            4 => MessageType::Decline,
+            5 => MessageType::Ack,
+            6 => MessageType::Nak,
+            7 => MessageType::Release,
+            8 => MessageType::Inform,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            MessageType::Discover => 1,
+            MessageType::Offer => 2,
+            MessageType::Request => 3,
+            MessageType::Decline => 4,
+            MessageType::Ack => 5,
+            MessageType::Nak => 6,
+            MessageType::Release => 7,
+            MessageType::Inform => 8,
+        }
+    }
+}
+
 /// The parts of a client's message that policy looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRequest {
@@ -55,6 +95,13 @@ pub struct ClientRequest {
     pub giaddr: Ipv4Addr,
     pub requested_ip: Option<Ipv4Addr>,
     pub server_id: Option<Ipv4Addr>,
+    /// Option 61, at least two bytes (type and identifier).
+    pub client_id: Option<Vec<u8>>,
+    /// Option 118 (RFC 3011): the subnet to allocate from, set by a client or relay.
+    pub subnet_selection: Option<Ipv4Addr>,
+    /// Sub-option 5 of option 82 (RFC 3527): the relay's link, when giaddr is only
+    /// the address the relay can be reached at.
+    pub link_selection: Option<Ipv4Addr>,
     /// Option 93, every entry of the list (RFC 4578 allows several).
     pub archs: Vec<u16>,
     /// Option 60, lossily decoded.
@@ -63,7 +110,8 @@ pub struct ClientRequest {
     pub is_ipxe: bool,
     pub hostname: Option<String>,
     pub param_request_list: Vec<u8>,
-    /// Raw values of options echoed back unchanged (82 relay info, 94, 97).
+    /// Raw values of options echoed back unchanged: 94 and 97 (PXE, RFC 4578), 118
+    /// (RFC 3011) and 82 (RFC 3046, kept last).
     pub echo: Vec<(u8, Vec<u8>)>,
 }
 
@@ -128,6 +176,21 @@ fn header_ip(packet: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3])
 }
 
+/// Sub-option 5 (link selection) of a relay agent information option, if present and
+/// well formed. A malformed option 82 is still echoed; only this reading is skipped.
+fn link_selection(relay_info: &[u8]) -> Option<Ipv4Addr> {
+    let mut at = 0;
+    while let (Some(&code), Some(&len)) = (relay_info.get(at), relay_info.get(at + 1)) {
+        let value = relay_info.get(at + 2..at + 2 + len as usize)?;
+        if code == 5 {
+            let octets: [u8; 4] = value.try_into().ok()?;
+            return Some(Ipv4Addr::from(octets));
+        }
+        at += 2 + len as usize;
+    }
+    None
+}
+
 /// Decodes a client message. Never panics on any input.
 pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
     if packet.len() < HEADER_LEN + 4 {
@@ -146,10 +209,7 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
     let options = scan_options(packet)?;
     let msg_type = match options.get(&53).map(Vec::as_slice) {
         None | Some([]) => return Err(Malformed::NoMessageType),
-        Some([t]) => match MessageType::from(*t) {
-            MessageType::Unknown(n) => return Err(Malformed::UnknownMessageType(n)),
-            known => known,
-        },
+        Some([t]) => MessageType::from_code(*t).ok_or(Malformed::UnknownMessageType(*t))?,
         Some(v) => {
             return Err(Malformed::BadLength {
                 code: 53,
@@ -175,7 +235,28 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
     let is_ipxe = options
         .get(&77)
         .is_some_and(|v| v.windows(4).any(|w| w == b"iPXE"));
-    let echo = [82u8, 94, 97]
+    let client_id = match options.get(&61) {
+        None => None,
+        // RFC 2132 §9.14: at least a type byte and one byte of identifier. A zero-length
+        // identifier crashed other servers; here it drops the packet.
+        Some(v) if v.len() < 2 => {
+            return Err(Malformed::BadLength {
+                code: 61,
+                len: v.len(),
+            });
+        }
+        Some(v) => Some(v.clone()),
+    };
+    if let Some(v) = options.get(&52)
+        && v.len() != 1
+    {
+        return Err(Malformed::BadLength {
+            code: 52,
+            len: v.len(),
+        });
+    }
+    let link_selection = options.get(&82).and_then(|v| link_selection(v));
+    let echo = [94u8, 97, 118, 82]
         .into_iter()
         .filter_map(|code| options.get(&code).map(|v| (code, v.clone())))
         .collect();
@@ -190,6 +271,9 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         giaddr: header_ip(packet, 24),
         requested_ip: ipv4_option(&options, 50)?,
         server_id: ipv4_option(&options, 54)?,
+        client_id,
+        subnet_selection: ipv4_option(&options, 118)?,
+        link_selection,
         archs,
         vendor_class: text(60),
         is_ipxe,
@@ -207,7 +291,7 @@ pub struct ReplySpec {
     pub yiaddr: Ipv4Addr,
     /// Copied from the request for INFORM and renewals.
     pub ciaddr: Ipv4Addr,
-    pub lease_secs: Option<u32>,
+    pub lease: Option<LeaseTimes>,
     pub subnet_mask: Option<Ipv4Addr>,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
@@ -216,77 +300,134 @@ pub struct ReplySpec {
     pub message: Option<String>,
 }
 
+/// Options 51, 58 and 59 (RFC 2131 §4.4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimes {
+    pub lease_secs: u32,
+    pub renew_secs: u32,
+    pub rebind_secs: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootReply {
     /// `siaddr`: the TFTP server.
     pub next_server: Ipv4Addr,
     /// A TFTP path or an `http://` URL.
     pub filename: String,
-    /// Option 60 in the reply: `HTTPClient` for UEFI HTTP boot.
+    /// Option 60 in the reply: `HTTPClient` for UEFI HTTP boot, `PXEClient` in a
+    /// proxyDHCP reply (that is how a PXE client tells a proxy offer apart).
     pub vendor_class: Option<String>,
 }
 
-pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Result<Vec<u8>, String> {
-    let mut msg = Message::default();
-    msg.set_opcode(Opcode::BootReply)
-        .set_htype(HType::Eth)
-        .set_chaddr(&request.mac.0)
-        .set_xid(request.xid)
-        .set_flags(Flags::new(request.flags))
-        .set_giaddr(request.giaddr)
-        .set_ciaddr(spec.ciaddr)
-        .set_yiaddr(spec.yiaddr);
-    let mut opts = DhcpOptions::new();
-    opts.insert(DhcpOption::MessageType(spec.msg_type));
-    opts.insert(DhcpOption::ServerIdentifier(spec.server_id));
-    if let Some(secs) = spec.lease_secs {
-        opts.insert(DhcpOption::AddressLeaseTime(secs));
-        opts.insert(DhcpOption::Renewal(secs / 2));
-        opts.insert(DhcpOption::Rebinding(secs / 8 * 7));
+/// Appends one option, split into several of the same code when longer than 255
+/// bytes (RFC 3396).
+fn put_option(buf: &mut Vec<u8>, code: u8, value: &[u8]) {
+    if value.is_empty() {
+        buf.extend_from_slice(&[code, 0]);
+        return;
+    }
+    for chunk in value.chunks(255) {
+        buf.push(code);
+        buf.push(chunk.len() as u8);
+        buf.extend_from_slice(chunk);
+    }
+}
+
+fn ips(list: &[Ipv4Addr]) -> Vec<u8> {
+    list.iter().flat_map(|ip| ip.octets()).collect()
+}
+
+/// The reply's options as (code, value), in no particular order yet.
+fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> Vec<(u8, Vec<u8>)> {
+    let mut opts: Vec<(u8, Vec<u8>)> = Vec::with_capacity(16);
+    opts.push((54, spec.server_id.octets().to_vec()));
+    if let Some(times) = spec.lease {
+        opts.push((51, times.lease_secs.to_be_bytes().to_vec()));
+        opts.push((58, times.renew_secs.to_be_bytes().to_vec()));
+        opts.push((59, times.rebind_secs.to_be_bytes().to_vec()));
     }
     if let Some(mask) = spec.subnet_mask {
-        opts.insert(DhcpOption::SubnetMask(mask));
+        opts.push((1, mask.octets().to_vec()));
     }
     if let Some(router) = spec.router {
-        opts.insert(DhcpOption::Router(vec![router]));
+        opts.push((3, router.octets().to_vec()));
     }
     if !spec.dns.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(spec.dns.clone()));
+        opts.push((6, ips(&spec.dns)));
     }
     if let Some(hostname) = &spec.hostname {
-        opts.insert(DhcpOption::Hostname(hostname.clone()));
+        opts.push((12, hostname.as_bytes().to_vec()));
     }
     if let Some(message) = &spec.message {
-        opts.insert(DhcpOption::Message(message.clone()));
+        opts.push((56, message.as_bytes().to_vec()));
     }
     if let Some(boot) = &spec.boot {
-        msg.set_siaddr(boot.next_server);
-        // The header field has 128 bytes; a longer URL goes in option 67 only.
-        if boot.filename.len() < 128 {
-            msg.set_fname_str(&boot.filename);
-        }
-        opts.insert(DhcpOption::BootfileName(boot.filename.as_bytes().to_vec()));
-        opts.insert(DhcpOption::TFTPServerName(
-            boot.next_server.to_string().into_bytes(),
-        ));
+        opts.push((66, boot.next_server.to_string().into_bytes()));
+        opts.push((67, boot.filename.as_bytes().to_vec()));
         if let Some(class) = &boot.vendor_class {
-            opts.insert(DhcpOption::ClassIdentifier(class.as_bytes().to_vec()));
+            opts.push((60, class.as_bytes().to_vec()));
         }
     }
     for (code, value) in &request.echo {
-        opts.insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::from(*code),
-            value.clone(),
-        )));
+        // A relay's own option and our echo of it must not both appear.
+        opts.retain(|(c, _)| c != code);
+        opts.push((*code, value.clone()));
     }
-    msg.set_opts(opts);
-    let mut buf = Vec::with_capacity(MIN_REPLY_LEN + 64);
-    msg.encode(&mut Encoder::new(&mut buf))
-        .map_err(|e| format!("cannot encode reply: {e}"))?;
+    opts
+}
+
+/// Encodes a reply. Option 53 comes first, then the options the client asked for in
+/// the order of its option 55, then the rest by code, and option 82 last (RFC 3046:
+/// the relay strips it from the end).
+pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(MIN_REPLY_LEN + 128);
+    buf.extend_from_slice(&[2, 1, 6, 0]);
+    buf.extend_from_slice(&request.xid.to_be_bytes());
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&request.flags.to_be_bytes());
+    buf.extend_from_slice(&spec.ciaddr.octets());
+    buf.extend_from_slice(&spec.yiaddr.octets());
+    let siaddr = spec
+        .boot
+        .as_ref()
+        .map_or(Ipv4Addr::UNSPECIFIED, |b| b.next_server);
+    buf.extend_from_slice(&siaddr.octets());
+    buf.extend_from_slice(&request.giaddr.octets());
+    let mut chaddr = [0u8; 16];
+    chaddr[..6].copy_from_slice(&request.mac.0);
+    buf.extend_from_slice(&chaddr);
+    buf.extend_from_slice(&[0u8; 64]); // sname
+    let mut file = [0u8; 128];
+    if let Some(boot) = &spec.boot
+        // The header field holds 127 bytes and a NUL; a longer URL goes in option 67 only.
+        && boot.filename.len() < file.len()
+    {
+        file[..boot.filename.len()].copy_from_slice(boot.filename.as_bytes());
+    }
+    buf.extend_from_slice(&file);
+    buf.extend_from_slice(&MAGIC);
+    put_option(&mut buf, 53, &[spec.msg_type.code()]);
+
+    let mut opts = reply_options(request, spec);
+    let relay_info = opts
+        .iter()
+        .position(|(c, _)| *c == 82)
+        .map(|at| opts.remove(at));
+    for code in &request.param_request_list {
+        if let Some(at) = opts.iter().position(|(c, _)| c == code) {
+            let (code, value) = opts.remove(at);
+            put_option(&mut buf, code, &value);
+        }
+    }
+    opts.sort_by_key(|(c, _)| *c);
+    for (code, value) in opts.iter().chain(relay_info.iter()) {
+        put_option(&mut buf, *code, value);
+    }
+    buf.push(255);
     if buf.len() < MIN_REPLY_LEN {
         buf.resize(MIN_REPLY_LEN, 0);
     }
-    Ok(buf)
+    buf
 }
 
 /// Where a reply goes (RFC 2131 §4.1).
@@ -322,6 +463,7 @@ pub fn destination(request: &ClientRequest, spec: &ReplySpec) -> Destination {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use dhcproto::v4::{DhcpOption, Message, Opcode, OptionCode};
 
     /// Builds a raw client message: the tests' packet builder.
     pub struct Packet {
@@ -444,7 +586,10 @@ pub mod tests {
             parse_request(&overrun),
             Err(Malformed::OptionOverrun { code: 61 })
         );
-        assert!(parse_request(&zero_client_id).is_ok());
+        assert_eq!(
+            parse_request(&zero_client_id),
+            Err(Malformed::BadLength { code: 61, len: 0 })
+        );
         assert!(matches!(
             parse_request(&overload_garbage),
             Err(Malformed::OptionOverrun { .. })
@@ -482,7 +627,11 @@ pub mod tests {
             server_id: Ipv4Addr::new(192, 0, 2, 1),
             yiaddr: Ipv4Addr::new(192, 0, 2, 100),
             ciaddr: Ipv4Addr::UNSPECIFIED,
-            lease_secs: Some(3600),
+            lease: Some(LeaseTimes {
+                lease_secs: 3600,
+                renew_secs: 1800,
+                rebind_secs: 3150,
+            }),
             subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
             router: Some(Ipv4Addr::new(192, 0, 2, 1)),
             dns: vec![Ipv4Addr::new(192, 0, 2, 1)],
@@ -502,7 +651,7 @@ pub mod tests {
             .option(82, &[1, 3, b'e', b't', b'h'])
             .end();
         let req = parse_request(&raw).expect("parses");
-        let bytes = encode_reply(&req, &spec(MessageType::Offer)).expect("encodes");
+        let bytes = encode_reply(&req, &spec(MessageType::Offer));
         assert!(bytes.len() >= MIN_REPLY_LEN);
         let msg = <Message as dhcproto::Decodable>::decode(&mut dhcproto::Decoder::new(&bytes))
             .expect("decodes");
@@ -516,7 +665,7 @@ pub mod tests {
             .and_then(Result::ok)
             .map(|f| f.trim_end_matches('\0'));
         assert_eq!(fname, Some("snponly.efi"));
-        assert!(msg.opts().has_msg_type(MessageType::Offer));
+        assert!(msg.opts().has_msg_type(dhcproto::v4::MessageType::Offer));
         assert_eq!(
             msg.opts().get(OptionCode::AddressLeaseTime),
             Some(&DhcpOption::AddressLeaseTime(3600))
@@ -562,5 +711,131 @@ pub mod tests {
             destination(&plain, &offer),
             Destination::UnicastNoArp(Ipv4Addr::new(192, 0, 2, 100), MacAddr(MAC))
         );
+    }
+
+    /// The option codes of an encoded reply, in order, and their values.
+    fn options_of(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut found = Vec::new();
+        let mut at = HEADER_LEN + 4;
+        while let Some(&code) = bytes.get(at) {
+            match code {
+                0 => at += 1,
+                255 => break,
+                _ => {
+                    let len = bytes[at + 1] as usize;
+                    found.push((code, bytes[at + 2..at + 2 + len].to_vec()));
+                    at += 2 + len;
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn options_follow_the_order_of_option_55_and_82_comes_last() {
+        let raw = Packet::new(1, MAC)
+            .option(55, &[67, 6, 3, 1, 51, 66])
+            .option(82, &[1, 2, b'p', b'1'])
+            .option(97, &[0; 17])
+            .end();
+        let req = parse_request(&raw).expect("parses");
+        let codes: Vec<u8> = options_of(&encode_reply(&req, &spec(MessageType::Offer)))
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(codes[0], 53);
+        assert_eq!(&codes[1..7], &[67, 6, 3, 1, 51, 66]);
+        assert_eq!(codes.last(), Some(&82));
+        // The ones not asked for follow by code: 12, 54, 58, 59, then the echoed 97.
+        assert_eq!(&codes[7..codes.len() - 1], &[12, 54, 58, 59, 97]);
+    }
+
+    #[test]
+    fn long_options_are_split_per_rfc3396() {
+        let raw = Packet::new(1, MAC).end();
+        let req = parse_request(&raw).expect("parses");
+        let mut long = spec(MessageType::Ack);
+        let url = format!("http://192.0.2.1/{}", "x".repeat(300));
+        if let Some(boot) = long.boot.as_mut() {
+            boot.filename = url.clone();
+        }
+        let bytes = encode_reply(&req, &long);
+        let parts: Vec<Vec<u8>> = options_of(&bytes)
+            .into_iter()
+            .filter(|(c, _)| *c == 67)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.concat(), url.as_bytes());
+        // Too long for the header field: left empty there.
+        assert!(bytes[108..236].iter().all(|b| *b == 0));
+        // And our own decoder reads it back whole.
+        let mut as_request = bytes.clone();
+        as_request[0] = 1;
+        let decoded = scan_options(&as_request).expect("scans");
+        assert_eq!(decoded.get(&67).map(Vec::as_slice), Some(url.as_bytes()));
+    }
+
+    #[test]
+    fn subnet_selection_and_link_selection_are_read() {
+        let raw = Packet::new(1, MAC)
+            .giaddr([203, 0, 113, 1])
+            .option(118, &[198, 18, 1, 0])
+            .option(82, &[1, 2, b'p', b'1', 5, 4, 198, 18, 2, 0])
+            .end();
+        let req = parse_request(&raw).expect("parses");
+        assert_eq!(req.subnet_selection, Some(Ipv4Addr::new(198, 18, 1, 0)));
+        assert_eq!(req.link_selection, Some(Ipv4Addr::new(198, 18, 2, 0)));
+        // Both are echoed unchanged (RFC 3011 §2, RFC 3046).
+        let echoed: Vec<u8> = req.echo.iter().map(|(c, _)| *c).collect();
+        assert_eq!(echoed, vec![118, 82]);
+        // A truncated sub-option is ignored, the option still echoed.
+        let bad = Packet::new(1, MAC).option(82, &[5, 9, 1, 2]).end();
+        let req = parse_request(&bad).expect("parses");
+        assert_eq!(req.link_selection, None);
+        assert_eq!(req.echo, vec![(82, vec![5, 9, 1, 2])]);
+        let short_118 = Packet::new(1, MAC).option(118, &[198, 18]).end();
+        assert_eq!(
+            parse_request(&short_118),
+            Err(Malformed::BadLength { code: 118, len: 2 })
+        );
+    }
+
+    #[test]
+    fn client_identifier_is_read() {
+        let raw = Packet::new(1, MAC)
+            .option(61, &[1, 0x52, 0x54, 0, 0x12, 0x34, 0x56])
+            .end();
+        let req = parse_request(&raw).expect("parses");
+        assert_eq!(
+            req.client_id,
+            Some(vec![1, 0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        let one_byte = Packet::new(1, MAC).option(61, &[1]).end();
+        assert!(parse_request(&one_byte).is_err());
+    }
+
+    #[test]
+    fn nak_carries_no_lease_and_no_boot_file() {
+        let raw = Packet::new(3, MAC).option(55, &[1, 3, 51]).end();
+        let req = parse_request(&raw).expect("parses");
+        let nak = ReplySpec {
+            msg_type: MessageType::Nak,
+            server_id: Ipv4Addr::new(192, 0, 2, 1),
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            lease: None,
+            subnet_mask: None,
+            router: None,
+            dns: vec![],
+            hostname: None,
+            boot: None,
+            message: Some("wrong address".into()),
+        };
+        let codes: Vec<u8> = options_of(&encode_reply(&req, &nak))
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(codes, vec![53, 54, 56]);
     }
 }
