@@ -2,11 +2,15 @@
 //!
 //! One task owns the lease book and handles packets in batches: it drains every packet
 //! waiting on its sockets (up to `MAX_BATCH`), decides each in arrival order against
-//! the book (so two clients can never race for an address), sends the replies that
-//! promise nothing (offers, NAKs, INFORM answers) at once, then commits every lease
-//! of the batch in one SQLite transaction (one fsync) and only then sends the
-//! acknowledgements. Under load a batch grows to what arrived during the previous
-//! commit, so the cost of an fsync is shared instead of paid per lease.
+//! the book (so two clients can never race for an address) and sends the replies that
+//! promise nothing (offers, NAKs, INFORM answers) at once. Leases wait in a group
+//! that is committed in one SQLite transaction (one fsync) on the database thread;
+//! only when that commit is done are its acknowledgements sent. While one group
+//! commits, the task goes on receiving and deciding, and the leases decided meanwhile
+//! form the next group: under load a group is what arrived during the previous
+//! fsync, so the fsync's cost is shared instead of paid per lease, and offers never
+//! wait for the disk. If a commit fails, its acknowledgements and those of the group
+//! decided after it are dropped and the book is reloaded from the table.
 //!
 //! The inventory is read through a cached snapshot that is reloaded when the
 //! database's inventory generation moves (a trigger bumps it on every change of the
@@ -81,26 +85,120 @@ struct Outgoing {
     kind: MessageType,
 }
 
-/// Logs a repeated condition at most once per `LOG_EVERY_MS`, with how many times
-/// it happened in between.
+/// Leases decided and not yet committed, with the acknowledgements that wait for them.
 #[derive(Default)]
+struct Group {
+    writes: DhcpBatch,
+    acks: Vec<Outgoing>,
+    now_ms: i64,
+}
+
+struct CommitOutcome {
+    after: i64,
+    snapshot: Option<InventorySnapshot>,
+}
+
+type CommitFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<CommitOutcome, StoreError>> + Send>>;
+
+/// A group being committed on the database thread.
+struct Commit {
+    future: CommitFuture,
+    acks: Vec<Outgoing>,
+    leases: usize,
+    started: std::time::Instant,
+}
+
+/// The running commit's outcome; never ready when nothing is committing.
+async fn wait_commit(committing: &mut Option<Commit>) -> Result<CommitOutcome, StoreError> {
+    match committing {
+        Some(commit) => commit.future.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Counters behind the periodic "DHCP activity" log line.
+#[derive(Default)]
+struct Stats {
+    since_ms: Option<i64>,
+    packets: u64,
+    sent: u64,
+    commits: u64,
+    leases: u64,
+    commit_total: std::time::Duration,
+    commit_max: std::time::Duration,
+}
+
+impl Stats {
+    fn commit(&mut self, leases: usize, took: std::time::Duration) {
+        self.commits += 1;
+        self.leases += leases as u64;
+        self.commit_total += took;
+        self.commit_max = self.commit_max.max(took);
+    }
+
+    /// One info line per `LOG_EVERY_MS` while there is traffic: what an operator
+    /// needs to see load and disk latency, without a line per packet.
+    fn report(&mut self, now_ms: i64) {
+        let since = *self.since_ms.get_or_insert(now_ms);
+        let elapsed_ms = now_ms - since;
+        if elapsed_ms < LOG_EVERY_MS {
+            return;
+        }
+        if self.packets > 0 {
+            let secs = elapsed_ms as f64 / 1000.0;
+            tracing::info!(
+                packets_per_s = format!("{:.0}", self.packets as f64 / secs),
+                replies_per_s = format!("{:.0}", self.sent as f64 / secs),
+                commits = self.commits,
+                leases_per_commit =
+                    format!("{:.1}", self.leases as f64 / self.commits.max(1) as f64),
+                commit_avg_ms = format!(
+                    "{:.2}",
+                    self.commit_total.as_secs_f64() * 1000.0 / self.commits.max(1) as f64
+                ),
+                commit_max_ms = format!("{:.2}", self.commit_max.as_secs_f64() * 1000.0),
+                "DHCP activity"
+            );
+        }
+        *self = Stats {
+            since_ms: Some(now_ms),
+            ..Stats::default()
+        };
+    }
+}
+
+/// Logs a repeated condition at most `burst` times per `LOG_EVERY_MS`, then once
+/// more with how many were left out, so a flood cannot flood the log too.
 struct Throttle {
-    last_ms: Option<i64>,
+    burst: u32,
+    window_start_ms: i64,
+    logged: u32,
     suppressed: u64,
 }
 
 impl Throttle {
-    /// Some(number suppressed since the last log) when this one should be logged.
+    fn new(burst: u32) -> Self {
+        Throttle {
+            burst,
+            window_start_ms: i64::MIN,
+            logged: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Some(number left out since the last log) when this one should be logged.
     fn hit(&mut self, now_ms: i64) -> Option<u64> {
-        match self.last_ms {
-            Some(last) if now_ms - last < LOG_EVERY_MS => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last_ms = Some(now_ms);
-                Some(std::mem::take(&mut self.suppressed))
-            }
+        if now_ms.saturating_sub(self.window_start_ms) >= LOG_EVERY_MS {
+            self.window_start_ms = now_ms;
+            self.logged = 0;
+        }
+        if self.logged < self.burst {
+            self.logged += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
         }
     }
 }
@@ -123,6 +221,7 @@ pub struct DhcpServer {
     pool_full_log: HashMap<Ipv4Addr, Throttle>,
     ignored_events: HashMap<MacAddr, i64>,
     observed: HashMap<MacAddr, (Ipv4Addr, i64)>,
+    stats: Stats,
 }
 
 /// Pools of `subnets` and the addresses their cursors skip: fixed addresses and the
@@ -177,21 +276,100 @@ impl DhcpServer {
             book,
             inventory,
             arp_failure_logged: false,
-            malformed_log: Throttle::default(),
-            send_error_log: Throttle::default(),
-            no_subnet_log: Throttle::default(),
+            malformed_log: Throttle::new(20),
+            send_error_log: Throttle::new(5),
+            no_subnet_log: Throttle::new(20),
             pool_full_log: HashMap::new(),
             ignored_events: HashMap::new(),
             observed: HashMap::new(),
+            stats: Stats::default(),
         })
     }
 
     pub async fn run(mut self) -> std::io::Result<()> {
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut next_group = Group::default();
+        let mut committing: Option<Commit> = None;
         loop {
-            self.receive(&mut batch).await?;
-            if !batch.is_empty() {
-                self.process(&mut batch).await;
+            if committing.is_none() && !next_group.writes.is_empty() {
+                committing = Some(self.start_commit(std::mem::take(&mut next_group)));
+            }
+            tokio::select! {
+                // A finished commit first: its clients are waiting for their ACKs.
+                biased;
+                outcome = wait_commit(&mut committing) => {
+                    if let Some(commit) = committing.take() {
+                        self.finish_commit(commit, outcome, &mut next_group).await;
+                    }
+                }
+                ready = self.receive(&mut batch) => {
+                    ready?;
+                    if !batch.is_empty() {
+                        // With no commit running the database thread is idle, so the
+                        // inventory check costs a round trip and nothing more; during
+                        // a commit the commit itself brings any change back.
+                        if committing.is_none() {
+                            self.refresh_inventory().await;
+                        }
+                        self.process(&mut batch, &mut next_group).await;
+                    }
+                }
+            }
+            self.stats.report(clock::now_ms());
+        }
+    }
+
+    fn start_commit(&mut self, group: Group) -> Commit {
+        let known = self.inventory.generation;
+        let store = self.store.clone();
+        let writes = group.writes;
+        let now_ms = group.now_ms;
+        let leases = writes.leases.len();
+        let future = Box::pin(async move {
+            store
+                .call(move |conn| {
+                    let (before, after) = store::commit_dhcp_batch(conn, &writes, now_ms)?;
+                    // Our own discovered machines moved the generation and are in the
+                    // snapshot already; anyone else's change means a reload.
+                    let expected = if before == known { after } else { i64::MIN };
+                    let snapshot = store::inventory_if_changed(conn, Some(expected))?;
+                    Ok(CommitOutcome { after, snapshot })
+                })
+                .await
+        });
+        Commit {
+            future,
+            acks: group.acks,
+            leases,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    async fn finish_commit(
+        &mut self,
+        commit: Commit,
+        outcome: Result<CommitOutcome, StoreError>,
+        next_group: &mut Group,
+    ) {
+        self.stats.commit(commit.leases, commit.started.elapsed());
+        match outcome {
+            Ok(CommitOutcome { after, snapshot }) => {
+                match snapshot {
+                    Some(snapshot) => self.install_inventory(snapshot),
+                    None => self.inventory.generation = after,
+                }
+                for out in commit.acks {
+                    self.send(out).await;
+                }
+            }
+            Err(e) => {
+                // The group decided meanwhile was decided on top of the failed one.
+                let dropped = std::mem::take(next_group);
+                tracing::error!(
+                    unsent = commit.acks.len() + dropped.acks.len(),
+                    "DHCP leases not committed, their acknowledgements are not sent: {e}"
+                );
+                self.reload_book().await;
             }
         }
     }
@@ -235,48 +413,21 @@ impl DhcpServer {
         self.inventory = snapshot;
     }
 
-    async fn process(&mut self, batch: &mut Vec<Incoming>) {
-        self.refresh_inventory().await;
+    /// Decides a batch: replies that promise nothing go out now, leases and their
+    /// acknowledgements join `group`, the next group to commit.
+    async fn process(&mut self, batch: &mut Vec<Incoming>, group: &mut Group) {
         let now_ms = clock::now_ms();
-        let mut writes = DhcpBatch::default();
-        let mut after_commit = Vec::new();
+        group.now_ms = now_ms;
+        self.stats.packets += batch.len() as u64;
         for packet in batch.drain(..) {
             let (reply, needs_commit) = match self.config.mode {
-                DhcpMode::Full => self.handle(&packet, now_ms, &mut writes),
-                DhcpMode::Proxy => (self.handle_proxy(&packet, now_ms, &mut writes), false),
+                DhcpMode::Full => self.handle(&packet, now_ms, &mut group.writes),
+                DhcpMode::Proxy => (self.handle_proxy(&packet, now_ms, &mut group.writes), false),
             };
             match reply {
-                Some(out) if needs_commit => after_commit.push(out),
+                Some(out) if needs_commit => group.acks.push(out),
                 Some(out) => self.send(out).await,
                 None => {}
-            }
-        }
-        if writes.is_empty() {
-            return;
-        }
-        let known = self.inventory.generation;
-        let discovered = !writes.discovered.is_empty();
-        let committed = self
-            .store
-            .call(move |conn| store::commit_dhcp_batch(conn, &writes, now_ms))
-            .await;
-        match committed {
-            Ok((before, after)) => {
-                // Our own discovered machines moved the generation; the snapshot
-                // already has them, so only someone else's change needs a reload.
-                if discovered && before == known {
-                    self.inventory.generation = after;
-                }
-                for out in after_commit {
-                    self.send(out).await;
-                }
-            }
-            Err(e) => {
-                tracing::error!(
-                    unsent = after_commit.len(),
-                    "DHCP leases not committed, their acknowledgements are not sent: {e}"
-                );
-                self.reload_book().await;
             }
         }
     }
@@ -534,7 +685,10 @@ impl DhcpServer {
     }
 
     fn log_pool_full(&mut self, subnet: &Subnet, now_ms: i64) {
-        let throttle = self.pool_full_log.entry(subnet.network).or_default();
+        let throttle = self
+            .pool_full_log
+            .entry(subnet.network)
+            .or_insert_with(|| Throttle::new(1));
         if let Some(suppressed) = throttle.hit(now_ms) {
             let size = u64::from(u32::from(subnet.pool_end) - u32::from(subnet.pool_start)) + 1;
             tracing::warn!(
@@ -554,7 +708,9 @@ impl DhcpServer {
             (Port::BootServer, Some(boot_socket)) => boot_socket,
             _ => &self.socket,
         };
-        if let Err(e) = socket.send_to(&out.bytes, out.target).await
+        let sent = socket.send_to(&out.bytes, out.target).await;
+        self.stats.sent += 1;
+        if let Err(e) = sent
             && let Some(suppressed) = self.send_error_log.hit(clock::now_ms())
         {
             tracing::warn!(
@@ -611,5 +767,20 @@ fn drain(socket: &UdpSocket, port: Port, batch: &mut Vec<Incoming>) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_logs_a_burst_then_counts() {
+        let mut t = Throttle::new(2);
+        assert_eq!(t.hit(0), Some(0));
+        assert_eq!(t.hit(1), Some(0));
+        assert_eq!(t.hit(2), None);
+        assert_eq!(t.hit(3), None);
+        assert_eq!(t.hit(LOG_EVERY_MS + 5), Some(2));
     }
 }
