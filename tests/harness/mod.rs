@@ -727,3 +727,38 @@ pub fn dhcp_exchange(
         replies
     })
 }
+
+impl BootNet {
+    /// Replaces the `[dhcp]` section of this instance's config (before `start`), e.g.
+    /// for proxy mode; HTTP and TFTP stay as `new` wrote them.
+    pub fn set_dhcp_section(&self, dhcp_section: &str) {
+        let text = read_lossy(&self.config);
+        let start = text.find("[dhcp]").expect("a [dhcp] section");
+        let end = text.find("[http]").expect("an [http] section");
+        let rewritten = format!("{}{dhcp_section}\n{}", &text[..start], &text[end..]);
+        fs::write(&self.config, rewritten).expect("rewrite config");
+    }
+
+    /// A second namespace joined to this instance's bridge by a veth pair: its end is
+    /// `veth-r` (down, without an address); the bridge end is `veth-br`.
+    pub fn attach_namespace(&self, tag: &str) -> Netns {
+        let other = Netns::new(tag);
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            "veth-br",
+            "netns",
+            &self.ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-r",
+            "netns",
+            &other.name,
+        ]));
+        self.ns.ip(&["link", "set", "veth-br", "master", "br0"]);
+        self.ns.ip(&["link", "set", "veth-br", "up"]);
+        other
+    }
+}
