@@ -3,7 +3,7 @@
 use crate::clock;
 use crate::config::{Config, DhcpMode};
 use crate::dhcp::boot::BootConfig;
-use crate::dhcp::server::{self as dhcp_server, DhcpServer};
+use crate::dhcp::server as dhcp_server;
 use crate::dhcp::wire;
 use crate::http::{self, AppState};
 use crate::netif;
@@ -102,7 +102,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                 uefi_arm64_file: config.ipxe.uefi_arm64.clone(),
                 arm64_available: config.ipxe.dir.join(&config.ipxe.uefi_arm64).is_file(),
             };
-            let server = DhcpServer::new(
+            let done = dhcp_server::spawn(
                 socket,
                 boot_socket,
                 server_ip,
@@ -121,7 +121,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                 policy = ?dhcp.policy,
                 "DHCP serving"
             );
-            Some(tokio::spawn(server.run()))
+            Some(done)
         }
         _ => None,
     };
@@ -144,7 +144,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         result = dhcp_done => match result {
             Ok(Ok(())) => bail!("DHCP server stopped"),
             Ok(Err(e)) => bail!("DHCP server failed: {e}"),
-            Err(e) => bail!("DHCP server task failed: {e}"),
+            Err(_) => bail!("DHCP server thread ended unexpectedly"),
         },
         _ = shutdown_signal() => {
             tracing::info!("shutting down");

@@ -76,8 +76,11 @@ const MIGRATIONS: &[&str] = &[
     // Issue 4 (DHCP): client identifiers on leases (match_client_id), machines the
     // DHCP server discovered, and a counter the DHCP server watches to know when its
     // cached copy of the inventory is stale. The triggers fire only on the columns DHCP
-    // reads, so noting that a machine was seen does not invalidate the cache.
+    // reads, so noting that a machine was seen does not invalidate the cache. Leases
+    // are written thousands of times a second under load and read by address only:
+    // the by-MAC index cost a random page write per lease and is dropped.
     r#"
+    DROP INDEX leases_by_mac;
     ALTER TABLE leases ADD COLUMN client_id BLOB;
     ALTER TABLE machines ADD COLUMN vendor_class TEXT;
     ALTER TABLE machines ADD COLUMN discovered INTEGER NOT NULL DEFAULT 0;
@@ -1131,5 +1134,47 @@ mod tests {
             .expect("call");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].at_ms, 7);
+    }
+}
+
+#[cfg(test)]
+mod throughput {
+    use super::*;
+
+    /// Not a test: the cost of committing leases in groups, with fsync (the real
+    /// setting) and without. `cargo test --release -- --ignored commit_cost --nocapture`.
+    #[test]
+    #[ignore]
+    fn commit_cost() {
+        for (sync, group) in [("OFF", 10), ("FULL", 10), ("FULL", 50)] {
+            let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("dir");
+            let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+            prepare(&mut conn).expect("prepare");
+            conn.pragma_update(None, "synchronous", sync).expect("sync");
+            let leases = 20_000u32;
+            let started = std::time::Instant::now();
+            for chunk in (0..leases).collect::<Vec<_>>().chunks(group) {
+                let batch = DhcpBatch {
+                    leases: chunk
+                        .iter()
+                        .map(|n| {
+                            let b = n.to_be_bytes();
+                            LeaseOp::Put(LeaseRecord {
+                                ip: Ipv4Addr::new(198, 18, b[2], b[3]),
+                                mac: MacAddr([0, 0x0c, b[1], b[2], b[3], 1]),
+                                expires_at: 1_000_000,
+                                state: LeaseState::Bound,
+                                hostname: None,
+                                client_id: Some(vec![1, 0, 0x0c, b[1], b[2], b[3], 1]),
+                            })
+                        })
+                        .collect(),
+                    ..DhcpBatch::default()
+                };
+                commit_dhcp_batch(&mut conn, &batch, 1).expect("commit");
+            }
+            let per = started.elapsed() / leases;
+            eprintln!("synchronous={sync} group={group}: {per:?} per lease");
+        }
     }
 }

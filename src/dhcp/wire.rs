@@ -9,7 +9,7 @@
 //! their option 55 (some old PXE ROMs read only the first few).
 
 use crate::mac::MacAddr;
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 const HEADER_LEN: usize = 236;
@@ -121,14 +121,50 @@ impl ClientRequest {
     }
 }
 
+/// The options of one message, by code. A value borrows from the packet unless the
+/// option came in several parts (RFC 3396), which are joined. A fixed table rather
+/// than a map: no allocation per option on the server's hot path.
+struct Options<'a> {
+    slots: [Option<Cow<'a, [u8]>>; 256],
+}
+
+impl<'a> Options<'a> {
+    fn new() -> Self {
+        Options {
+            slots: std::array::from_fn(|_| None),
+        }
+    }
+
+    fn add(&mut self, code: u8, value: &'a [u8]) {
+        match &mut self.slots[code as usize] {
+            slot @ None => *slot = Some(Cow::Borrowed(value)),
+            Some(existing) => existing.to_mut().extend_from_slice(value),
+        }
+    }
+
+    fn get(&self, code: u8) -> Option<&[u8]> {
+        self.slots[code as usize].as_deref()
+    }
+
+    fn ipv4(&self, code: u8) -> Result<Option<Ipv4Addr>, Malformed> {
+        self.get(code)
+            .map(|v| {
+                <[u8; 4]>::try_from(v)
+                    .map(Ipv4Addr::from)
+                    .map_err(|_| Malformed::BadLength { code, len: v.len() })
+            })
+            .transpose()
+    }
+}
+
 /// Scans the options area, joining repeated options (RFC 3396) and following option
 /// overload (52) into the `file` and `sname` fields.
-fn scan_options(packet: &[u8]) -> Result<HashMap<u8, Vec<u8>>, Malformed> {
-    let mut options: HashMap<u8, Vec<u8>> = HashMap::new();
+fn scan_options(packet: &[u8]) -> Result<Options<'_>, Malformed> {
+    let mut options = Options::new();
     let main = packet.get(HEADER_LEN + 4..).unwrap_or(&[]);
     scan_area(main, &mut options)?;
     let overload = options
-        .get(&52)
+        .get(52)
         .and_then(|v| v.first().copied())
         .unwrap_or(0);
     if overload & 1 != 0 {
@@ -140,7 +176,7 @@ fn scan_options(packet: &[u8]) -> Result<HashMap<u8, Vec<u8>>, Malformed> {
     Ok(options)
 }
 
-fn scan_area(area: &[u8], options: &mut HashMap<u8, Vec<u8>>) -> Result<(), Malformed> {
+fn scan_area<'a>(area: &'a [u8], options: &mut Options<'a>) -> Result<(), Malformed> {
     let mut at = 0;
     while let Some(&code) = area.get(at) {
         match code {
@@ -151,25 +187,12 @@ fn scan_area(area: &[u8], options: &mut HashMap<u8, Vec<u8>>) -> Result<(), Malf
                 let value = area
                     .get(at + 2..at + 2 + len)
                     .ok_or(Malformed::OptionOverrun { code })?;
-                options.entry(code).or_default().extend_from_slice(value);
+                options.add(code, value);
                 at += 2 + len;
             }
         }
     }
     Ok(())
-}
-
-fn ipv4_option(options: &HashMap<u8, Vec<u8>>, code: u8) -> Result<Option<Ipv4Addr>, Malformed> {
-    match options.get(&code) {
-        None => Ok(None),
-        Some(v) => {
-            let octets: [u8; 4] = v
-                .as_slice()
-                .try_into()
-                .map_err(|_| Malformed::BadLength { code, len: v.len() })?;
-            Ok(Some(Ipv4Addr::from(octets)))
-        }
-    }
 }
 
 fn header_ip(packet: &[u8], at: usize) -> Ipv4Addr {
@@ -207,7 +230,7 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         return Err(Malformed::NoMagic);
     }
     let options = scan_options(packet)?;
-    let msg_type = match options.get(&53).map(Vec::as_slice) {
+    let msg_type = match options.get(53) {
         None | Some([]) => return Err(Malformed::NoMessageType),
         Some([t]) => MessageType::from_code(*t).ok_or(Malformed::UnknownMessageType(*t))?,
         Some(v) => {
@@ -217,7 +240,7 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
             });
         }
     };
-    let archs = match options.get(&93) {
+    let archs = match options.get(93) {
         // An odd-length list is malformed; treat it as absent rather than guess.
         Some(v) if v.len() % 2 == 0 => v
             .chunks_exact(2)
@@ -226,16 +249,16 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         _ => Vec::new(),
     };
     let text = |code: u8| {
-        options.get(&code).filter(|v| !v.is_empty()).map(|v| {
+        options.get(code).filter(|v| !v.is_empty()).map(|v| {
             String::from_utf8_lossy(v)
                 .trim_end_matches('\0')
                 .to_string()
         })
     };
     let is_ipxe = options
-        .get(&77)
+        .get(77)
         .is_some_and(|v| v.windows(4).any(|w| w == b"iPXE"));
-    let client_id = match options.get(&61) {
+    let client_id = match options.get(61) {
         None => None,
         // RFC 2132 §9.14: at least a type byte and one byte of identifier. A zero-length
         // identifier crashed other servers; here it drops the packet.
@@ -245,9 +268,9 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
                 len: v.len(),
             });
         }
-        Some(v) => Some(v.clone()),
+        Some(v) => Some(v.to_vec()),
     };
-    if let Some(v) = options.get(&52)
+    if let Some(v) = options.get(52)
         && v.len() != 1
     {
         return Err(Malformed::BadLength {
@@ -255,10 +278,10 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
             len: v.len(),
         });
     }
-    let link_selection = options.get(&82).and_then(|v| link_selection(v));
+    let link_selection = options.get(82).and_then(link_selection);
     let echo = [94u8, 97, 118, 82]
         .into_iter()
-        .filter_map(|code| options.get(&code).map(|v| (code, v.clone())))
+        .filter_map(|code| options.get(code).map(|v| (code, v.to_vec())))
         .collect();
     let mac = MacAddr::from_chaddr(&packet[28..34]).ok_or(Malformed::TooShort(packet.len()))?;
     Ok(ClientRequest {
@@ -269,16 +292,16 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         mac,
         ciaddr: header_ip(packet, 12),
         giaddr: header_ip(packet, 24),
-        requested_ip: ipv4_option(&options, 50)?,
-        server_id: ipv4_option(&options, 54)?,
+        requested_ip: options.ipv4(50)?,
+        server_id: options.ipv4(54)?,
         client_id,
-        subnet_selection: ipv4_option(&options, 118)?,
+        subnet_selection: options.ipv4(118)?,
         link_selection,
         archs,
         vendor_class: text(60),
         is_ipxe,
         hostname: text(12),
-        param_request_list: options.get(&55).cloned().unwrap_or_default(),
+        param_request_list: options.get(55).map(<[u8]>::to_vec).unwrap_or_default(),
         echo,
     })
 }
@@ -333,45 +356,75 @@ fn put_option(buf: &mut Vec<u8>, code: u8, value: &[u8]) {
     }
 }
 
-fn ips(list: &[Ipv4Addr]) -> Vec<u8> {
-    list.iter().flat_map(|ip| ip.octets()).collect()
+/// A reply's options before they are put in order: the values side by side in one
+/// buffer, (code, start, end) for each. Two allocations per reply instead of one per
+/// option.
+struct ReplyOptions {
+    data: Vec<u8>,
+    entries: Vec<(u8, usize, usize)>,
 }
 
-/// The reply's options as (code, value), in no particular order yet.
-fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> Vec<(u8, Vec<u8>)> {
-    let mut opts: Vec<(u8, Vec<u8>)> = Vec::with_capacity(16);
-    opts.push((54, spec.server_id.octets().to_vec()));
+impl ReplyOptions {
+    fn push(&mut self, code: u8, value: &[u8]) {
+        // A relay's own option and our echo of it must not both appear.
+        self.entries.retain(|(c, _, _)| *c != code);
+        let start = self.data.len();
+        self.data.extend_from_slice(value);
+        self.entries.push((code, start, self.data.len()));
+    }
+
+    fn push_ips(&mut self, code: u8, list: &[Ipv4Addr]) {
+        let start = self.data.len();
+        for ip in list {
+            self.data.extend_from_slice(&ip.octets());
+        }
+        self.entries.push((code, start, self.data.len()));
+    }
+
+    /// Writes the entry for `code`, if any, and forgets it.
+    fn emit(&mut self, buf: &mut Vec<u8>, code: u8) {
+        if let Some(at) = self.entries.iter().position(|(c, _, _)| *c == code) {
+            let (code, start, end) = self.entries.remove(at);
+            put_option(buf, code, &self.data[start..end]);
+        }
+    }
+}
+
+fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> ReplyOptions {
+    let mut opts = ReplyOptions {
+        data: Vec::with_capacity(256),
+        entries: Vec::with_capacity(16),
+    };
+    opts.push(54, &spec.server_id.octets());
     if let Some(times) = spec.lease {
-        opts.push((51, times.lease_secs.to_be_bytes().to_vec()));
-        opts.push((58, times.renew_secs.to_be_bytes().to_vec()));
-        opts.push((59, times.rebind_secs.to_be_bytes().to_vec()));
+        opts.push(51, &times.lease_secs.to_be_bytes());
+        opts.push(58, &times.renew_secs.to_be_bytes());
+        opts.push(59, &times.rebind_secs.to_be_bytes());
     }
     if let Some(mask) = spec.subnet_mask {
-        opts.push((1, mask.octets().to_vec()));
+        opts.push(1, &mask.octets());
     }
     if let Some(router) = spec.router {
-        opts.push((3, router.octets().to_vec()));
+        opts.push(3, &router.octets());
     }
     if !spec.dns.is_empty() {
-        opts.push((6, ips(&spec.dns)));
+        opts.push_ips(6, &spec.dns);
     }
     if let Some(hostname) = &spec.hostname {
-        opts.push((12, hostname.as_bytes().to_vec()));
+        opts.push(12, hostname.as_bytes());
     }
     if let Some(message) = &spec.message {
-        opts.push((56, message.as_bytes().to_vec()));
+        opts.push(56, message.as_bytes());
     }
     if let Some(boot) = &spec.boot {
-        opts.push((66, boot.next_server.to_string().into_bytes()));
-        opts.push((67, boot.filename.as_bytes().to_vec()));
+        opts.push(66, boot.next_server.to_string().as_bytes());
+        opts.push(67, boot.filename.as_bytes());
         if let Some(class) = &boot.vendor_class {
-            opts.push((60, class.as_bytes().to_vec()));
+            opts.push(60, class.as_bytes());
         }
     }
     for (code, value) in &request.echo {
-        // A relay's own option and our echo of it must not both appear.
-        opts.retain(|(c, _)| c != code);
-        opts.push((*code, value.clone()));
+        opts.push(*code, value);
     }
     opts
 }
@@ -393,35 +446,29 @@ pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Vec<u8> {
         .map_or(Ipv4Addr::UNSPECIFIED, |b| b.next_server);
     buf.extend_from_slice(&siaddr.octets());
     buf.extend_from_slice(&request.giaddr.octets());
-    let mut chaddr = [0u8; 16];
-    chaddr[..6].copy_from_slice(&request.mac.0);
-    buf.extend_from_slice(&chaddr);
-    buf.extend_from_slice(&[0u8; 64]); // sname
-    let mut file = [0u8; 128];
+    buf.extend_from_slice(&request.mac.0);
+    buf.resize(buf.len() + 10 + 64, 0); // rest of chaddr, sname
+    let file_at = buf.len();
+    buf.resize(file_at + 128, 0);
     if let Some(boot) = &spec.boot
         // The header field holds 127 bytes and a NUL; a longer URL goes in option 67 only.
-        && boot.filename.len() < file.len()
+        && boot.filename.len() < 128
     {
-        file[..boot.filename.len()].copy_from_slice(boot.filename.as_bytes());
+        buf[file_at..file_at + boot.filename.len()].copy_from_slice(boot.filename.as_bytes());
     }
-    buf.extend_from_slice(&file);
     buf.extend_from_slice(&MAGIC);
     put_option(&mut buf, 53, &[spec.msg_type.code()]);
 
     let mut opts = reply_options(request, spec);
-    let relay_info = opts
-        .iter()
-        .position(|(c, _)| *c == 82)
-        .map(|at| opts.remove(at));
-    for code in &request.param_request_list {
-        if let Some(at) = opts.iter().position(|(c, _)| c == code) {
-            let (code, value) = opts.remove(at);
-            put_option(&mut buf, code, &value);
+    for &code in &request.param_request_list {
+        if code != 82 {
+            opts.emit(&mut buf, code);
         }
     }
-    opts.sort_by_key(|(c, _)| *c);
-    for (code, value) in opts.iter().chain(relay_info.iter()) {
-        put_option(&mut buf, *code, value);
+    opts.entries
+        .sort_by_key(|(code, _, _)| (*code == 82, *code));
+    for &(code, start, end) in &opts.entries {
+        put_option(&mut buf, code, &opts.data[start..end]);
     }
     buf.push(255);
     if buf.len() < MIN_REPLY_LEN {
@@ -773,7 +820,7 @@ pub mod tests {
         let mut as_request = bytes.clone();
         as_request[0] = 1;
         let decoded = scan_options(&as_request).expect("scans");
-        assert_eq!(decoded.get(&67).map(Vec::as_slice), Some(url.as_bytes()));
+        assert_eq!(decoded.get(67), Some(url.as_bytes()));
     }
 
     #[test]
