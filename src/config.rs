@@ -490,6 +490,14 @@ mod tests {
         let config = Config::parse(text, "rackboot.example.toml").expect("example parses");
         let dhcp = config.dhcp.expect("example serves DHCP");
         assert_eq!(dhcp.interface, "br0");
+        assert_eq!(dhcp.mode, DhcpMode::Full);
+        assert_eq!(dhcp.policy, AnswerPolicy::All);
+        assert!(!dhcp.match_client_id);
+        assert_eq!(dhcp.event_retention_days, 30);
+        assert_eq!(
+            (dhcp.subnets[0].renew_secs, dhcp.subnets[0].rebind_secs),
+            (1800, 3150)
+        );
         assert_eq!(dhcp.subnets[0].lease_secs, 3600);
         assert_eq!(dhcp.subnets[0].router, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(config.http.url.as_deref(), Some("http://192.0.2.1:8080"));
@@ -567,6 +575,30 @@ mod tests {
                 "dhcp.interface",
             ),
             ("[dhcp]\ninterface = \"br0\"\n".to_string(), "dhcp.subnets"),
+            (
+                MINIMAL_DHCP.replace("[dhcp]", "[dhcp]\nmode = \"relay\""),
+                "dhcp.mode",
+            ),
+            (
+                MINIMAL_DHCP.replace("[dhcp]", "[dhcp]\npolicy = \"some\""),
+                "dhcp.policy",
+            ),
+            (
+                MINIMAL_DHCP.replace("[dhcp]", "[dhcp]\nmode = \"proxy\""),
+                "dhcp.subnets",
+            ),
+            (
+                "[dhcp]\npolicy = \"known_only\"\n".to_string(),
+                "dhcp.interface",
+            ),
+            (
+                format!("{MINIMAL_DHCP}renew_secs = 4000\n"),
+                "dhcp.subnets[0].renew_secs",
+            ),
+            (
+                format!("{MINIMAL_DHCP}rebind_secs = 3600\n"),
+                "dhcp.subnets[0].rebind_secs",
+            ),
         ];
         for (text, key) in cases {
             let err = error_text(&text);
@@ -598,5 +630,31 @@ mod tests {
         assert_eq!((subnet.renew_secs, subnet.rebind_secs), (1800, 3150));
         // With DHCP on and no url, the url is derived at start from the interface.
         assert_eq!(config.http.url, None);
+    }
+
+    #[test]
+    fn dhcp_modes_and_policies() {
+        let proxy = Config::parse(
+            "[dhcp]\ninterface = \"br0\"\nmode = \"proxy\"\npolicy = \"known_only\"\n",
+            "t",
+        )
+        .expect("proxy needs no subnets");
+        let dhcp = proxy.dhcp.expect("dhcp");
+        assert_eq!(dhcp.mode, DhcpMode::Proxy);
+        assert_eq!(dhcp.policy, AnswerPolicy::KnownOnly);
+        assert!(dhcp.subnets.is_empty());
+
+        let text = MINIMAL_DHCP.replace(
+            "[dhcp]",
+            "[dhcp]\nmatch_client_id = true\nevent_retention_days = 0",
+        ) + "lease_secs = 60\nrenew_secs = 2\nrebind_secs = 50\n";
+        let dhcp = Config::parse(&text, "t")
+            .expect("valid")
+            .dhcp
+            .expect("dhcp");
+        assert!(dhcp.match_client_id);
+        assert_eq!(dhcp.event_retention_days, 0);
+        let s = &dhcp.subnets[0];
+        assert_eq!((s.lease_secs, s.renew_secs, s.rebind_secs), (60, 2, 50));
     }
 }

@@ -5,13 +5,15 @@
 //! - `store`: the SQLite inventory (machines, images, leases, events) on its own thread.
 //! - `mac`: hardware addresses, parsed in every spelling firmware and people use.
 //! - `dhcp`: the DHCPv4 server: `wire` (decode/encode, reply addressing), `boot`
-//!   (which boot file for which firmware), `leases` (the lease book), `policy` (the
-//!   pure decision), `server` (the socket loop).
+//!   (which boot file for which firmware), `leases` (the lease book and its free-address
+//!   index), `policy` (the pure decision, full and proxy mode), `server` (the socket
+//!   loop on its own thread, grouped fsync'd commits).
 //! - `tftp`: the read-only TFTP server for the iPXE binaries.
 //! - `http`: boot scripts, kernels and initrds over HTTP (axum).
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `images`: copying image files under `data_dir` with their sha256.
-//! - `netif`: interface addresses and ARP entries (Linux).
+//! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg
+//!   (Linux).
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
 
 mod clock;

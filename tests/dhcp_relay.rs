@@ -27,24 +27,32 @@ const CLIENTS: usize = 30;
 
 /// Runs perfdhcp as a relay at 198.18.0.1 and returns the ACKs it counted.
 fn perfdhcp(net: &DhcpNet, base_mac: &str, relay_info: &str) -> usize {
-    let out = harness::run(net.client_ns.command("perfdhcp").args([
-        "-4",
-        "-l",
-        "198.18.0.1",
-        "-r",
-        "50",
-        "-n",
-        &CLIENTS.to_string(),
-        "-R",
-        &CLIENTS.to_string(),
-        "-b",
-        &format!("mac={base_mac}"),
-        "-o",
-        &format!("82,{relay_info}"),
-        "-W",
-        "1000000",
-        "192.0.2.1",
-    ]));
+    // Exit status 3 means some requests went unanswered; the counts below judge.
+    let run = net
+        .client_ns
+        .command("perfdhcp")
+        .args([
+            "-4",
+            "-l",
+            "198.18.0.1",
+            "-r",
+            "50",
+            "-n",
+            &CLIENTS.to_string(),
+            "-R",
+            &CLIENTS.to_string(),
+            "-b",
+            &format!("mac={base_mac}"),
+            "-o",
+            &format!("82,{relay_info}"),
+            "-W",
+            "1000000",
+            "192.0.2.1",
+        ])
+        .output()
+        .expect("run perfdhcp");
+    assert!(matches!(run.status.code(), Some(0 | 3)), "{run:?}");
+    let out = String::from_utf8_lossy(&run.stdout);
     let ack_section = out
         .split("Statistics for: REQUEST-ACK")
         .nth(1)
@@ -145,4 +153,90 @@ fn relayed_clients_get_leases_from_the_relays_subnet() {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A flood of new clients (perfdhcp, 60 MACs) fills a 20-address pool: the log says
+/// the pool is full, `lease pools` shows it, no lease is taken from anyone, and the
+/// inventory machine whose fixed address lies inside the pool still gets it.
+#[test]
+fn a_flood_fills_the_pool_but_never_takes_fixed_addresses() {
+    if !should_run("dhcp_relay starvation", &["ip", "perfdhcp"]) {
+        return;
+    }
+    let mut net = DhcpNet::new(
+        "starve",
+        "[[dhcp.subnets]]\ncidr = \"192.0.2.0/24\"\npool = \"192.0.2.100-192.0.2.119\"\n",
+    );
+    let known = "52:54:00:aa:00:01";
+    net.cli(&["machine", "add", known, "--ip", "192.0.2.110"]);
+    net.start();
+    // perfdhcp exits 3 when requests went unanswered, which is the point here.
+    let flood = net
+        .client_ns
+        .command("perfdhcp")
+        .args([
+            "-4",
+            "-l",
+            "192.0.2.2",
+            "-r",
+            "100",
+            "-n",
+            "60",
+            "-R",
+            "60",
+            "-W",
+            "1000000",
+            "192.0.2.1",
+        ])
+        .output()
+        .expect("run perfdhcp");
+    assert!(
+        matches!(flood.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&flood.stderr)
+    );
+    let leases = net.leases();
+    let flood: Vec<_> = leases
+        .iter()
+        .filter(|(_, mac, s)| mac.starts_with("00:0c") && s == "bound")
+        .collect();
+    assert_eq!(
+        flood.len(),
+        19,
+        "the pool minus the fixed address: {leases:?}"
+    );
+    assert!(
+        flood.iter().all(|(ip, _, _)| ip != "192.0.2.110"),
+        "{leases:?}"
+    );
+    let log = net.server_log();
+    assert!(
+        log.contains("DHCP pool is full"),
+        "{}",
+        harness::tail(&log, 20)
+    );
+    let pools = net.cli(&["lease", "pools"]);
+    let row: Vec<&str> = pools
+        .lines()
+        .nth(1)
+        .expect("a pool row")
+        .split_whitespace()
+        .collect();
+    // SUBNET POOL SIZE BOUND DECLINED RESERVED FREE
+    assert_eq!(&row[2..], &["20", "19", "0", "1", "0"], "{pools}");
+
+    let xid = 0x5747;
+    let mac = [0x52, 0x54, 0, 0xaa, 0, 1];
+    let relay = Ipv4Addr::new(192, 0, 2, 2);
+    let replies = harness::dhcp_exchange(
+        &net.client_ns,
+        "rbc",
+        Some(relay),
+        Ipv4Addr::new(192, 0, 2, 1),
+        harness::RawDhcp::new(1, mac, xid).giaddr(relay).end(),
+        xid,
+        std::time::Duration::from_secs(3),
+    );
+    let offer = replies.first().expect("the known machine is answered");
+    assert_eq!(offer.yiaddr, Ipv4Addr::new(192, 0, 2, 110));
 }
