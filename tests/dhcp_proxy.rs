@@ -1,14 +1,15 @@
 //! proxyDHCP: beside a router that hands out addresses (dnsmasq, in its own namespace
 //! on the same bridge), rackboot in `mode = "proxy"` answers PXE clients with boot
 //! information only, and a UEFI VM (OVMF's own PXE, then iPXE) boots its image. Every
-//! reply rackboot sends carries no address.
+//! reply rackboot sends carries no address; the PXE boot server port 4011 answers too.
 
 mod harness;
 
 use harness::{
-    BootNet, Capture, Firmware, Proc, Vm, boot_fixtures, read_dhcp, read_pcap_udp, should_run, tail,
+    BootNet, Capture, Firmware, Proc, RawDhcp, Vm, boot_fixtures, dhcp_send_from, read_dhcp,
+    read_pcap_udp, should_run, tail,
 };
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 const MARKER: &str = "RACKBOOT-MARKER-BOOTED";
@@ -109,7 +110,7 @@ fn proxy_mode_boots_a_vm_beside_another_dhcp_server() {
     assert!(events.contains("http.kernel"), "{events}");
 
     // On the wire: rackboot's replies (from 192.0.2.1) never carry an address, carry
-    // vendor class PXEClient, and some came from the boot server port 4011.
+    // vendor class PXEClient and PXE discovery control "use this file".
     let server = Ipv4Addr::new(192, 0, 2, 1);
     let replies: Vec<_> = read_pcap_udp(&pcap)
         .into_iter()
@@ -129,9 +130,35 @@ fn proxy_mode_boots_a_vm_beside_another_dhcp_server() {
             !dhcp.options.iter().any(|(c, _)| *c == 51),
             "no lease time: {dhcp:?}"
         );
+        assert!(dhcp.options.contains(&(43, vec![6, 1, 8, 255])), "{dhcp:?}");
     }
+
+    // The PXE boot server port answers a firmware's boot file request (as firmware
+    // that does not take the file from the offer sends it), from the client's address.
+    let xid = 0x4011;
+    let mac = [0x52, 0x54, 0x00, 0xbb, 0x0c, 0x01];
+    let mut request = RawDhcp::new(3, mac, xid)
+        .option(93, &[0, 7])
+        .option(60, b"PXEClient:Arch:00007:UNDI:003000")
+        .option(97, &[0; 17])
+        .end();
+    request[10] = 0; // no broadcast flag: the client has its address
+    request[12..16].copy_from_slice(&[192, 0, 2, 254]);
+    let replies = dhcp_send_from(
+        &router,
+        "veth-r",
+        SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 254), 68),
+        SocketAddrV4::new(server, 4011),
+        request,
+        xid,
+        Duration::from_secs(3),
+    );
+    let ack = replies.first().expect("an answer from port 4011");
+    assert_eq!(ack.msg_type, Some(5));
+    assert_eq!(ack.yiaddr, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(ack.file, "snponly.efi");
     assert!(
-        replies.iter().any(|r| r.src.port() == 4011),
-        "no answer from the boot server port"
+        ack.options.contains(&(97, vec![0; 17])),
+        "97 echoed: {ack:?}"
     );
 }

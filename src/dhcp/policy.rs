@@ -193,6 +193,7 @@ fn base_reply(msg_type: MessageType, ctx: &Context<'_>) -> ReplySpec {
         hostname: ctx.machine.and_then(|m| m.hostname.clone()),
         boot: None,
         message: None,
+        vendor_options: None,
     }
 }
 
@@ -420,6 +421,12 @@ pub enum ProxyPort {
     BootServer,
 }
 
+/// Option 43 of a proxy reply: PXE discovery control (sub-option 6) = 8, "boot the
+/// file named in this offer" (PXE 2.1 §2.4), so a BIOS PXE ROM downloads it instead of
+/// starting boot server discovery. UEFI firmware, which has no boot menu here, still
+/// asks port 4011 for the file, and gets the same answer there.
+const PXE_USE_OFFERED_FILE: [u8; 4] = [6, 1, 8, 255];
+
 pub struct ProxyContext<'a> {
     pub server_ip: Ipv4Addr,
     pub machine: Option<&'a Machine>,
@@ -497,6 +504,7 @@ fn proxy_answer(request: &ClientRequest, ctx: &ProxyContext<'_>) -> Decision {
             ..boot
         }),
         message: None,
+        vendor_options: Some(PXE_USE_OFFERED_FILE.to_vec()),
     };
     Decision {
         why: format!(
@@ -1086,6 +1094,7 @@ mod tests {
         let boot = reply.boot.expect("boot");
         assert_eq!(boot.filename, "snponly.efi");
         assert_eq!(boot.vendor_class.as_deref(), Some("PXEClient"));
+        assert_eq!(reply.vendor_options, Some(vec![6, 1, 8, 255]));
         assert!(offer.commit.is_none() && offer.hold_offer.is_none());
 
         // The boot server port answers the client's request, now from its address.

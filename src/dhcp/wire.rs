@@ -321,6 +321,8 @@ pub struct ReplySpec {
     pub hostname: Option<String>,
     pub boot: Option<BootReply>,
     pub message: Option<String>,
+    /// Option 43, already encoded (PXE sub-options in proxy replies).
+    pub vendor_options: Option<Vec<u8>>,
 }
 
 /// Options 51, 58 and 59 (RFC 2131 §4.4.5).
@@ -415,6 +417,9 @@ fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> ReplyOptions {
     }
     if let Some(message) = &spec.message {
         opts.push(56, message.as_bytes());
+    }
+    if let Some(vendor) = &spec.vendor_options {
+        opts.push(43, vendor);
     }
     if let Some(boot) = &spec.boot {
         opts.push(66, boot.next_server.to_string().as_bytes());
@@ -689,6 +694,7 @@ pub mod tests {
                 vendor_class: None,
             }),
             message: None,
+            vendor_options: None,
         }
     }
 
@@ -878,6 +884,7 @@ pub mod tests {
             hostname: None,
             boot: None,
             message: Some("wrong address".into()),
+            vendor_options: None,
         };
         let codes: Vec<u8> = options_of(&encode_reply(&req, &nak))
             .into_iter()

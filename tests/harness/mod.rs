@@ -679,16 +679,31 @@ pub fn dhcp_exchange(
     xid: u32,
     wait: Duration,
 ) -> Vec<DhcpSeen> {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let (bind, to) = match relay {
+        None => (
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+        ),
+        Some(relay) => (SocketAddrV4::new(relay, 67), SocketAddrV4::new(server, 67)),
+    };
+    dhcp_send_from(ns, interface, bind, to, packet, xid, wait)
+}
+
+/// Sends `packet` from `bind` to `to` on `interface` in `ns` and returns the first
+/// DHCP reply for `xid` that comes back to `bind` within `wait`.
+pub fn dhcp_send_from(
+    ns: &Netns,
+    interface: &str,
+    bind: std::net::SocketAddrV4,
+    to: std::net::SocketAddrV4,
+    packet: Vec<u8>,
+    xid: u32,
+    wait: Duration,
+) -> Vec<DhcpSeen> {
     let interface = interface.to_string();
     in_netns(ns, move || {
-        use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-        let (bind, to) = match relay {
-            None => (
-                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
-                SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
-            ),
-            Some(relay) => (SocketAddrV4::new(relay, 67), SocketAddrV4::new(server, 67)),
-        };
+        use std::net::UdpSocket;
         let socket = socket2::Socket::new(
             socket2::Domain::IPV4,
             socket2::Type::DGRAM,
