@@ -50,6 +50,13 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         (None, None) => format!("http://{}", config.http.listen),
     };
 
+    // Checkpoints off the writer's thread: a commit that checkpoints delays the DHCP
+    // acknowledgements waiting on it.
+    store
+        .checkpoint_in_background(&config.data_dir.join("rackboot.db"))
+        .await
+        .context("starting the WAL checkpointer")?;
+
     let scripts = Arc::new(Scripts::new(config.data_dir.join("ipxe")));
     let state = AppState {
         store: store.clone(),

@@ -239,6 +239,54 @@ impl Store {
     }
 }
 
+/// How often the background checkpointer runs, and the WAL size (in pages) at which
+/// a commit checkpoints by itself anyway, should the background one fall behind.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const CHECKPOINT_SAFETY_NET_PAGES: i64 = 20_000;
+
+impl Store {
+    /// Moves WAL checkpoints off this store's thread to a thread and connection of
+    /// their own (for `serve`). SQLite otherwise checkpoints inside whichever commit
+    /// takes the WAL past 1000 pages: copying pages into the database and an fsync of
+    /// it, several milliseconds added to that commit, and to the DHCP ACKs waiting on
+    /// it. A passive checkpoint runs beside the writer without blocking it.
+    pub async fn checkpoint_in_background(&self, path: &Path) -> Result<(), StoreError> {
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(1))?;
+        self.call(|conn| {
+            conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_SAFETY_NET_PAGES)?;
+            Ok(())
+        })
+        .await?;
+        std::thread::Builder::new()
+            .name("rackboot-wal".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    match checkpoint_once(&checkpointer) {
+                        Ok(_) => failing = false,
+                        // Once per failure streak: the safety net still checkpoints.
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!("background WAL checkpoint failed: {e}");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Conflict(format!("cannot start checkpoint thread: {e}")))?;
+        Ok(())
+    }
+}
+
+/// One passive checkpoint: (WAL frames, frames now in the database).
+fn checkpoint_once(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })?)
+}
+
 fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     // WAL lets the CLI read and write while `serve` runs; synchronous=FULL makes every
     // commit durable (a lease is on disk before its ACK leaves).
@@ -1122,6 +1170,26 @@ mod tests {
         let kinds: Vec<_> = events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["dhcp.offer", "dhcp.ack"]);
         assert_eq!(list_events(&conn, None, 2).expect("list").len(), 2);
+    }
+
+    #[test]
+    fn a_passive_checkpoint_backfills_the_wal() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        let mut writer = Connection::open(&path).expect("open");
+        prepare(&mut writer).expect("prepare");
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .expect("no autocheckpoint");
+        let batch = DhcpBatch {
+            leases: (0..200u8).map(|n| LeaseOp::Put(lease(n, n))).collect(),
+            ..DhcpBatch::default()
+        };
+        commit_dhcp_batch(&mut writer, &batch, 1).expect("commit");
+        let checkpointer = Connection::open(&path).expect("open");
+        let (frames, done) = checkpoint_once(&checkpointer).expect("checkpoint");
+        assert!(frames > 0);
+        assert_eq!(frames, done, "every frame copied into the database");
     }
 
     #[tokio::test]
