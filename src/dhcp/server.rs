@@ -61,6 +61,9 @@ const LOG_EVERY_MS: i64 = 10_000;
 /// Per client, one `dhcp.ignored` event per this long: a PXE client that retries
 /// every few seconds must not fill the event table.
 const IGNORED_EVENT_EVERY_MS: i64 = 60_000;
+/// Entries kept in the per-MAC caches (event throttling, learned addresses) before they
+/// are emptied: a flood of made-up MACs must not grow memory without bound.
+const MEMORY_CAP: usize = 65_536;
 /// proxyDHCP: a learned address is written again after this long even if unchanged.
 const OBSERVED_REFRESH_MS: i64 = 600_000;
 /// proxyDHCP: how long a learned address is kept (rackboot does not know the real
@@ -307,6 +310,9 @@ pub struct DhcpServer {
     no_subnet_log: Throttle,
     pool_full_log: HashMap<Ipv4Addr, Throttle>,
     ignored_events: HashMap<MacAddr, i64>,
+    ignored_event_budget: Throttle,
+    /// The serving interface's address and prefix length.
+    local_net: Option<(Ipv4Addr, u8)>,
     observed: HashMap<MacAddr, (Ipv4Addr, i64)>,
     stats: Stats,
     /// recvmmsg buffers, reused.
@@ -349,6 +355,7 @@ impl DhcpServer {
             .await?;
         let (pools, reserved) = pools_and_reserved(&config.subnets, server_ip, &inventory.fixed);
         let book = LeaseBook::load(config.match_client_id, &pools, reserved, records);
+        let local_net = netif::ipv4_of(&config.interface).ok().flatten();
         tracing::info!(
             leases = book.len(),
             machines = inventory.machines.len(),
@@ -370,6 +377,8 @@ impl DhcpServer {
             no_subnet_log: Throttle::new(20),
             pool_full_log: HashMap::new(),
             ignored_events: HashMap::new(),
+            ignored_event_budget: Throttle::new(100),
+            local_net,
             observed: HashMap::new(),
             stats: Stats::default(),
             recv_bufs: vec![[0u8; 2048]; MMSG_MAX],
@@ -699,7 +708,12 @@ impl DhcpServer {
                 .ignored_events
                 .get(&mac)
                 .is_some_and(|at| now_ms - at < IGNORED_EVENT_EVERY_MS);
-            if pxe && !recently {
+            // Per machine once a minute, and overall a burst per 10 s: a flood of
+            // made-up PXE clients must not become a flood of rows.
+            if pxe && !recently && self.ignored_event_budget.hit(now_ms).is_some() {
+                if self.ignored_events.len() >= MEMORY_CAP {
+                    self.ignored_events.clear();
+                }
                 self.ignored_events.insert(mac, now_ms);
                 writes.events.push(NewEvent {
                     at_ms: now_ms,
@@ -787,8 +801,16 @@ impl DhcpServer {
             .observed
             .get(&mac)
             .is_some_and(|(known, at)| *known == ip && now_ms - at < OBSERVED_REFRESH_MS);
-        if fresh {
+        // Only addresses of the link rackboot serves: made-up ones would add rows
+        // without bound.
+        let on_link = self
+            .local_net
+            .is_none_or(|(net, prefix)| same_network(net, ip, prefix));
+        if fresh || !on_link {
             return;
+        }
+        if self.observed.len() >= MEMORY_CAP {
+            self.observed.clear();
         }
         self.observed.insert(mac, (ip, now_ms));
         writes.leases.push(LeaseOp::Put(LeaseRecord {
@@ -897,6 +919,13 @@ impl DhcpServer {
     }
 }
 
+fn same_network(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0);
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
 /// Takes the packets waiting on `socket`, without blocking, a recvmmsg at a time.
 fn drain(socket: &UdpSocket, port: Port, bufs: &mut [[u8; 2048]], batch: &mut Vec<Incoming>) {
     let mut got = Vec::with_capacity(MMSG_MAX);
@@ -933,6 +962,15 @@ fn drain(socket: &UdpSocket, port: Port, bufs: &mut [[u8; 2048]], batch: &mut Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_network_by_prefix() {
+        let ip = |d| Ipv4Addr::new(192, 0, 2, d);
+        assert!(same_network(ip(1), ip(200), 24));
+        assert!(!same_network(ip(1), Ipv4Addr::new(192, 0, 3, 1), 24));
+        assert!(same_network(ip(1), Ipv4Addr::new(10, 0, 0, 1), 0));
+        assert!(!same_network(ip(1), ip(2), 32));
+    }
 
     #[test]
     fn throttle_logs_a_burst_then_counts() {
