@@ -60,18 +60,19 @@ impl Decision {
 /// the link-selection sub-option of option 82, else the relay's address (giaddr),
 /// else the client's own address (a renewal unicast straight to us, perhaps from a
 /// relayed subnet), else the subnet of the serving interface.
-pub fn select_subnet<'a>(
+/// Returns the subnet's position in `subnets`.
+pub fn select_subnet(
     request: &ClientRequest,
-    subnets: &'a [Subnet],
+    subnets: &[Subnet],
     server_ip: Ipv4Addr,
-) -> Option<&'a Subnet> {
+) -> Option<usize> {
     let anchor = request
         .subnet_selection
         .or(request.link_selection)
         .or_else(|| (!request.giaddr.is_unspecified()).then_some(request.giaddr))
         .or_else(|| (!request.ciaddr.is_unspecified()).then_some(request.ciaddr))
         .unwrap_or(server_ip);
-    subnets.iter().find(|s| s.contains(anchor))
+    subnets.iter().position(|s| s.contains(anchor))
 }
 
 pub fn decide(request: &ClientRequest, ctx: &Context<'_>, book: &LeaseBook) -> Decision {
@@ -956,7 +957,7 @@ mod tests {
         let subnets = [local.clone(), remote.clone()];
         let pick = |packet: Packet| {
             let request = parse_request(&packet.end()).expect("parses");
-            select_subnet(&request, &subnets, ip(1)).cloned()
+            select_subnet(&request, &subnets, ip(1)).map(|at| subnets[at].clone())
         };
         assert_eq!(pick(Packet::new(1, MAC1)), Some(local.clone()));
         assert_eq!(

@@ -211,6 +211,7 @@ struct Stats {
     batches: u64,
     packets: u64,
     sent: u64,
+    naks: u64,
     commits: u64,
     leases: u64,
     commit_total: std::time::Duration,
@@ -240,6 +241,7 @@ impl Stats {
                 packets_per_batch =
                     format!("{:.1}", self.packets as f64 / self.batches.max(1) as f64),
                 replies_per_s = format!("{:.0}", self.sent as f64 / secs),
+                naks = self.naks,
                 commits = self.commits,
                 leases_per_commit =
                     format!("{:.1}", self.leases as f64 / self.commits.max(1) as f64),
@@ -308,6 +310,7 @@ pub struct DhcpServer {
     malformed_log: Throttle,
     send_error_log: Throttle,
     no_subnet_log: Throttle,
+    no_boot_file_log: Throttle,
     pool_full_log: HashMap<Ipv4Addr, Throttle>,
     ignored_events: HashMap<MacAddr, i64>,
     ignored_event_budget: Throttle,
@@ -375,6 +378,7 @@ impl DhcpServer {
             malformed_log: Throttle::new(20),
             send_error_log: Throttle::new(5),
             no_subnet_log: Throttle::new(20),
+            no_boot_file_log: Throttle::new(20),
             pool_full_log: HashMap::new(),
             ignored_events: HashMap::new(),
             ignored_event_budget: Throttle::new(100),
@@ -598,8 +602,7 @@ impl DhcpServer {
         let Some(request) = self.parse(packet, now_ms) else {
             return (None, false);
         };
-        let Some(subnet) =
-            policy::select_subnet(&request, &self.config.subnets, self.server_ip).cloned()
+        let Some(subnet_at) = policy::select_subnet(&request, &self.config.subnets, self.server_ip)
         else {
             if let Some(suppressed) = self.no_subnet_log.hit(now_ms) {
                 tracing::warn!(
@@ -615,11 +618,10 @@ impl DhcpServer {
         };
         let mac = request.mac;
         let pxe = boot::is_pxe_client(&request);
-        let machine = self.inventory.machines.get(&mac);
         let ctx = Context {
             server_ip: self.server_ip,
-            subnet: &subnet,
-            machine,
+            subnet: &self.config.subnets[subnet_at],
+            machine: self.inventory.machines.get(&mac),
             fixed: &self.inventory.fixed,
             boot: &self.boot,
             policy: self.config.policy,
@@ -638,7 +640,7 @@ impl DhcpServer {
             self.book.forget_offer(&key);
         }
         if decision.pool_full {
-            self.log_pool_full(&subnet, now_ms);
+            self.log_pool_full(subnet_at, now_ms);
         }
         self.note_machine(&request, &decision, pxe, now_ms, writes);
         let reply = self.finish(&request, decision, packet, pxe, now_ms, writes);
@@ -699,8 +701,10 @@ impl DhcpServer {
         writes: &mut DhcpBatch,
     ) -> Option<Outgoing> {
         let mac = request.mac;
-        if let Some(reason) = &decision.no_boot_file {
-            tracing::warn!(%mac, ?reason, "PXE client gets no boot file");
+        if let Some(reason) = &decision.no_boot_file
+            && let Some(suppressed) = self.no_boot_file_log.hit(now_ms)
+        {
+            tracing::warn!(%mac, ?reason, suppressed, "PXE client gets no boot file");
         }
         let Some(reply) = decision.reply else {
             tracing::debug!(%mac, "no reply to {:?}: {}", request.msg_type, decision.why);
@@ -724,11 +728,11 @@ impl DhcpServer {
             }
             return None;
         };
+        // Per-packet lines are debug; NAKs are counted in the activity line.
         if reply.msg_type == MessageType::Nak {
-            tracing::info!(%mac, "NAK: {}", decision.why);
-        } else {
-            tracing::debug!(%mac, "{:?}: {}", reply.msg_type, decision.why);
+            self.stats.naks += 1;
         }
+        tracing::debug!(%mac, "{:?}: {}", reply.msg_type, decision.why);
         if pxe {
             let kind = match (self.config.mode, reply.msg_type) {
                 (DhcpMode::Proxy, MessageType::Offer) => "dhcp.proxy-offer",
@@ -823,7 +827,8 @@ impl DhcpServer {
         }));
     }
 
-    fn log_pool_full(&mut self, subnet: &Subnet, now_ms: i64) {
+    fn log_pool_full(&mut self, subnet_at: usize, now_ms: i64) {
+        let subnet = &self.config.subnets[subnet_at];
         let throttle = self
             .pool_full_log
             .entry(subnet.network)
