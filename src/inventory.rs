@@ -33,6 +33,10 @@ pub struct MachineDetail {
     pub last_seen_ms: Option<i64>,
     pub installed_ms: Option<i64>,
     pub wiped_ms: Option<i64>,
+    /// Option 60 of its last PXE request.
+    pub vendor_class: Option<String>,
+    /// Added by the DHCP server (an unknown PXE client), not yet by an operator.
+    pub discovered: bool,
     #[serde(skip)]
     pub token: Option<String>,
     #[serde(skip)]
@@ -57,7 +61,7 @@ impl MachineDetail {
 
 const DETAIL_SELECT: &str = "SELECT m.mac, m.hostname, m.image, m.ip, l.ip, l.expires_at, m.arch,
     m.mode, m.exit_method, m.ssh_keys, m.rack, m.position, m.first_seen_ms, m.last_seen_ms,
-    m.installed_ms, m.wiped_ms, m.token, m.token_expires_ms
+    m.installed_ms, m.wiped_ms, m.token, m.token_expires_ms, m.vendor_class, m.discovered
     FROM machines m LEFT JOIN leases l ON l.mac = m.mac AND l.state = 'bound'";
 
 fn detail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDetail> {
@@ -80,6 +84,8 @@ fn detail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDetail> {
         wiped_ms: r.get(15)?,
         token: r.get(16)?,
         token_expires_ms: r.get(17)?,
+        vendor_class: r.get(18)?,
+        discovered: r.get(19)?,
     })
 }
 
@@ -102,6 +108,8 @@ struct RawDetail {
     wiped_ms: Option<i64>,
     token: Option<String>,
     token_expires_ms: Option<i64>,
+    vendor_class: Option<String>,
+    discovered: bool,
 }
 
 impl RawDetail {
@@ -135,6 +143,8 @@ impl RawDetail {
             wiped_ms: self.wiped_ms,
             token: self.token,
             token_expires_ms: self.token_expires_ms,
+            vendor_class: self.vendor_class,
+            discovered: self.discovered,
         })
     }
 }
@@ -989,16 +999,9 @@ mod tests {
             0,
         )
         .expect("add");
-        store::save_lease(
-            &mut conn,
-            &store::LeaseRecord {
-                ip: Ipv4Addr::new(192, 0, 2, 100),
-                mac: mac(2),
-                expires_at: 100,
-                state: store::LeaseState::Bound,
-                hostname: None,
-            },
-            0,
+        conn.execute(
+            "INSERT INTO leases (ip, mac, expires_at, state, updated_ms) VALUES (?1, ?2, 100, 'bound', 0)",
+            params![ip_to_db(Ipv4Addr::new(192, 0, 2, 100)), mac(2).to_string()],
         )
         .expect("lease");
         assert!(may_fetch_secrets(&conn, mac(1), Ipv4Addr::new(192, 0, 2, 10)).expect("q"));

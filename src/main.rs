@@ -5,15 +5,17 @@
 //! - `store`: the SQLite inventory (machines, images, leases, events) on its own thread.
 //! - `mac`: hardware addresses, parsed in every spelling firmware and people use.
 //! - `dhcp`: the DHCPv4 server: `wire` (decode/encode, reply addressing), `boot`
-//!   (which boot file for which firmware), `leases` (the lease book), `policy` (the
-//!   pure decision), `server` (the socket loop).
+//!   (which boot file for which firmware), `leases` (the lease book and its free-address
+//!   index), `policy` (the pure decision, full and proxy mode), `server` (the socket
+//!   loop on its own thread, grouped fsync'd commits).
 //! - `tftp`: the read-only TFTP server (on tokio) for the iPXE binaries and
 //!   `[tftp] root`: `packet`, `request`, `options`, `transfer` (the pure protocol
 //!   core), `files` (lookup and the shared file cache), `server` (the sockets).
 //! - `http`: boot scripts, kernels and initrds over HTTP (axum).
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `images`: copying image files under `data_dir` with their sha256.
-//! - `netif`: interface addresses and ARP entries (Linux).
+//! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg
+//!   (Linux).
 //! - `ra`: IPv6 router advertisements that end iPXE's wait for a router.
 //! - `lifecycle`: boot modes, done-URL tokens and what each mode boots (pure);
 //!   `inventory`: those decisions carried out on the database, with the audit trail.
@@ -198,6 +200,8 @@ enum MachineCommand {
 #[derive(Subcommand)]
 enum LeaseCommand {
     List,
+    /// How full each subnet's pool is.
+    Pools,
 }
 
 #[derive(Subcommand)]
@@ -643,19 +647,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Machine(MachineCommand::List) => {
             let machines = store.call(bulk::all_machines).await?;
             println!(
-                "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} LAST SEEN",
-                "MAC", "HOSTNAME", "IMAGE", "MODE", "IP", "FIRMWARE"
+                "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {:<10} {:<25} VENDOR CLASS",
+                "MAC", "HOSTNAME", "IMAGE", "MODE", "IP", "FIRMWARE", "STATE", "LAST SEEN"
             );
             for m in machines {
                 println!(
-                    "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {}",
+                    "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {:<10} {:<25} {}",
                     m.mac,
                     m.hostname.as_deref().unwrap_or("-"),
                     m.image.as_deref().unwrap_or("-"),
                     m.mode,
                     m.current_ip().map_or("-".into(), |ip| ip.to_string()),
                     m.arch.as_deref().unwrap_or("-"),
-                    format_ms(m.last_seen_ms)
+                    if m.discovered { "discovered" } else { "added" },
+                    format_ms(m.last_seen_ms),
+                    m.vendor_class.as_deref().unwrap_or("-"),
                 );
             }
             Ok(())
@@ -673,6 +679,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     store::LeaseState::Bound => "bound",
                     store::LeaseState::Released => "released",
                     store::LeaseState::Declined => "declined",
+                    store::LeaseState::Observed => "observed",
                 };
                 println!(
                     "{:<15} {:<17} {:<9} {:<25} {}",
@@ -681,6 +688,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     state,
                     format_ms(Some(l.expires_at * 1000)),
                     l.hostname.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        Command::Lease(LeaseCommand::Pools) => {
+            let subnets = config.dhcp.map(|d| d.subnets).unwrap_or_default();
+            let now = clock::now_ms() / 1000;
+            let usage = store
+                .call(move |conn| store::pool_usage(conn, &subnets, now))
+                .await?;
+            println!(
+                "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
+                "SUBNET", "POOL", "SIZE", "BOUND", "DECLINED", "RESERVED", "FREE"
+            );
+            for u in usage {
+                println!(
+                    "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
+                    format!("{}/{}", u.network, u.prefix_len),
+                    format!("{}-{}", u.pool_start, u.pool_end),
+                    u.size,
+                    u.bound,
+                    u.declined,
+                    u.reserved,
+                    u.free()
                 );
             }
             Ok(())
