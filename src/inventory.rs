@@ -62,7 +62,7 @@ impl MachineDetail {
 const DETAIL_SELECT: &str = "SELECT m.mac, m.hostname, m.image, m.ip, l.ip, l.expires_at, m.arch,
     m.mode, m.exit_method, m.ssh_keys, m.rack, m.position, m.first_seen_ms, m.last_seen_ms,
     m.installed_ms, m.wiped_ms, m.token, m.token_expires_ms, m.vendor_class, m.discovered
-    FROM machines m LEFT JOIN leases l ON l.mac = m.mac AND l.state = 'bound'";
+    FROM machines m LEFT JOIN leases l ON l.mac = m.mac AND l.state IN ('bound', 'observed')";
 
 fn detail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDetail> {
     Ok(RawDetail {
@@ -229,7 +229,7 @@ pub fn search(
     let mode = query.mode.map(Mode::as_str);
     let total: i64 = conn
         .prepare_cached(&format!(
-            "SELECT count(*) FROM machines m LEFT JOIN leases l ON l.mac = m.mac AND l.state = 'bound' {where_clause}"
+            "SELECT count(*) FROM machines m LEFT JOIN leases l ON l.mac = m.mac AND l.state IN ('bound', 'observed') {where_clause}"
         ))?
         .query_row(params![pattern, ip_exact, mode], |r| r.get(0))?;
     let mut stmt = conn.prepare_cached(&format!(
@@ -613,7 +613,8 @@ pub fn may_fetch_secrets(
 ) -> Result<bool, StoreError> {
     let found: Option<i64> = conn
         .prepare_cached(
-            "SELECT 1 FROM leases WHERE mac = ?1 AND ip = ?2 AND state = 'bound'
+            // In proxy mode the address is one rackboot saw the MAC use ('observed').
+            "SELECT 1 FROM leases WHERE mac = ?1 AND ip = ?2 AND state IN ('bound', 'observed')
              UNION ALL SELECT 1 FROM machines WHERE mac = ?1 AND ip = ?2 LIMIT 1",
         )?
         .query_row(params![mac.to_string(), ip_to_db(ip)], |r| r.get(0))
@@ -1007,5 +1008,13 @@ mod tests {
         assert!(may_fetch_secrets(&conn, mac(1), Ipv4Addr::new(192, 0, 2, 10)).expect("q"));
         assert!(!may_fetch_secrets(&conn, mac(1), Ipv4Addr::new(192, 0, 2, 100)).expect("q"));
         assert!(may_fetch_secrets(&conn, mac(2), Ipv4Addr::new(192, 0, 2, 100)).expect("q"));
+        // Proxy mode: an address rackboot saw the machine use counts as its own.
+        conn.execute(
+            "INSERT INTO leases (ip, mac, expires_at, state, updated_ms) VALUES (?1, ?2, 100, 'observed', 0)",
+            params![ip_to_db(Ipv4Addr::new(192, 0, 2, 101)), mac(3).to_string()],
+        )
+        .expect("observed");
+        assert!(may_fetch_secrets(&conn, mac(3), Ipv4Addr::new(192, 0, 2, 101)).expect("q"));
+        assert!(!may_fetch_secrets(&conn, mac(3), Ipv4Addr::new(192, 0, 2, 100)).expect("q"));
     }
 }
