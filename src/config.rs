@@ -773,6 +773,15 @@ mod tests {
     }
 
     #[test]
+    fn tftp_root_is_optional() {
+        let config = Config::parse("[tftp]\nroot = \"/srv/tftp\"\n", "t").expect("valid");
+        let tftp = config.tftp.expect("tftp on");
+        assert_eq!(tftp.root, Some(PathBuf::from("/srv/tftp")));
+        let config = Config::parse("[tftp]\n", "t").expect("valid");
+        assert_eq!(config.tftp.expect("tftp on").root, None);
+    }
+
+    #[test]
     fn subnet_arithmetic() {
         let config = Config::parse(MINIMAL_DHCP, "t").expect("valid");
         let subnet = &config.dhcp.expect("dhcp").subnets[0];

@@ -65,7 +65,10 @@ pub fn start(settings: Settings, store: Store) -> io::Result<SocketAddr> {
         .name("rackboot-tftp".into())
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
+                // Sockets and timers only: no signal or child-process driver to
+                // visit on every park.
+                .enable_io()
+                .enable_time()
                 // File lookups and first reads: short, and queued rather than given
                 // a thread each when a storm asks at once.
                 .max_blocking_threads(4)
