@@ -19,6 +19,9 @@
 //! - `auth`: users, passwords, sessions, API tokens, login rate limiting.
 //! - `panel`: the admin panel pages; `api`: the JSON API and its OpenAPI document;
 //!   `bulk`: CSV/XLSX import and export, image uploads.
+//! - `power`: power controllers (IPMI through `ipmitool`, Redfish, Wake-on-LAN), the
+//!   power verbs, reinstall/rescue/wipe as one action (mode, network boot, power
+//!   cycle), and the background poll of every machine's power state.
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
 
 mod api;
@@ -36,6 +39,7 @@ mod netif;
 mod panel;
 #[cfg(test)]
 mod panel_tests;
+mod power;
 mod ra;
 mod script;
 mod serve;
