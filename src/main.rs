@@ -863,9 +863,7 @@ async fn power_cli(
                 ControllerArgs::Wol => power::ControllerSpec::Wol,
             };
             let controller = store
-                .call(move |conn| {
-                    power::put_controller(conn, mac, spec, &actor, clock::now_ms())
-                })
+                .call(move |conn| power::put_controller(conn, mac, spec, &actor, clock::now_ms()))
                 .await?;
             println!("{mac}: power controller {}", controller.summary());
             return Ok(());
@@ -949,7 +947,11 @@ async fn power_cli(
     if failed.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("power {} failed for {} machine(s)", verb.as_str(), failed.len())
+        anyhow::bail!(
+            "power {} failed for {} machine(s)",
+            verb.as_str(),
+            failed.len()
+        )
     }
 }
 

@@ -163,7 +163,10 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     let fixtures = boot_fixtures();
     let mut net = BootNet::new("ipmi", &["tap0"]);
     // No background poll during the test: every BMC call is one the test made.
-    append_config(&net.config, "[power]\npoll_interval_secs = 0\ntimeout_secs = 20\n");
+    append_config(
+        &net.config,
+        "[power]\npoll_interval_secs = 0\ntimeout_secs = 20\n",
+    );
     let dir = net.dir.path().to_path_buf();
     let serial = dir.join("vm.serial.log");
     let qemu = format!(
@@ -191,13 +194,29 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
         "--cmdline",
         "console=ttyS0 panic=-1",
     ]);
-    net.cli(&["machine", "add", MAC, "--hostname", "bmc-vm", "--image", "installer"]);
+    net.cli(&[
+        "machine",
+        "add",
+        MAC,
+        "--hostname",
+        "bmc-vm",
+        "--image",
+        "installer",
+    ]);
     net.cli(&["machine", "set-mode", MAC, "local"]);
     let set = cli_in(
         &net.ns,
         &net.config,
         &[
-            "power", "set", MAC, "ipmi", "--host", "127.0.0.1", "--port", IPMI_PORT, "--user",
+            "power",
+            "set",
+            MAC,
+            "ipmi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            IPMI_PORT,
+            "--user",
             "admin",
         ],
         Some("secret\n"),
@@ -217,8 +236,14 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     let said = text(&reinstall);
     assert!(reinstall.status.success(), "{said}");
     assert!(said.contains("mode=install"), "{said}");
-    assert!(said.contains("pxe") && said.contains("warning"), "bootdev refusal is a warning: {said}");
-    assert!(said.contains("power is off") && said.contains("powered on"), "{said}");
+    assert!(
+        said.contains("pxe") && said.contains("warning"),
+        "bootdev refusal is a warning: {said}"
+    );
+    assert!(
+        said.contains("power is off") && said.contains("powered on"),
+        "{said}"
+    );
     let installed = |n: usize| {
         wait_until(INSTALL_DEADLINE, || {
             kinds(&net.cli(&["event", "list", "--mac", MAC]))
@@ -236,7 +261,8 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     );
     let row = net.cli(&["machine", "list"]);
     assert!(
-        row.lines().any(|l| l.starts_with(MAC) && l.contains(" local ")),
+        row.lines()
+            .any(|l| l.starts_with(MAC) && l.contains(" local ")),
         "{row}"
     );
 
@@ -244,7 +270,13 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     // up): the reinstall power-cycles it.
     // The installer powered the VM off when it finished.
     let off = wait_until(Duration::from_secs(60), || {
-        text(&cli_in(&net.ns, &net.config, &["power", "status", MAC], None)).contains("ok off")
+        text(&cli_in(
+            &net.ns,
+            &net.config,
+            &["power", "status", MAC],
+            None,
+        ))
+        .contains("ok off")
     });
     assert!(off, "the VM stayed on after its install");
     let on = cli_in(&net.ns, &net.config, &["power", "on", MAC], None);
@@ -258,7 +290,10 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     let again = cli_in(&net.ns, &net.config, &["machine", "reinstall", MAC], None);
     let said = text(&again);
     assert!(again.status.success(), "{said}");
-    assert!(said.contains("power is on") && said.contains("power-cycled"), "{said}");
+    assert!(
+        said.contains("power is on") && said.contains("power-cycled"),
+        "{said}"
+    );
     assert!(
         installed(2),
         "the running VM was not reinstalled\n--- serial ---\n{}\n--- server ---\n{}",
@@ -282,7 +317,10 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     let cycle = position(&k, "power.cycle", second).expect(&events);
     position(&k, "install.done", cycle).expect(&events);
     assert!(
-        events.lines().nth(pxe).is_some_and(|l| l.contains("bootdev pxe")),
+        events
+            .lines()
+            .nth(pxe)
+            .is_some_and(|l| l.contains("bootdev pxe")),
         "{events}"
     );
     let audit = net.cli(&["event", "list", "--mac", MAC]);
@@ -320,20 +358,31 @@ fn bmc_failures_are_clear_bounded_and_keep_the_mode() {
     let kernel = dir.path().join("k");
     fs::write(&kernel, b"k").expect("kernel");
     let k = kernel.to_str().expect("utf8");
-    ok(cli(&["image", "add", "img", "--kernel", k, "--initrd", k], None));
+    ok(cli(
+        &["image", "add", "img", "--kernel", k, "--initrd", k],
+        None,
+    ));
     ok(cli(&["machine", "set-image", MAC, "img"], None));
 
     // (host, port, password, expected words, bound)
     // One attempt is bounded by timeout_secs (2 s), with one retry when transient.
     let cases = [
-        ("127.0.0.1", IPMI_PORT, "wrong", "refused the credentials", 2.0),
+        (
+            "127.0.0.1",
+            IPMI_PORT,
+            "wrong",
+            "refused the credentials",
+            2.0,
+        ),
         ("198.18.0.99", "623", "secret", "did not answer", 8.0),
         ("127.0.0.1", "9999", "secret", "within 2 s", 8.0),
     ];
     for (host, port, password, words, bound) in cases {
         ok(cli(&["machine", "set-mode", MAC, "local"], None));
         ok(cli(
-            &["power", "set", MAC, "ipmi", "--host", host, "--port", port, "--user", "admin"],
+            &[
+                "power", "set", MAC, "ipmi", "--host", host, "--port", port, "--user", "admin",
+            ],
             Some(&format!("{password}\n")),
         ));
         let started = Instant::now();
@@ -347,14 +396,19 @@ fn bmc_failures_are_clear_bounded_and_keep_the_mode() {
             said.contains("mode install is set, but power") && said.contains("mode=install"),
             "the kept mode change is reported: {said}"
         );
-        assert!(!said.contains("secret") && !said.contains("wrong\n"), "{said}");
+        assert!(
+            !said.contains("secret") && !said.contains("wrong\n"),
+            "{said}"
+        );
         let events = ok(cli(&["event", "list", "--mac", MAC], None));
         let last = events.lines().last().unwrap_or_default();
         assert!(last.contains("power.failed"), "{events}");
     }
     let listed = ok(cli(&["machine", "list"], None));
     assert!(
-        listed.lines().any(|l| l.starts_with(MAC) && l.contains(" install ")),
+        listed
+            .lines()
+            .any(|l| l.starts_with(MAC) && l.contains(" install ")),
         "{listed}"
     );
 }
