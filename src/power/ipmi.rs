@@ -112,13 +112,12 @@ fn last_error_line(stderr: &str) -> String {
     stderr
         .lines()
         .map(str::trim)
-        .filter(|l| {
+        .rfind(|l| {
             !l.is_empty()
                 && !l.starts_with("Loading IANA")
                 && !l.starts_with("Unable to Get Channel Cipher Suites")
                 && !l.starts_with('>')
         })
-        .next_back()
         .unwrap_or("ipmitool failed without a message")
         .chars()
         .take(300)
@@ -178,7 +177,7 @@ mod tests {
         );
         assert!(!a.iter().any(|x| x == "-P"), "never -P on the command line");
         assert_eq!(
-            args(&target(), Verb::Cycle)[13..].join(" "),
+            args(&target(), Verb::Cycle)[12..].join(" "),
             "chassis power cycle"
         );
     }

@@ -1223,4 +1223,149 @@ mod tests {
         assert_eq!(restart_verb(Some(PowerState::On)), Verb::Cycle);
         assert_eq!(restart_verb(None), Verb::Cycle);
     }
+
+    async fn store_with_machine() -> Store {
+        let store = Store::open_in_memory().expect("store");
+        store
+            .call(|conn| {
+                let new = crate::store::NewMachine {
+                    mac: Some(MacAddr([0x52, 0x54, 0, 0, 0, 1])),
+                    ..Default::default()
+                };
+                inventory::add(
+                    conn,
+                    &new,
+                    &inventory::MachineExtra::default(),
+                    &LifecycleConfig::default(),
+                    "test",
+                    0,
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("machine");
+        store
+    }
+
+    fn life() -> LifecycleConfig {
+        LifecycleConfig {
+            rescue_image: Some("rescue".into()),
+            ..LifecycleConfig::default()
+        }
+    }
+
+    async fn with_redfish(store: &Store, url: &str, password: &str) {
+        let spec = ControllerSpec::Redfish {
+            url: url.into(),
+            user: "root".into(),
+            password: Some(password.into()),
+            system_id: Some("1".into()),
+            verify_tls: Some(true),
+        };
+        store
+            .call(move |conn| {
+                put_controller(conn, MacAddr([0x52, 0x54, 0, 0, 0, 1]), spec, "test", 0)
+            })
+            .await
+            .expect("controller");
+        store
+            .call(|conn| {
+                crate::store::put_image(
+                    conn,
+                    &crate::store::Image {
+                        name: "rescue".into(),
+                        kernel_path: "k".into(),
+                        kernel_sha256: String::new(),
+                        initrd_path: "i".into(),
+                        initrd_sha256: String::new(),
+                        cmdline: String::new(),
+                    },
+                    0,
+                )
+            })
+            .await
+            .expect("image");
+    }
+
+    /// The exact requests a rescue sends to a Redfish BMC that is on: PATCH the boot
+    /// override, read the state, ForceRestart; each with basic auth.
+    #[tokio::test]
+    async fn redfish_requests_are_exactly_these() {
+        let bmc = fake_redfish::FakeRedfish::start().await;
+        *bmc.bmc.power_on.lock().expect("lock") = true;
+        let store = store_with_machine().await;
+        with_redfish(&store, &bmc.url, "calvin").await;
+        let power = Power::new(PowerConfig::default());
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+        let report = reprovision(&store, &power, &life(), mac, Mode::Rescue, "user:ann")
+            .await
+            .expect("reprovision");
+        assert_eq!(report.power_error, None, "{report:?}");
+        let seen = bmc.seen();
+        let expected = [
+            (
+                "PATCH",
+                "/redfish/v1/Systems/1",
+                Some(
+                    serde_json::json!({"Boot": {"BootSourceOverrideTarget": "Pxe", "BootSourceOverrideEnabled": "Once"}}),
+                ),
+            ),
+            ("GET", "/redfish/v1/Systems/1", None),
+            (
+                "POST",
+                "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                Some(serde_json::json!({"ResetType": "ForceRestart"})),
+            ),
+        ];
+        assert_eq!(seen.len(), expected.len(), "{seen:?}");
+        for (got, (method, path, body)) in seen.iter().zip(expected) {
+            assert_eq!(got.method, method);
+            assert_eq!(got.path, path);
+            assert_eq!(got.body, body);
+            assert_eq!(got.authorization.as_deref(), Some(fake_redfish::GOOD_AUTH));
+        }
+        assert_eq!(*bmc.bmc.boot_target.lock().expect("lock"), "Pxe");
+        let kinds: Vec<String> = store
+            .call(move |conn| inventory::events(conn, Some(mac), true, 10))
+            .await
+            .expect("events")
+            .into_iter()
+            .rev()
+            .filter(|e| e.actor.as_deref() == Some("user:ann"))
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            ["mode.set", "power.pxe", "power.status", "power.cycle"]
+        );
+    }
+
+    /// A BMC slower than the timeout: a clear timeout error within
+    /// (retries + 1) x timeout plus backoff, the mode kept and said so.
+    #[tokio::test]
+    async fn a_slow_redfish_bmc_times_out_and_the_mode_is_kept() {
+        let bmc = fake_redfish::FakeRedfish::start().await;
+        *bmc.bmc.delay.lock().expect("lock") = Duration::from_secs(30);
+        let store = store_with_machine().await;
+        with_redfish(&store, &bmc.url, "calvin").await;
+        let power = Power::new(PowerConfig {
+            timeout: Duration::from_secs(1),
+            retries: 1,
+            ..PowerConfig::default()
+        });
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+        let started = std::time::Instant::now();
+        let report = reprovision(&store, &power, &life(), mac, Mode::Rescue, "user:ann")
+            .await
+            .expect("reprovision");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        let why = report.power_error.expect("power failed");
+        assert!(why.contains("did not answer within 1 s"), "{why}");
+        assert_eq!(report.machine.mode, Mode::Rescue, "mode kept");
+        assert_eq!(bmc.seen().len(), 2, "one attempt and one retry");
+    }
 }
