@@ -285,6 +285,11 @@ impl ControllerSpec {
                 if !matches!(parsed.scheme(), "https" | "http") || parsed.host().is_none() {
                     return Err(format!("url {url:?} must be https://HOST[:PORT]"));
                 }
+                // The URL is shown in events and logs: credentials belong in user and
+                // password, never in it.
+                if !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err("the url must not carry a user or password".into());
+                }
                 plain_token("user", &user)?;
                 let system_id = system_id.unwrap_or_else(|| "1".into());
                 if system_id.is_empty()
@@ -326,8 +331,7 @@ impl PowerState {
 }
 
 /// What an operator can ask of a BMC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     On,
     Off,
@@ -1202,6 +1206,14 @@ mod tests {
             verify_tls: None,
         };
         assert!(bad_url.resolve(None).is_err());
+        let userinfo = ControllerSpec::Redfish {
+            url: "https://root:calvin@bmc".into(),
+            user: "root".into(),
+            password: Some("p".into()),
+            system_id: None,
+            verify_tls: None,
+        };
+        assert!(userinfo.resolve(None).is_err(), "no password in the URL");
     }
 
     #[test]
