@@ -588,6 +588,7 @@ async fn list_leases(
                     store::LeaseState::Bound => "bound",
                     store::LeaseState::Released => "released",
                     store::LeaseState::Declined => "declined",
+                    store::LeaseState::Observed => "observed",
                 },
                 expires_at: l.expires_at,
                 hostname: l.hostname,

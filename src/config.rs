@@ -77,6 +77,10 @@ struct RawPanel {
 struct RawDhcp {
     interface: Option<String>,
     ipv6_ra: Option<bool>,
+    mode: Option<String>,
+    policy: Option<String>,
+    match_client_id: Option<bool>,
+    event_retention_days: Option<u32>,
     #[serde(default)]
     subnets: Vec<RawSubnet>,
 }
@@ -90,6 +94,8 @@ struct RawSubnet {
     #[serde(default)]
     dns: Vec<Ipv4Addr>,
     lease_secs: Option<u32>,
+    renew_secs: Option<u32>,
+    rebind_secs: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -104,6 +110,7 @@ struct RawHttp {
 struct RawTftp {
     listen: Option<SocketAddr>,
     ipxe_dir: Option<PathBuf>,
+    root: Option<PathBuf>,
     bios_file: Option<String>,
     uefi_x64_file: Option<String>,
     uefi_arm64_file: Option<String>,
@@ -146,7 +153,33 @@ pub struct DhcpConfig {
     /// Answer iPXE's IPv6 router solicitations (router lifetime 0, no prefix) so it
     /// stops waiting for a router the network does not have.
     pub ipv6_ra: bool,
+    pub mode: DhcpMode,
+    pub policy: AnswerPolicy,
+    /// Leases keyed by option 61 (RFC 2131) instead of the hardware address. Off by
+    /// default: firmware PXE, iPXE and the installed OS of one machine send different
+    /// client identifiers and would otherwise hold three addresses.
+    pub match_client_id: bool,
+    /// DHCP events older than this are deleted; 0 keeps them forever.
+    pub event_retention_days: u32,
+    /// Empty in proxy mode: a proxy hands out no addresses.
     pub subnets: Vec<Subnet>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpMode {
+    /// rackboot is the network's DHCP server: addresses and boot information.
+    Full,
+    /// Another server hands out addresses; rackboot answers PXE clients with boot
+    /// information only (proxyDHCP, on ports 67 and 4011).
+    Proxy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerPolicy {
+    /// Every client gets an answer; unknown PXE clients are added as `discovered`.
+    All,
+    /// Only machines in the inventory get an answer (the datacenter choice).
+    KnownOnly,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +191,10 @@ pub struct Subnet {
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub lease_secs: u32,
+    /// T1 (option 58): when the client starts renewing with this server.
+    pub renew_secs: u32,
+    /// T2 (option 59): when the client starts rebinding with any server.
+    pub rebind_secs: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +208,9 @@ pub struct HttpConfig {
 #[derive(Debug, Clone)]
 pub struct TftpConfig {
     pub listen: SocketAddr,
+    /// Other files served over TFTP besides the iPXE binaries; `root/<mac>/` is
+    /// tried first for each machine.
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -182,6 +222,7 @@ pub struct IpxeFiles {
 }
 
 pub const DEFAULT_LEASE_SECS: u32 = 3600;
+pub const DEFAULT_EVENT_RETENTION_DAYS: u32 = 30;
 pub const DEFAULT_DATA_DIR: &str = "./rackboot-data";
 
 impl Subnet {
@@ -195,10 +236,6 @@ impl Subnet {
 
     pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
         (self.pool_start..=self.pool_end).contains(&ip)
-    }
-
-    pub fn pool(&self) -> impl Iterator<Item = Ipv4Addr> + use<> {
-        (u32::from(self.pool_start)..=u32::from(self.pool_end)).map(Ipv4Addr::from)
     }
 
     pub fn broadcast(&self) -> Ipv4Addr {
@@ -249,10 +286,14 @@ impl Config {
 
         let dhcp = match raw.dhcp.interface {
             None => {
-                if !raw.dhcp.subnets.is_empty() {
+                let other_keys = raw.dhcp.mode.is_some()
+                    || raw.dhcp.policy.is_some()
+                    || raw.dhcp.match_client_id.is_some()
+                    || raw.dhcp.event_retention_days.is_some();
+                if !raw.dhcp.subnets.is_empty() || other_keys {
                     return Err(invalid(
                         "dhcp.interface",
-                        "subnets are configured but no interface is named; \
+                        "[dhcp] settings are given but no interface is named; \
                          rackboot never answers DHCP on an interface nobody named"
                             .into(),
                     ));
@@ -266,11 +307,42 @@ impl Config {
                         format!("{interface:?} is not a valid interface name"),
                     ));
                 }
-                if raw.dhcp.subnets.is_empty() {
-                    return Err(invalid(
-                        "dhcp.subnets",
-                        "at least one [[dhcp.subnets]] is needed to serve DHCP".into(),
-                    ));
+                let mode = match raw.dhcp.mode.as_deref() {
+                    None | Some("full") => DhcpMode::Full,
+                    Some("proxy") => DhcpMode::Proxy,
+                    Some(other) => {
+                        return Err(invalid(
+                            "dhcp.mode",
+                            format!("{other:?} is neither \"full\" nor \"proxy\""),
+                        ));
+                    }
+                };
+                let policy = match raw.dhcp.policy.as_deref() {
+                    None | Some("all") => AnswerPolicy::All,
+                    Some("known_only") => AnswerPolicy::KnownOnly,
+                    Some(other) => {
+                        return Err(invalid(
+                            "dhcp.policy",
+                            format!("{other:?} is neither \"all\" nor \"known_only\""),
+                        ));
+                    }
+                };
+                match mode {
+                    DhcpMode::Full if raw.dhcp.subnets.is_empty() => {
+                        return Err(invalid(
+                            "dhcp.subnets",
+                            "at least one [[dhcp.subnets]] is needed to serve DHCP".into(),
+                        ));
+                    }
+                    DhcpMode::Proxy if !raw.dhcp.subnets.is_empty() => {
+                        return Err(invalid(
+                            "dhcp.subnets",
+                            "mode = \"proxy\" hands out no addresses: remove the subnets \
+                             (the network's own DHCP server owns them)"
+                                .into(),
+                        ));
+                    }
+                    _ => {}
                 }
                 let mut subnets = Vec::new();
                 for (i, s) in raw.dhcp.subnets.into_iter().enumerate() {
@@ -279,6 +351,7 @@ impl Config {
                         parse_cidr(&s.cidr).map_err(|p| invalid(&key("cidr"), p))?;
                     let (pool_start, pool_end) =
                         parse_range(&s.pool).map_err(|p| invalid(&key("pool"), p))?;
+                    let lease_secs = s.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
                     let subnet = Subnet {
                         network,
                         prefix_len,
@@ -286,7 +359,12 @@ impl Config {
                         pool_end,
                         router: s.router,
                         dns: s.dns,
-                        lease_secs: s.lease_secs.unwrap_or(DEFAULT_LEASE_SECS),
+                        lease_secs,
+                        // RFC 2131 §4.4.5 defaults: half the lease, and seven eighths.
+                        renew_secs: s.renew_secs.unwrap_or(lease_secs / 2),
+                        rebind_secs: s
+                            .rebind_secs
+                            .unwrap_or((u64::from(lease_secs) * 7 / 8) as u32),
                     };
                     if !subnet.contains(pool_start) || !subnet.contains(pool_end) {
                         return Err(invalid(
@@ -308,6 +386,24 @@ impl Config {
                             "must be at least 60 seconds".into(),
                         ));
                     }
+                    if subnet.renew_secs == 0 || subnet.renew_secs >= subnet.rebind_secs {
+                        return Err(invalid(
+                            &key("renew_secs"),
+                            format!(
+                                "T1 {} must be above 0 and below T2 (rebind_secs) {}",
+                                subnet.renew_secs, subnet.rebind_secs
+                            ),
+                        ));
+                    }
+                    if subnet.rebind_secs >= subnet.lease_secs {
+                        return Err(invalid(
+                            &key("rebind_secs"),
+                            format!(
+                                "T2 {} must be below lease_secs {}",
+                                subnet.rebind_secs, subnet.lease_secs
+                            ),
+                        ));
+                    }
                     if let Some(other) = subnets
                         .iter()
                         .position(|o: &Subnet| o.contains(network) || subnet.contains(o.network))
@@ -322,6 +418,13 @@ impl Config {
                 Some(DhcpConfig {
                     interface,
                     ipv6_ra: raw.dhcp.ipv6_ra.unwrap_or(true),
+                    mode,
+                    policy,
+                    match_client_id: raw.dhcp.match_client_id.unwrap_or(false),
+                    event_retention_days: raw
+                        .dhcp
+                        .event_retention_days
+                        .unwrap_or(DEFAULT_EVENT_RETENTION_DAYS),
                     subnets,
                 })
             }
@@ -355,6 +458,7 @@ impl Config {
                 listen: t
                     .and_then(|t| t.listen)
                     .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 69))),
+                root: t.and_then(|t| t.root.clone()),
             }),
         };
         let file_key = |value: Option<&String>, key: &str, default: &str| {
@@ -564,6 +668,14 @@ mod tests {
         let config = Config::parse(text, "rackboot.example.toml").expect("example parses");
         let dhcp = config.dhcp.expect("example serves DHCP");
         assert_eq!(dhcp.interface, "br0");
+        assert_eq!(dhcp.mode, DhcpMode::Full);
+        assert_eq!(dhcp.policy, AnswerPolicy::All);
+        assert!(!dhcp.match_client_id);
+        assert_eq!(dhcp.event_retention_days, 30);
+        assert_eq!(
+            (dhcp.subnets[0].renew_secs, dhcp.subnets[0].rebind_secs),
+            (1800, 3150)
+        );
         assert_eq!(dhcp.subnets[0].lease_secs, 3600);
         assert_eq!(dhcp.subnets[0].router, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(config.http.url.as_deref(), Some("http://192.0.2.1:8080"));
@@ -641,6 +753,30 @@ mod tests {
                 "dhcp.interface",
             ),
             ("[dhcp]\ninterface = \"br0\"\n".to_string(), "dhcp.subnets"),
+            (
+                MINIMAL_DHCP.replace("[dhcp]", "[dhcp]\nmode = \"relay\""),
+                "dhcp.mode",
+            ),
+            (
+                MINIMAL_DHCP.replace("[dhcp]", "[dhcp]\npolicy = \"some\""),
+                "dhcp.policy",
+            ),
+            (
+                MINIMAL_DHCP.replace("[dhcp]", "[dhcp]\nmode = \"proxy\""),
+                "dhcp.subnets",
+            ),
+            (
+                "[dhcp]\npolicy = \"known_only\"\n".to_string(),
+                "dhcp.interface",
+            ),
+            (
+                format!("{MINIMAL_DHCP}renew_secs = 4000\n"),
+                "dhcp.subnets[0].renew_secs",
+            ),
+            (
+                format!("{MINIMAL_DHCP}rebind_secs = 3600\n"),
+                "dhcp.subnets[0].rebind_secs",
+            ),
         ];
         for (text, key) in cases {
             let err = error_text(&text);
@@ -732,8 +868,36 @@ mod tests {
         assert_eq!(subnet.broadcast(), Ipv4Addr::new(192, 0, 2, 255));
         assert!(subnet.contains(Ipv4Addr::new(192, 0, 2, 1)));
         assert!(!subnet.contains(Ipv4Addr::new(192, 0, 3, 1)));
-        assert_eq!(subnet.pool().count(), 101);
+        assert!(subnet.in_pool(Ipv4Addr::new(192, 0, 2, 200)));
+        assert!(!subnet.in_pool(Ipv4Addr::new(192, 0, 2, 201)));
+        assert_eq!((subnet.renew_secs, subnet.rebind_secs), (1800, 3150));
         // With DHCP on and no url, the url is derived at start from the interface.
         assert_eq!(config.http.url, None);
+    }
+
+    #[test]
+    fn dhcp_modes_and_policies() {
+        let proxy = Config::parse(
+            "[dhcp]\ninterface = \"br0\"\nmode = \"proxy\"\npolicy = \"known_only\"\n",
+            "t",
+        )
+        .expect("proxy needs no subnets");
+        let dhcp = proxy.dhcp.expect("dhcp");
+        assert_eq!(dhcp.mode, DhcpMode::Proxy);
+        assert_eq!(dhcp.policy, AnswerPolicy::KnownOnly);
+        assert!(dhcp.subnets.is_empty());
+
+        let text = MINIMAL_DHCP.replace(
+            "[dhcp]",
+            "[dhcp]\nmatch_client_id = true\nevent_retention_days = 0",
+        ) + "lease_secs = 60\nrenew_secs = 2\nrebind_secs = 50\n";
+        let dhcp = Config::parse(&text, "t")
+            .expect("valid")
+            .dhcp
+            .expect("dhcp");
+        assert!(dhcp.match_client_id);
+        assert_eq!(dhcp.event_retention_days, 0);
+        let s = &dhcp.subnets[0];
+        assert_eq!((s.lease_secs, s.renew_secs, s.rebind_secs), (60, 2, 50));
     }
 }

@@ -5,13 +5,17 @@
 //! - `store`: the SQLite inventory (machines, images, leases, events) on its own thread.
 //! - `mac`: hardware addresses, parsed in every spelling firmware and people use.
 //! - `dhcp`: the DHCPv4 server: `wire` (decode/encode, reply addressing), `boot`
-//!   (which boot file for which firmware), `leases` (the lease book), `policy` (the
-//!   pure decision), `server` (the socket loop).
-//! - `tftp`: the read-only TFTP server for the iPXE binaries.
+//!   (which boot file for which firmware), `leases` (the lease book and its free-address
+//!   index), `policy` (the pure decision, full and proxy mode), `server` (the socket
+//!   loop on its own thread, grouped fsync'd commits).
+//! - `tftp`: the read-only TFTP server (on tokio) for the iPXE binaries and
+//!   `[tftp] root`: `packet`, `request`, `options`, `transfer` (the pure protocol
+//!   core), `files` (lookup and the shared file cache), `server` (the sockets).
 //! - `http`: boot scripts, kernels and initrds over HTTP (axum).
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `images`: copying image files under `data_dir` with their sha256.
-//! - `netif`: interface addresses and ARP entries (Linux).
+//! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg
+//!   (Linux).
 //! - `ra`: IPv6 router advertisements that end iPXE's wait for a router.
 //! - `lifecycle`: boot modes, done-URL tokens and what each mode boots (pure);
 //!   `inventory`: those decisions carried out on the database, with the audit trail.
@@ -23,6 +27,7 @@
 //!   power verbs, reinstall/rescue/wipe as one action (mode, network boot, power
 //!   cycle), and the background poll of every machine's power state.
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
+//! - `limits`: raises the open-file limit at start.
 
 mod api;
 mod auth;
@@ -34,6 +39,7 @@ mod http;
 mod images;
 mod inventory;
 mod lifecycle;
+mod limits;
 mod mac;
 mod netif;
 mod panel;
@@ -281,6 +287,8 @@ enum MachineCommand {
 #[derive(Subcommand)]
 enum LeaseCommand {
     List,
+    /// How full each subnet's pool is.
+    Pools,
 }
 
 #[derive(Subcommand)]
@@ -329,7 +337,7 @@ fn error_chain(error: &anyhow::Error) -> String {
 }
 
 fn init_logging() {
-    // async-tftp logs through `log`; route it into tracing.
+    // Dependencies that log through `log` end up in tracing too.
     let _ = tracing_log::LogTracer::init();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -722,19 +730,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Machine(MachineCommand::List) => {
             let machines = store.call(bulk::all_machines).await?;
             println!(
-                "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} LAST SEEN",
-                "MAC", "HOSTNAME", "IMAGE", "MODE", "IP", "FIRMWARE"
+                "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {:<10} {:<25} VENDOR CLASS",
+                "MAC", "HOSTNAME", "IMAGE", "MODE", "IP", "FIRMWARE", "STATE", "LAST SEEN"
             );
             for m in machines {
                 println!(
-                    "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {}",
+                    "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {:<10} {:<25} {}",
                     m.mac,
                     m.hostname.as_deref().unwrap_or("-"),
                     m.image.as_deref().unwrap_or("-"),
                     m.mode,
                     m.current_ip().map_or("-".into(), |ip| ip.to_string()),
                     m.arch.as_deref().unwrap_or("-"),
-                    format_ms(m.last_seen_ms)
+                    if m.discovered { "discovered" } else { "added" },
+                    format_ms(m.last_seen_ms),
+                    m.vendor_class.as_deref().unwrap_or("-"),
                 );
             }
             Ok(())
@@ -752,6 +762,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     store::LeaseState::Bound => "bound",
                     store::LeaseState::Released => "released",
                     store::LeaseState::Declined => "declined",
+                    store::LeaseState::Observed => "observed",
                 };
                 println!(
                     "{:<15} {:<17} {:<9} {:<25} {}",
@@ -760,6 +771,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     state,
                     format_ms(Some(l.expires_at * 1000)),
                     l.hostname.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        Command::Lease(LeaseCommand::Pools) => {
+            let subnets = config.dhcp.map(|d| d.subnets).unwrap_or_default();
+            let now = clock::now_ms() / 1000;
+            let usage = store
+                .call(move |conn| store::pool_usage(conn, &subnets, now))
+                .await?;
+            println!(
+                "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
+                "SUBNET", "POOL", "SIZE", "BOUND", "DECLINED", "RESERVED", "FREE"
+            );
+            for u in usage {
+                println!(
+                    "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
+                    format!("{}/{}", u.network, u.prefix_len),
+                    format!("{}-{}", u.pool_start, u.pool_end),
+                    u.size,
+                    u.bound,
+                    u.declined,
+                    u.reserved,
+                    u.free()
                 );
             }
             Ok(())

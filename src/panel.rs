@@ -1647,6 +1647,7 @@ async fn leases(State(app): State<AppState>, User(user): User) -> PanelResult {
                     store::LeaseState::Bound => "bound",
                     store::LeaseState::Released => "released",
                     store::LeaseState::Declined => "declined",
+                    store::LeaseState::Observed => "observed",
                 },
                 expires: fmt_ms(Some(l.expires_at * 1000)),
                 hostname: l.hostname.unwrap_or_default(),

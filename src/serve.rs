@@ -1,17 +1,32 @@
 //! `rackboot serve`: starts HTTP, TFTP and DHCP in one process over one inventory.
 
-use crate::config::Config;
+use crate::clock;
+use crate::config::{Config, DhcpMode};
 use crate::dhcp::boot::BootConfig;
-use crate::dhcp::server::{self as dhcp_server, DhcpServer};
+use crate::dhcp::server as dhcp_server;
+use crate::dhcp::wire;
 use crate::http::{self, AppState};
+use crate::limits;
 use crate::netif;
-use crate::store::Store;
+use crate::store::{self, Store};
 use crate::tftp;
 use crate::{auth, lifecycle, panel, ra};
 use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
 
 pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
+    let open_files = match limits::raise_nofile(1 << 20) {
+        Ok((before, after)) => {
+            if after > before {
+                tracing::info!(before, after, "open-file limit raised");
+            }
+            after
+        }
+        Err(e) => {
+            tracing::warn!("cannot raise the open-file limit: {e}");
+            1024
+        }
+    };
     // Where the DHCP server lives decides the URL machines reach us at.
     let dhcp_addr = match &config.dhcp {
         None => {
@@ -31,7 +46,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                     dhcp.interface
                 );
             };
-            if !dhcp.subnets.iter().any(|s| s.contains(ip)) {
+            if dhcp.mode == DhcpMode::Full && !dhcp.subnets.iter().any(|s| s.contains(ip)) {
                 tracing::warn!(
                     interface = dhcp.interface,
                     %ip,
@@ -47,6 +62,13 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         (None, Some(ip)) => format!("http://{ip}:{}", config.http.listen.port()),
         (None, None) => format!("http://{}", config.http.listen),
     };
+
+    // Checkpoints off the writer's thread: a commit that checkpoints delays the DHCP
+    // acknowledgements waiting on it.
+    store
+        .checkpoint_in_background(&config.data_dir.join("rackboot.db"))
+        .await
+        .context("starting the WAL checkpointer")?;
 
     let mut state = AppState::new(
         store.clone(),
@@ -132,20 +154,43 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                  (install Debian's `ipxe` package or set tftp.ipxe_dir)"
             );
         }
-        let bound = tftp::spawn(tftp_config.listen, config.ipxe.dir.clone(), store.clone())
-            .context("tftp.listen")?;
-        tracing::info!(%bound, dir = %config.ipxe.dir.display(), "TFTP serving iPXE binaries");
+        if let Some(root) = &tftp_config.root
+            && !root.is_dir()
+        {
+            tracing::warn!(root = %root.display(), "tftp.root does not exist: only ipxe_dir is served");
+        }
+        let settings = tftp::Settings {
+            listen: tftp_config.listen,
+            ipxe_dir: config.ipxe.dir.clone(),
+            root: tftp_config.root.clone(),
+            // Half the descriptors: HTTP downloads need the rest.
+            max_transfers: usize::try_from(open_files / 2)
+                .unwrap_or(usize::MAX)
+                .max(16),
+        };
+        let bound = tftp::start(settings, store.clone())
+            .with_context(|| format!("tftp.listen: cannot listen on {}", tftp_config.listen))?;
+        tracing::info!(%bound, dir = %config.ipxe.dir.display(), root = ?tftp_config.root, "TFTP serving");
     }
 
     let dhcp_task = match (&config.dhcp, dhcp_addr) {
         (Some(dhcp), Some(server_ip)) => {
-            let socket = dhcp_server::bind(&dhcp.interface).with_context(|| {
-                format!(
-                    "dhcp.interface: cannot listen on port 67 of {} (needs root or \
-                     CAP_NET_BIND_SERVICE and CAP_NET_RAW)",
-                    dhcp.interface
-                )
-            })?;
+            let bind_port = |port: u16| {
+                dhcp_server::bind(&dhcp.interface, port).with_context(|| {
+                    format!(
+                        "dhcp.interface: cannot listen on port {port} of {} (needs root or \
+                         CAP_NET_BIND_SERVICE and CAP_NET_RAW)",
+                        dhcp.interface
+                    )
+                })
+            };
+            let socket = bind_port(wire::SERVER_PORT)?;
+            // proxyDHCP also answers on the PXE boot server port, where firmware asks
+            // for its boot file once it has an address.
+            let boot_socket = match dhcp.mode {
+                DhcpMode::Proxy => Some(bind_port(dhcp_server::BOOT_SERVER_PORT)?),
+                DhcpMode::Full => None,
+            };
             let boot = BootConfig {
                 server_ip,
                 http_url: base_url.clone(),
@@ -154,16 +199,25 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                 uefi_arm64_file: config.ipxe.uefi_arm64.clone(),
                 arm64_available: config.ipxe.dir.join(&config.ipxe.uefi_arm64).is_file(),
             };
-            let server = DhcpServer::new(
+            let done = dhcp_server::spawn(
                 socket,
-                dhcp.interface.clone(),
+                boot_socket,
                 server_ip,
-                dhcp.subnets.clone(),
+                dhcp.clone(),
                 boot,
                 store.clone(),
             )
             .await?;
-            tracing::info!(interface = dhcp.interface, %server_ip, "DHCP serving");
+            if dhcp.event_retention_days > 0 {
+                tokio::spawn(prune_events(store.clone(), dhcp.event_retention_days));
+            }
+            tracing::info!(
+                interface = dhcp.interface,
+                %server_ip,
+                mode = ?dhcp.mode,
+                policy = ?dhcp.policy,
+                "DHCP serving"
+            );
             if dhcp.ipv6_ra {
                 match ra::bind(&dhcp.interface) {
                     Ok((socket, index)) => {
@@ -185,7 +239,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                     ),
                 }
             }
-            Some(tokio::spawn(server.run()))
+            Some(done)
         }
         _ => None,
     };
@@ -219,7 +273,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         result = dhcp_done => match result {
             Ok(Ok(())) => bail!("DHCP server stopped"),
             Ok(Err(e)) => bail!("DHCP server failed: {e}"),
-            Err(e) => bail!("DHCP server task failed: {e}"),
+            Err(_) => bail!("DHCP server thread ended unexpectedly"),
         },
         _ = shutdown_signal() => {
             tracing::info!("shutting down");
@@ -239,6 +293,39 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Deletes DHCP events past `[dhcp] event_retention_days`, at start and hourly, in
+/// steps small enough not to hold up the DHCP server's commits.
+async fn prune_events(store: Store, retention_days: u32) {
+    const STEP: u32 = 5_000;
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let before_ms = clock::now_ms() - i64::from(retention_days) * 86_400_000;
+        let mut total = 0;
+        loop {
+            match store
+                .call(move |conn| store::prune_dhcp_events(conn, before_ms, STEP))
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    if n < STEP as usize {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!("could not prune old DHCP events: {e}");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(deleted = total, retention_days, "old DHCP events pruned");
         }
     }
 }

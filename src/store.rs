@@ -114,7 +114,35 @@ const MIGRATIONS: &[&str] = &[
         last_used_ms INTEGER
     );
 "#,
-    // 3: power controllers (IPMI, Redfish, Wake-on-LAN) with their secrets, and the
+    // 3, issue 4 (DHCP): client identifiers on leases (match_client_id), machines the
+    // DHCP server discovered, and a counter the DHCP server watches to know when its
+    // cached copy of the inventory is stale. The triggers fire only on the columns DHCP
+    // reads, so noting that a machine was seen does not invalidate the cache. Leases
+    // are written thousands of times a second under load and read by address only:
+    // the by-MAC index cost a random page write per lease and is dropped.
+    r#"
+    DROP INDEX leases_by_mac;
+    ALTER TABLE leases ADD COLUMN client_id BLOB;
+    ALTER TABLE machines ADD COLUMN vendor_class TEXT;
+    ALTER TABLE machines ADD COLUMN discovered INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE dhcp_inventory_generation (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        generation INTEGER NOT NULL
+    );
+    INSERT INTO dhcp_inventory_generation (id, generation) VALUES (1, 0);
+    CREATE TRIGGER dhcp_inventory_insert AFTER INSERT ON machines BEGIN
+        UPDATE dhcp_inventory_generation SET generation = generation + 1;
+    END;
+    CREATE TRIGGER dhcp_inventory_delete AFTER DELETE ON machines BEGIN
+        UPDATE dhcp_inventory_generation SET generation = generation + 1;
+    END;
+    CREATE TRIGGER dhcp_inventory_update AFTER UPDATE OF mac, hostname, ip, discovered
+    ON machines BEGIN
+        UPDATE dhcp_inventory_generation SET generation = generation + 1;
+    END;
+    CREATE INDEX events_by_kind_time ON events(kind, at_ms);
+"#,
+    // 4: power controllers (IPMI, Redfish, Wake-on-LAN) with their secrets, and the
     // last power state read from each BMC.
     r#"
     CREATE TABLE power_controllers (
@@ -148,6 +176,11 @@ pub struct Machine {
     pub arch: Option<String>,
     pub first_seen_ms: Option<i64>,
     pub last_seen_ms: Option<i64>,
+    /// Option 60 of its last PXE request.
+    pub vendor_class: Option<String>,
+    /// Added by the DHCP server (an unknown PXE client under `policy = "all"`), not yet
+    /// by an operator.
+    pub discovered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +198,9 @@ pub enum LeaseState {
     Bound,
     Released,
     Declined,
+    /// proxyDHCP mode: an address another server gave this MAC, learned from the
+    /// traffic, so TFTP and HTTP requests can be tied to the machine.
+    Observed,
 }
 
 impl LeaseState {
@@ -173,6 +209,7 @@ impl LeaseState {
             LeaseState::Bound => "bound",
             LeaseState::Released => "released",
             LeaseState::Declined => "declined",
+            LeaseState::Observed => "observed",
         }
     }
     fn parse(text: &str) -> Result<Self, StoreError> {
@@ -180,6 +217,7 @@ impl LeaseState {
             "bound" => Ok(LeaseState::Bound),
             "released" => Ok(LeaseState::Released),
             "declined" => Ok(LeaseState::Declined),
+            "observed" => Ok(LeaseState::Observed),
             other => Err(StoreError::Corrupt {
                 column: "leases.state",
                 value: other.to_string(),
@@ -196,6 +234,8 @@ pub struct LeaseRecord {
     pub expires_at: i64,
     pub state: LeaseState,
     pub hostname: Option<String>,
+    /// Option 61 of the request that made the lease, when it had one.
+    pub client_id: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,11 +289,12 @@ impl Store {
         result.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Records an event without waiting: events must never slow a boot down.
+    /// Records a boot step a machine caused (actor `machine`), without waiting:
+    /// events must never slow a boot down.
     pub fn record_event(&self, at_ms: i64, mac: Option<MacAddr>, kind: &str, detail: String) {
         let kind = kind.to_string();
         let sent = self.jobs.send(Box::new(move |conn| {
-            if let Err(e) = insert_event(conn, at_ms, mac, &kind, detail) {
+            if let Err(e) = insert_event_by(conn, at_ms, mac, &kind, detail, Some("machine")) {
                 tracing::warn!(error = %e, kind, "could not record event");
             }
         }));
@@ -261,6 +302,54 @@ impl Store {
             tracing::warn!("could not record event: database thread stopped");
         }
     }
+}
+
+/// How often the background checkpointer runs, and the WAL size (in pages) at which
+/// a commit checkpoints by itself anyway, should the background one fall behind.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const CHECKPOINT_SAFETY_NET_PAGES: i64 = 20_000;
+
+impl Store {
+    /// Moves WAL checkpoints off this store's thread to a thread and connection of
+    /// their own (for `serve`). SQLite otherwise checkpoints inside whichever commit
+    /// takes the WAL past 1000 pages: copying pages into the database and an fsync of
+    /// it, several milliseconds added to that commit, and to the DHCP ACKs waiting on
+    /// it. A passive checkpoint runs beside the writer without blocking it.
+    pub async fn checkpoint_in_background(&self, path: &Path) -> Result<(), StoreError> {
+        let checkpointer = Connection::open(path)?;
+        checkpointer.busy_timeout(std::time::Duration::from_secs(1))?;
+        self.call(|conn| {
+            conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_SAFETY_NET_PAGES)?;
+            Ok(())
+        })
+        .await?;
+        std::thread::Builder::new()
+            .name("rackboot-wal".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    match checkpoint_once(&checkpointer) {
+                        Ok(_) => failing = false,
+                        // Once per failure streak: the safety net still checkpoints.
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!("background WAL checkpoint failed: {e}");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Conflict(format!("cannot start checkpoint thread: {e}")))?;
+        Ok(())
+    }
+}
+
+/// One passive checkpoint: (WAL frames, frames now in the database).
+fn checkpoint_once(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })?)
 }
 
 fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
@@ -317,7 +406,8 @@ pub(crate) fn ip_to_db(ip: Ipv4Addr) -> i64 {
 
 // ---- machines ----
 
-const MACHINE_COLUMNS: &str = "mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms";
+const MACHINE_COLUMNS: &str =
+    "mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms, vendor_class, discovered";
 
 type MachineRow = (
     String,
@@ -327,6 +417,8 @@ type MachineRow = (
     Option<String>,
     Option<i64>,
     Option<i64>,
+    Option<String>,
+    bool,
 );
 
 fn machine_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MachineRow> {
@@ -338,11 +430,14 @@ fn machine_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<MachineRow> {
         row.get(4)?,
         row.get(5)?,
         row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
     ))
 }
 
 fn machine_from_row(row: MachineRow) -> Result<Machine, StoreError> {
-    let (mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms) = row;
+    let (mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms, vendor_class, discovered) =
+        row;
     Ok(Machine {
         mac: parse_mac(mac)?,
         hostname,
@@ -351,6 +446,8 @@ fn machine_from_row(row: MachineRow) -> Result<Machine, StoreError> {
         arch,
         first_seen_ms,
         last_seen_ms,
+        vendor_class,
+        discovered,
     })
 }
 
@@ -364,7 +461,6 @@ pub fn get_machine(conn: &Connection, mac: MacAddr) -> Result<Option<Machine>, S
     .transpose()
 }
 
-#[cfg(test)]
 pub fn list_machines(conn: &Connection) -> Result<Vec<Machine>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MACHINE_COLUMNS} FROM machines ORDER BY mac"
@@ -399,11 +495,17 @@ pub fn insert_machine(
     let mac = new
         .mac
         .ok_or_else(|| StoreError::Conflict("a machine needs a MAC address".into()))?;
-    if get_machine(tx, mac)?.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "machine {mac} already exists"
-        )));
-    }
+    // A machine the DHCP server discovered is adopted: the operator's details replace
+    // the empty ones, and what was seen of it (firmware, vendor class) is kept.
+    let adopting = match get_machine(tx, mac)? {
+        Some(existing) if existing.discovered => true,
+        Some(_) => {
+            return Err(StoreError::Conflict(format!(
+                "machine {mac} already exists"
+            )));
+        }
+        None => false,
+    };
     if let Some(image) = &new.image
         && get_image(tx, image)?.is_none()
     {
@@ -423,21 +525,39 @@ pub fn insert_machine(
             )));
         }
     }
-    tx.execute(
-        "INSERT INTO machines (mac, hostname, image, ip, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            mac.to_string(),
-            new.hostname,
-            new.image,
-            new.ip.map(ip_to_db),
-            now_ms
-        ],
-    )?;
+    if adopting {
+        tx.execute(
+            "UPDATE machines SET hostname = ?2, image = ?3, ip = ?4, discovered = 0
+             WHERE mac = ?1",
+            params![
+                mac.to_string(),
+                new.hostname,
+                new.image,
+                new.ip.map(ip_to_db)
+            ],
+        )?;
+    } else {
+        tx.execute(
+            "INSERT INTO machines (mac, hostname, image, ip, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                mac.to_string(),
+                new.hostname,
+                new.image,
+                new.ip.map(ip_to_db),
+                now_ms
+            ],
+        )?;
+    }
     insert_event_by(
         tx,
         now_ms,
         Some(mac),
-        "machine.added",
+        if adopting {
+            "machine.adopted"
+        } else {
+            "machine.added"
+        },
         format!(
             "hostname={} image={} ip={}",
             new.hostname.as_deref().unwrap_or("-"),
@@ -457,21 +577,6 @@ pub fn open_connection_for_tests() -> Connection {
     let mut conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("open: {e}"));
     prepare(&mut conn).unwrap_or_else(|e| panic!("migrate: {e}"));
     conn
-}
-
-/// Notes that a known machine was seen (first and last seen, and its firmware).
-pub fn touch_machine(
-    conn: &Connection,
-    mac: MacAddr,
-    arch: Option<&str>,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "UPDATE machines SET last_seen_ms = ?2, first_seen_ms = COALESCE(first_seen_ms, ?2),
-         arch = COALESCE(?3, arch) WHERE mac = ?1",
-    )?
-    .execute(params![mac.to_string(), now_ms, arch])?;
-    Ok(())
 }
 
 /// Every fixed address in the inventory, with its owner: the pool never hands these out.
@@ -544,16 +649,21 @@ pub fn put_image(conn: &Connection, image: &Image, now_ms: i64) -> Result<(), St
 
 // ---- leases ----
 
-fn lease_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(i64, String, i64, String, Option<String>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+type LeaseRow = (i64, String, i64, String, Option<String>, Option<Vec<u8>>);
+
+fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
-fn lease_from_row(
-    row: (i64, String, i64, String, Option<String>),
-) -> Result<LeaseRecord, StoreError> {
-    let (ip, mac, expires_at, state, hostname) = row;
+fn lease_from_row(row: LeaseRow) -> Result<LeaseRecord, StoreError> {
+    let (ip, mac, expires_at, state, hostname, client_id) = row;
     Ok(LeaseRecord {
         ip: ip_from_db(Some(ip))?.ok_or(StoreError::Corrupt {
             column: "leases.ip",
@@ -563,47 +673,272 @@ fn lease_from_row(
         expires_at,
         state: LeaseState::parse(&state)?,
         hostname,
+        client_id,
     })
 }
 
 pub fn list_leases(conn: &Connection) -> Result<Vec<LeaseRecord>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT ip, mac, expires_at, state, hostname FROM leases ORDER BY ip")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT ip, mac, expires_at, state, hostname, client_id FROM leases ORDER BY ip",
+    )?;
     let rows = stmt.query_map([], lease_row)?;
     rows.map(|row| lease_from_row(row?)).collect()
 }
 
-/// Writes a lease and, in the same transaction, drops any other address the same
-/// client held: one machine, one address.
-pub fn save_lease(
-    conn: &mut Connection,
-    lease: &LeaseRecord,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    if lease.state == LeaseState::Bound {
-        // Declined rows are holds on an address, kept through their probation.
-        tx.prepare_cached(
-            "DELETE FROM leases WHERE mac = ?1 AND ip <> ?2 AND state <> 'declined'",
-        )?
-        .execute(params![lease.mac.to_string(), ip_to_db(lease.ip)])?;
+/// A change to the `leases` table. The DHCP server's lease book decides them (it is
+/// the only writer), so the table stays a copy of the book.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseOp {
+    Put(LeaseRecord),
+    /// The address is no longer recorded for anyone (its client moved on).
+    Delete(Ipv4Addr),
+}
+
+fn apply_lease_op(conn: &Connection, op: &LeaseOp, now_ms: i64) -> Result<(), StoreError> {
+    match op {
+        LeaseOp::Put(lease) => {
+            conn.prepare_cached(
+                "INSERT INTO leases (ip, mac, expires_at, state, hostname, updated_ms, client_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac,
+                   expires_at = excluded.expires_at, state = excluded.state,
+                   hostname = excluded.hostname, updated_ms = excluded.updated_ms,
+                   client_id = excluded.client_id",
+            )?
+            .execute(params![
+                ip_to_db(lease.ip),
+                lease.mac.to_string(),
+                lease.expires_at,
+                lease.state.as_str(),
+                lease.hostname,
+                now_ms,
+                lease.client_id,
+            ])?;
+        }
+        LeaseOp::Delete(ip) => {
+            conn.prepare_cached("DELETE FROM leases WHERE ip = ?1")?
+                .execute([ip_to_db(*ip)])?;
+        }
     }
-    tx.prepare_cached(
-        "INSERT INTO leases (ip, mac, expires_at, state, hostname, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(ip) DO UPDATE SET mac = excluded.mac, expires_at = excluded.expires_at,
-           state = excluded.state, hostname = excluded.hostname, updated_ms = excluded.updated_ms",
-    )?
-    .execute(params![
-        ip_to_db(lease.ip),
-        lease.mac.to_string(),
-        lease.expires_at,
-        lease.state.as_str(),
-        lease.hostname,
-        now_ms
-    ])?;
-    tx.commit()?;
     Ok(())
+}
+
+/// A machine the DHCP server met that the inventory did not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovered {
+    pub mac: MacAddr,
+    pub arch: Option<String>,
+    pub vendor_class: Option<String>,
+}
+
+/// A machine in the inventory sent a PXE request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub mac: MacAddr,
+    pub at_ms: i64,
+    pub arch: Option<String>,
+    pub vendor_class: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    pub at_ms: i64,
+    pub mac: Option<MacAddr>,
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// Everything a batch of DHCP decisions writes, committed in one transaction: one
+/// fsync for the whole batch, before any of its acknowledgements is sent.
+#[derive(Debug, Default, Clone)]
+pub struct DhcpBatch {
+    pub leases: Vec<LeaseOp>,
+    pub discovered: Vec<Discovered>,
+    pub seen: Vec<Seen>,
+    pub events: Vec<NewEvent>,
+}
+
+impl DhcpBatch {
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+            && self.discovered.is_empty()
+            && self.seen.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// Returns the inventory generation before and after: when `before` is the one the
+/// caller knew, the only inventory changes since are the batch's own.
+pub fn commit_dhcp_batch(
+    conn: &mut Connection,
+    batch: &DhcpBatch,
+    now_ms: i64,
+) -> Result<(i64, i64), StoreError> {
+    let tx = conn.transaction()?;
+    let before = inventory_generation(&tx)?;
+    for op in &batch.leases {
+        apply_lease_op(&tx, op, now_ms)?;
+    }
+    for d in &batch.discovered {
+        tx.prepare_cached(
+            "INSERT INTO machines (mac, arch, vendor_class, discovered, first_seen_ms,
+               last_seen_ms, created_ms)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4, ?4) ON CONFLICT(mac) DO NOTHING",
+        )?
+        .execute(params![d.mac.to_string(), d.arch, d.vendor_class, now_ms])?;
+    }
+    for seen in &batch.seen {
+        tx.prepare_cached(
+            "UPDATE machines SET last_seen_ms = ?2, first_seen_ms = COALESCE(first_seen_ms, ?2),
+             arch = COALESCE(?3, arch), vendor_class = COALESCE(?4, vendor_class)
+             WHERE mac = ?1",
+        )?
+        .execute(params![
+            seen.mac.to_string(),
+            seen.at_ms,
+            seen.arch,
+            seen.vendor_class
+        ])?;
+    }
+    for e in &batch.events {
+        insert_event_by(
+            &tx,
+            e.at_ms,
+            e.mac,
+            e.kind,
+            e.detail.clone(),
+            Some("machine"),
+        )?;
+    }
+    let after = if batch.discovered.is_empty() {
+        before
+    } else {
+        inventory_generation(&tx)?
+    };
+    tx.commit()?;
+    Ok((before, after))
+}
+
+/// The parts of the inventory the DHCP server decides with, cached in its task and
+/// reloaded when `generation` moves.
+#[derive(Debug, Clone, Default)]
+pub struct InventorySnapshot {
+    pub generation: i64,
+    pub machines: std::collections::HashMap<MacAddr, Machine>,
+    /// Every fixed address and its owner: the pool never hands these out.
+    pub fixed: std::collections::HashMap<Ipv4Addr, MacAddr>,
+}
+
+pub fn inventory_generation(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT generation FROM dhcp_inventory_generation WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+/// A fresh snapshot when the inventory changed since `known` (a generation), else None.
+pub fn inventory_if_changed(
+    conn: &Connection,
+    known: Option<i64>,
+) -> Result<Option<InventorySnapshot>, StoreError> {
+    let generation = inventory_generation(conn)?;
+    if known == Some(generation) {
+        return Ok(None);
+    }
+    let machines: std::collections::HashMap<MacAddr, Machine> = list_machines(conn)?
+        .into_iter()
+        .map(|m| (m.mac, m))
+        .collect();
+    let fixed = machines
+        .values()
+        .filter_map(|m| m.ip.map(|ip| (ip, m.mac)))
+        .collect();
+    Ok(Some(InventorySnapshot {
+        generation,
+        machines,
+        fixed,
+    }))
+}
+
+/// How full one subnet's pool is: what the panel shows, and what the log reports when
+/// a pool runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub network: Ipv4Addr,
+    pub prefix_len: u8,
+    pub pool_start: Ipv4Addr,
+    pub pool_end: Ipv4Addr,
+    /// Addresses in the pool.
+    pub size: u64,
+    /// Pool addresses that are some inventory machine's fixed address.
+    pub reserved: u64,
+    /// Pool addresses bound to a client right now (unexpired).
+    pub bound: u64,
+    /// Pool addresses declined by a client and held back for probation.
+    pub declined: u64,
+}
+
+impl PoolUsage {
+    /// Addresses a new client could get (offers in flight are not counted).
+    pub fn free(&self) -> u64 {
+        self.size
+            .saturating_sub(self.reserved + self.bound + self.declined)
+    }
+}
+
+/// Pool usage for each configured subnet at `now` (Unix seconds).
+pub fn pool_usage(
+    conn: &Connection,
+    subnets: &[crate::config::Subnet],
+    now: i64,
+) -> Result<Vec<PoolUsage>, StoreError> {
+    let mut usage = Vec::with_capacity(subnets.len());
+    for subnet in subnets {
+        let (start, end) = (ip_to_db(subnet.pool_start), ip_to_db(subnet.pool_end));
+        let count = |state: &str| -> Result<u64, StoreError> {
+            let n: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM leases WHERE ip BETWEEN ?1 AND ?2
+                     AND state = ?3 AND expires_at > ?4
+                     AND ip NOT IN (SELECT ip FROM machines WHERE ip IS NOT NULL AND mac <> leases.mac)",
+                )?
+                .query_row(params![start, end, state, now], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        let reserved: i64 = conn
+            .prepare_cached(
+                "SELECT COUNT(*) FROM machines WHERE ip BETWEEN ?1 AND ?2
+                 AND ip NOT IN (SELECT ip FROM leases WHERE state IN ('bound', 'declined')
+                                AND expires_at > ?3)",
+            )?
+            .query_row(params![start, end, now], |r| r.get(0))?;
+        usage.push(PoolUsage {
+            network: subnet.network,
+            prefix_len: subnet.prefix_len,
+            pool_start: subnet.pool_start,
+            pool_end: subnet.pool_end,
+            size: u64::from(u32::from(subnet.pool_end) - u32::from(subnet.pool_start)) + 1,
+            reserved: u64::try_from(reserved).unwrap_or(0),
+            bound: count("bound")?,
+            declined: count("declined")?,
+        });
+    }
+    Ok(usage)
+}
+
+/// Deletes DHCP events (kind `dhcp.*`) older than `before_ms`, at most `limit` of them
+/// so a long backlog is pruned in steps that do not hold the database for long.
+pub fn prune_dhcp_events(
+    conn: &Connection,
+    before_ms: i64,
+    limit: u32,
+) -> Result<usize, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "DELETE FROM events WHERE id IN (
+               SELECT id FROM events WHERE kind >= 'dhcp.' AND kind < 'dhcp/' AND at_ms < ?1
+               LIMIT ?2)",
+        )?
+        .execute(params![before_ms, limit])?)
 }
 
 /// The MAC that holds (or last held) `ip`, by lease or fixed address: how TFTP and
@@ -621,6 +956,7 @@ pub fn mac_for_ip(conn: &Connection, ip: Ipv4Addr) -> Result<Option<MacAddr>, St
 
 // ---- events ----
 
+#[cfg(test)]
 pub fn insert_event(
     conn: &Connection,
     at_ms: i64,
@@ -760,13 +1096,25 @@ mod tests {
             Err(StoreError::NotFound(_))
         ));
         assert_eq!(list_machines(&conn).expect("list").len(), 1);
+        let snapshot = inventory_if_changed(&conn, None)
+            .expect("snapshot")
+            .expect("first load");
         assert_eq!(
-            fixed_addresses(&conn).expect("fixed"),
+            snapshot.fixed.into_iter().collect::<Vec<_>>(),
             vec![(Ipv4Addr::new(192, 0, 2, 10), mac(1))]
         );
 
-        touch_machine(&conn, mac(1), Some("uefi-x64"), 100).expect("touch");
-        touch_machine(&conn, mac(1), None, 200).expect("touch");
+        let seen = |at_ms, arch: Option<&str>| DhcpBatch {
+            seen: vec![Seen {
+                mac: mac(1),
+                at_ms,
+                arch: arch.map(str::to_string),
+                vendor_class: None,
+            }],
+            ..DhcpBatch::default()
+        };
+        commit_dhcp_batch(&mut conn, &seen(100, Some("uefi-x64")), 100).expect("seen");
+        commit_dhcp_batch(&mut conn, &seen(200, None), 200).expect("seen");
         let got = get_machine(&conn, mac(1)).expect("get").expect("present");
         assert_eq!(
             (got.first_seen_ms, got.last_seen_ms),
@@ -775,28 +1123,170 @@ mod tests {
         assert_eq!(got.arch.as_deref(), Some("uefi-x64"));
     }
 
-    #[test]
-    fn a_client_holds_one_lease_row() {
-        let mut conn = db();
-        let lease = |ip: u8| LeaseRecord {
+    fn lease(ip: u8, m: u8) -> LeaseRecord {
+        LeaseRecord {
             ip: Ipv4Addr::new(192, 0, 2, ip),
-            mac: mac(1),
+            mac: mac(m),
             expires_at: 1000,
             state: LeaseState::Bound,
             hostname: None,
+            client_id: Some(vec![1, m]),
+        }
+    }
+
+    #[test]
+    fn lease_ops_commit_in_one_batch() {
+        let mut conn = db();
+        let batch = DhcpBatch {
+            leases: vec![LeaseOp::Put(lease(100, 1)), LeaseOp::Put(lease(101, 2))],
+            ..DhcpBatch::default()
         };
-        save_lease(&mut conn, &lease(100), 1).expect("save");
-        save_lease(&mut conn, &lease(101), 2).expect("save");
-        let leases = list_leases(&conn).expect("list");
-        assert_eq!(leases, vec![lease(101)]);
+        commit_dhcp_batch(&mut conn, &batch, 1).expect("commit");
+        let moved = DhcpBatch {
+            leases: vec![
+                LeaseOp::Delete(lease(100, 1).ip),
+                LeaseOp::Put(lease(102, 1)),
+            ],
+            ..DhcpBatch::default()
+        };
+        commit_dhcp_batch(&mut conn, &moved, 2).expect("commit");
         assert_eq!(
-            mac_for_ip(&conn, Ipv4Addr::new(192, 0, 2, 101)).expect("q"),
+            list_leases(&conn).expect("list"),
+            vec![lease(101, 2), lease(102, 1)]
+        );
+        assert_eq!(
+            mac_for_ip(&conn, Ipv4Addr::new(192, 0, 2, 102)).expect("q"),
             Some(mac(1))
         );
         assert_eq!(
             mac_for_ip(&conn, Ipv4Addr::new(192, 0, 2, 100)).expect("q"),
             None
         );
+    }
+
+    #[test]
+    fn inventory_generation_moves_only_on_what_dhcp_reads() {
+        let mut conn = db();
+        let first = inventory_if_changed(&conn, None).expect("q").expect("load");
+        assert!(
+            inventory_if_changed(&conn, Some(first.generation))
+                .expect("q")
+                .is_none()
+        );
+        let discovered = DhcpBatch {
+            discovered: vec![Discovered {
+                mac: mac(7),
+                arch: Some("bios".into()),
+                vendor_class: Some("PXEClient:Arch:00000".into()),
+            }],
+            ..DhcpBatch::default()
+        };
+        let (before, after) = commit_dhcp_batch(&mut conn, &discovered, 5).expect("commit");
+        assert_eq!(before, first.generation);
+        assert!(after > before);
+        let reloaded = inventory_if_changed(&conn, Some(before))
+            .expect("q")
+            .expect("changed");
+        let found = &reloaded.machines[&mac(7)];
+        assert!(found.discovered);
+        assert_eq!(found.vendor_class.as_deref(), Some("PXEClient:Arch:00000"));
+        // Being seen again is not a change to the inventory.
+        let seen = DhcpBatch {
+            seen: vec![Seen {
+                mac: mac(7),
+                at_ms: 9,
+                arch: None,
+                vendor_class: None,
+            }],
+            ..DhcpBatch::default()
+        };
+        commit_dhcp_batch(&mut conn, &seen, 9).expect("commit");
+        assert!(
+            inventory_if_changed(&conn, Some(after))
+                .expect("q")
+                .is_none()
+        );
+        // An operator adopting it is, and it stops being discovered.
+        let adopt = NewMachine {
+            mac: Some(mac(7)),
+            hostname: Some("node7".into()),
+            ..NewMachine::default()
+        };
+        add_machine(&mut conn, &adopt, 10).expect("adopt");
+        let adopted = inventory_if_changed(&conn, Some(after))
+            .expect("q")
+            .expect("changed");
+        let machine = &adopted.machines[&mac(7)];
+        assert!(!machine.discovered);
+        assert_eq!(machine.hostname.as_deref(), Some("node7"));
+        assert_eq!(
+            machine.arch.as_deref(),
+            Some("bios"),
+            "what was seen is kept"
+        );
+        assert!(add_machine(&mut conn, &adopt, 11).is_err(), "only once");
+    }
+
+    #[test]
+    fn pool_usage_counts_bound_declined_and_reserved() {
+        let mut conn = db();
+        let subnet = crate::config::Subnet {
+            network: Ipv4Addr::new(192, 0, 2, 0),
+            prefix_len: 24,
+            pool_start: Ipv4Addr::new(192, 0, 2, 100),
+            pool_end: Ipv4Addr::new(192, 0, 2, 109),
+            router: None,
+            dns: vec![],
+            lease_secs: 3600,
+            renew_secs: 1800,
+            rebind_secs: 3150,
+        };
+        let fixed = NewMachine {
+            mac: Some(mac(9)),
+            ip: Some(Ipv4Addr::new(192, 0, 2, 105)),
+            ..NewMachine::default()
+        };
+        add_machine(&mut conn, &fixed, 1).expect("add");
+        let declined = LeaseRecord {
+            state: LeaseState::Declined,
+            ..lease(102, 3)
+        };
+        let expired = LeaseRecord {
+            expires_at: 10,
+            ..lease(103, 4)
+        };
+        let outside = lease(50, 5);
+        let batch = DhcpBatch {
+            leases: [lease(100, 1), lease(101, 2), declined, expired, outside]
+                .into_iter()
+                .map(LeaseOp::Put)
+                .collect(),
+            ..DhcpBatch::default()
+        };
+        commit_dhcp_batch(&mut conn, &batch, 1).expect("commit");
+        let usage = pool_usage(&conn, &[subnet], 100).expect("usage");
+        assert_eq!(usage.len(), 1);
+        let u = &usage[0];
+        assert_eq!((u.size, u.bound, u.declined, u.reserved), (10, 2, 1, 1));
+        assert_eq!(u.free(), 6);
+    }
+
+    #[test]
+    fn old_dhcp_events_are_pruned_and_others_kept() {
+        let conn = db();
+        for at in 0..10 {
+            insert_event(&conn, at, Some(mac(1)), "dhcp.offer", String::new()).expect("e");
+        }
+        insert_event(&conn, 1, Some(mac(1)), "http.script", String::new()).expect("e");
+        insert_event(&conn, 100, Some(mac(1)), "dhcp.ack", String::new()).expect("e");
+        assert_eq!(prune_dhcp_events(&conn, 50, 4).expect("prune"), 4);
+        assert_eq!(prune_dhcp_events(&conn, 50, 100).expect("prune"), 6);
+        let kinds: Vec<String> = list_events(&conn, None, 100)
+            .expect("list")
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(kinds, ["http.script", "dhcp.ack"]);
     }
 
     #[test]
@@ -811,6 +1301,26 @@ mod tests {
         assert_eq!(list_events(&conn, None, 2).expect("list").len(), 2);
     }
 
+    #[test]
+    fn a_passive_checkpoint_backfills_the_wal() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        let mut writer = Connection::open(&path).expect("open");
+        prepare(&mut writer).expect("prepare");
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .expect("no autocheckpoint");
+        let batch = DhcpBatch {
+            leases: (0..200u8).map(|n| LeaseOp::Put(lease(n, n))).collect(),
+            ..DhcpBatch::default()
+        };
+        commit_dhcp_batch(&mut writer, &batch, 1).expect("commit");
+        let checkpointer = Connection::open(&path).expect("open");
+        let (frames, done) = checkpoint_once(&checkpointer).expect("checkpoint");
+        assert!(frames > 0);
+        assert_eq!(frames, done, "every frame copied into the database");
+    }
+
     #[tokio::test]
     async fn store_thread_runs_jobs() {
         let store = Store::open_in_memory().expect("open");
@@ -821,5 +1331,47 @@ mod tests {
             .expect("call");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].at_ms, 7);
+    }
+}
+
+#[cfg(test)]
+mod throughput {
+    use super::*;
+
+    /// Not a test: the cost of committing leases in groups, with fsync (the real
+    /// setting) and without. `cargo test --release -- --ignored commit_cost --nocapture`.
+    #[test]
+    #[ignore]
+    fn commit_cost() {
+        for (sync, group) in [("OFF", 10), ("FULL", 10), ("FULL", 50)] {
+            let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("dir");
+            let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
+            prepare(&mut conn).expect("prepare");
+            conn.pragma_update(None, "synchronous", sync).expect("sync");
+            let leases = 20_000u32;
+            let started = std::time::Instant::now();
+            for chunk in (0..leases).collect::<Vec<_>>().chunks(group) {
+                let batch = DhcpBatch {
+                    leases: chunk
+                        .iter()
+                        .map(|n| {
+                            let b = n.to_be_bytes();
+                            LeaseOp::Put(LeaseRecord {
+                                ip: Ipv4Addr::new(198, 18, b[2], b[3]),
+                                mac: MacAddr([0, 0x0c, b[1], b[2], b[3], 1]),
+                                expires_at: 1_000_000,
+                                state: LeaseState::Bound,
+                                hostname: None,
+                                client_id: Some(vec![1, 0, 0x0c, b[1], b[2], b[3], 1]),
+                            })
+                        })
+                        .collect(),
+                    ..DhcpBatch::default()
+                };
+                commit_dhcp_batch(&mut conn, &batch, 1).expect("commit");
+            }
+            let per = started.elapsed() / leases;
+            eprintln!("synchronous={sync} group={group}: {per:?} per lease");
+        }
     }
 }

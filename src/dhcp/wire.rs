@@ -4,14 +4,12 @@
 //! Requests are read with a bounds-checked option scanner of our own rather than
 //! dhcproto's decoder: dhcproto 0.15 panics in `Message::chaddr()` when hlen > 16, stops
 //! reading options (silently) at the first one it cannot type, and keeps only the first
-//! entry of an option 93 list. Replies are built with dhcproto.
+//! entry of an option 93 list. Replies are encoded here too: dhcproto keeps options in a
+//! map ordered by code, and clients want the options they asked for in the order of
+//! their option 55 (some old PXE ROMs read only the first few).
 
 use crate::mac::MacAddr;
-use dhcproto::v4::{
-    DhcpOption, DhcpOptions, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
-};
-use dhcproto::{Encodable, Encoder};
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::net::Ipv4Addr;
 
 const HEADER_LEN: usize = 236;
@@ -43,6 +41,48 @@ pub enum Malformed {
     BadLength { code: u8, len: usize },
 }
 
+/// DHCP message types (option 53), RFC 2132 §9.6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageType {
+    Discover,
+    Offer,
+    Request,
+    Decline,
+    Ack,
+    Nak,
+    Release,
+    Inform,
+}
+
+impl MessageType {
+    fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            1 => MessageType::Discover,
+            2 => MessageType::Offer,
+            3 => MessageType::Request,
+            4 => MessageType::Decline,
+            5 => MessageType::Ack,
+            6 => MessageType::Nak,
+            7 => MessageType::Release,
+            8 => MessageType::Inform,
+            _ => return None,
+        })
+    }
+
+    pub fn code(self) -> u8 {
+        match self {
+            MessageType::Discover => 1,
+            MessageType::Offer => 2,
+            MessageType::Request => 3,
+            MessageType::Decline => 4,
+            MessageType::Ack => 5,
+            MessageType::Nak => 6,
+            MessageType::Release => 7,
+            MessageType::Inform => 8,
+        }
+    }
+}
+
 /// The parts of a client's message that policy looks at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientRequest {
@@ -55,6 +95,13 @@ pub struct ClientRequest {
     pub giaddr: Ipv4Addr,
     pub requested_ip: Option<Ipv4Addr>,
     pub server_id: Option<Ipv4Addr>,
+    /// Option 61, at least two bytes (type and identifier).
+    pub client_id: Option<Vec<u8>>,
+    /// Option 118 (RFC 3011): the subnet to allocate from, set by a client or relay.
+    pub subnet_selection: Option<Ipv4Addr>,
+    /// Sub-option 5 of option 82 (RFC 3527): the relay's link, when giaddr is only
+    /// the address the relay can be reached at.
+    pub link_selection: Option<Ipv4Addr>,
     /// Option 93, every entry of the list (RFC 4578 allows several).
     pub archs: Vec<u16>,
     /// Option 60, lossily decoded.
@@ -63,7 +110,8 @@ pub struct ClientRequest {
     pub is_ipxe: bool,
     pub hostname: Option<String>,
     pub param_request_list: Vec<u8>,
-    /// Raw values of options echoed back unchanged (82 relay info, 94, 97).
+    /// Raw values of options echoed back unchanged: 94 and 97 (PXE, RFC 4578), 118
+    /// (RFC 3011) and 82 (RFC 3046, kept last).
     pub echo: Vec<(u8, Vec<u8>)>,
 }
 
@@ -73,14 +121,50 @@ impl ClientRequest {
     }
 }
 
+/// The options of one message, by code. A value borrows from the packet unless the
+/// option came in several parts (RFC 3396), which are joined. A fixed table rather
+/// than a map: no allocation per option on the server's hot path.
+struct Options<'a> {
+    slots: [Option<Cow<'a, [u8]>>; 256],
+}
+
+impl<'a> Options<'a> {
+    fn new() -> Self {
+        Options {
+            slots: std::array::from_fn(|_| None),
+        }
+    }
+
+    fn add(&mut self, code: u8, value: &'a [u8]) {
+        match &mut self.slots[code as usize] {
+            slot @ None => *slot = Some(Cow::Borrowed(value)),
+            Some(existing) => existing.to_mut().extend_from_slice(value),
+        }
+    }
+
+    fn get(&self, code: u8) -> Option<&[u8]> {
+        self.slots[code as usize].as_deref()
+    }
+
+    fn ipv4(&self, code: u8) -> Result<Option<Ipv4Addr>, Malformed> {
+        self.get(code)
+            .map(|v| {
+                <[u8; 4]>::try_from(v)
+                    .map(Ipv4Addr::from)
+                    .map_err(|_| Malformed::BadLength { code, len: v.len() })
+            })
+            .transpose()
+    }
+}
+
 /// Scans the options area, joining repeated options (RFC 3396) and following option
 /// overload (52) into the `file` and `sname` fields.
-fn scan_options(packet: &[u8]) -> Result<HashMap<u8, Vec<u8>>, Malformed> {
-    let mut options: HashMap<u8, Vec<u8>> = HashMap::new();
+fn scan_options(packet: &[u8]) -> Result<Options<'_>, Malformed> {
+    let mut options = Options::new();
     let main = packet.get(HEADER_LEN + 4..).unwrap_or(&[]);
     scan_area(main, &mut options)?;
     let overload = options
-        .get(&52)
+        .get(52)
         .and_then(|v| v.first().copied())
         .unwrap_or(0);
     if overload & 1 != 0 {
@@ -92,7 +176,7 @@ fn scan_options(packet: &[u8]) -> Result<HashMap<u8, Vec<u8>>, Malformed> {
     Ok(options)
 }
 
-fn scan_area(area: &[u8], options: &mut HashMap<u8, Vec<u8>>) -> Result<(), Malformed> {
+fn scan_area<'a>(area: &'a [u8], options: &mut Options<'a>) -> Result<(), Malformed> {
     let mut at = 0;
     while let Some(&code) = area.get(at) {
         match code {
@@ -103,7 +187,7 @@ fn scan_area(area: &[u8], options: &mut HashMap<u8, Vec<u8>>) -> Result<(), Malf
                 let value = area
                     .get(at + 2..at + 2 + len)
                     .ok_or(Malformed::OptionOverrun { code })?;
-                options.entry(code).or_default().extend_from_slice(value);
+                options.add(code, value);
                 at += 2 + len;
             }
         }
@@ -111,21 +195,23 @@ fn scan_area(area: &[u8], options: &mut HashMap<u8, Vec<u8>>) -> Result<(), Malf
     Ok(())
 }
 
-fn ipv4_option(options: &HashMap<u8, Vec<u8>>, code: u8) -> Result<Option<Ipv4Addr>, Malformed> {
-    match options.get(&code) {
-        None => Ok(None),
-        Some(v) => {
-            let octets: [u8; 4] = v
-                .as_slice()
-                .try_into()
-                .map_err(|_| Malformed::BadLength { code, len: v.len() })?;
-            Ok(Some(Ipv4Addr::from(octets)))
-        }
-    }
-}
-
 fn header_ip(packet: &[u8], at: usize) -> Ipv4Addr {
     Ipv4Addr::new(packet[at], packet[at + 1], packet[at + 2], packet[at + 3])
+}
+
+/// Sub-option 5 (link selection) of a relay agent information option, if present and
+/// well formed. A malformed option 82 is still echoed; only this reading is skipped.
+fn link_selection(relay_info: &[u8]) -> Option<Ipv4Addr> {
+    let mut at = 0;
+    while let (Some(&code), Some(&len)) = (relay_info.get(at), relay_info.get(at + 1)) {
+        let value = relay_info.get(at + 2..at + 2 + len as usize)?;
+        if code == 5 {
+            let octets: [u8; 4] = value.try_into().ok()?;
+            return Some(Ipv4Addr::from(octets));
+        }
+        at += 2 + len as usize;
+    }
+    None
 }
 
 /// Decodes a client message. Never panics on any input.
@@ -144,12 +230,9 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         return Err(Malformed::NoMagic);
     }
     let options = scan_options(packet)?;
-    let msg_type = match options.get(&53).map(Vec::as_slice) {
+    let msg_type = match options.get(53) {
         None | Some([]) => return Err(Malformed::NoMessageType),
-        Some([t]) => match MessageType::from(*t) {
-            MessageType::Unknown(n) => return Err(Malformed::UnknownMessageType(n)),
-            known => known,
-        },
+        Some([t]) => MessageType::from_code(*t).ok_or(Malformed::UnknownMessageType(*t))?,
         Some(v) => {
             return Err(Malformed::BadLength {
                 code: 53,
@@ -157,7 +240,7 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
             });
         }
     };
-    let archs = match options.get(&93) {
+    let archs = match options.get(93) {
         // An odd-length list is malformed; treat it as absent rather than guess.
         Some(v) if v.len() % 2 == 0 => v
             .chunks_exact(2)
@@ -166,18 +249,39 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         _ => Vec::new(),
     };
     let text = |code: u8| {
-        options.get(&code).filter(|v| !v.is_empty()).map(|v| {
+        options.get(code).filter(|v| !v.is_empty()).map(|v| {
             String::from_utf8_lossy(v)
                 .trim_end_matches('\0')
                 .to_string()
         })
     };
     let is_ipxe = options
-        .get(&77)
+        .get(77)
         .is_some_and(|v| v.windows(4).any(|w| w == b"iPXE"));
-    let echo = [82u8, 94, 97]
+    let client_id = match options.get(61) {
+        None => None,
+        // RFC 2132 §9.14: at least a type byte and one byte of identifier. A zero-length
+        // identifier crashed other servers; here it drops the packet.
+        Some(v) if v.len() < 2 => {
+            return Err(Malformed::BadLength {
+                code: 61,
+                len: v.len(),
+            });
+        }
+        Some(v) => Some(v.to_vec()),
+    };
+    if let Some(v) = options.get(52)
+        && v.len() != 1
+    {
+        return Err(Malformed::BadLength {
+            code: 52,
+            len: v.len(),
+        });
+    }
+    let link_selection = options.get(82).and_then(link_selection);
+    let echo = [94u8, 97, 118, 82]
         .into_iter()
-        .filter_map(|code| options.get(&code).map(|v| (code, v.clone())))
+        .filter_map(|code| options.get(code).map(|v| (code, v.to_vec())))
         .collect();
     let mac = MacAddr::from_chaddr(&packet[28..34]).ok_or(Malformed::TooShort(packet.len()))?;
     Ok(ClientRequest {
@@ -188,13 +292,16 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         mac,
         ciaddr: header_ip(packet, 12),
         giaddr: header_ip(packet, 24),
-        requested_ip: ipv4_option(&options, 50)?,
-        server_id: ipv4_option(&options, 54)?,
+        requested_ip: options.ipv4(50)?,
+        server_id: options.ipv4(54)?,
+        client_id,
+        subnet_selection: options.ipv4(118)?,
+        link_selection,
         archs,
         vendor_class: text(60),
         is_ipxe,
         hostname: text(12),
-        param_request_list: options.get(&55).cloned().unwrap_or_default(),
+        param_request_list: options.get(55).map(<[u8]>::to_vec).unwrap_or_default(),
         echo,
     })
 }
@@ -207,13 +314,23 @@ pub struct ReplySpec {
     pub yiaddr: Ipv4Addr,
     /// Copied from the request for INFORM and renewals.
     pub ciaddr: Ipv4Addr,
-    pub lease_secs: Option<u32>,
+    pub lease: Option<LeaseTimes>,
     pub subnet_mask: Option<Ipv4Addr>,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub hostname: Option<String>,
     pub boot: Option<BootReply>,
     pub message: Option<String>,
+    /// Option 43, already encoded (PXE sub-options in proxy replies).
+    pub vendor_options: Option<Vec<u8>>,
+}
+
+/// Options 51, 58 and 59 (RFC 2131 §4.4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseTimes {
+    pub lease_secs: u32,
+    pub renew_secs: u32,
+    pub rebind_secs: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,79 +339,152 @@ pub struct BootReply {
     pub next_server: Ipv4Addr,
     /// A TFTP path or an `http://` URL.
     pub filename: String,
-    /// Option 60 in the reply: `HTTPClient` for UEFI HTTP boot.
+    /// Option 60 in the reply: `HTTPClient` for UEFI HTTP boot, `PXEClient` in a
+    /// proxyDHCP reply (that is how a PXE client tells a proxy offer apart).
     pub vendor_class: Option<String>,
 }
 
-pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Result<Vec<u8>, String> {
-    let mut msg = Message::default();
-    msg.set_opcode(Opcode::BootReply)
-        .set_htype(HType::Eth)
-        .set_chaddr(&request.mac.0)
-        .set_xid(request.xid)
-        .set_flags(Flags::new(request.flags))
-        .set_giaddr(request.giaddr)
-        .set_ciaddr(spec.ciaddr)
-        .set_yiaddr(spec.yiaddr);
-    let mut opts = DhcpOptions::new();
-    opts.insert(DhcpOption::MessageType(spec.msg_type));
-    opts.insert(DhcpOption::ServerIdentifier(spec.server_id));
-    if let Some(secs) = spec.lease_secs {
-        opts.insert(DhcpOption::AddressLeaseTime(secs));
-        opts.insert(DhcpOption::Renewal(secs / 2));
-        opts.insert(DhcpOption::Rebinding(secs / 8 * 7));
+/// Appends one option, split into several of the same code when longer than 255
+/// bytes (RFC 3396).
+fn put_option(buf: &mut Vec<u8>, code: u8, value: &[u8]) {
+    if value.is_empty() {
+        buf.extend_from_slice(&[code, 0]);
+        return;
+    }
+    for chunk in value.chunks(255) {
+        buf.push(code);
+        buf.push(chunk.len() as u8);
+        buf.extend_from_slice(chunk);
+    }
+}
+
+/// A reply's options before they are put in order: the values side by side in one
+/// buffer, (code, start, end) for each. Two allocations per reply instead of one per
+/// option.
+struct ReplyOptions {
+    data: Vec<u8>,
+    entries: Vec<(u8, usize, usize)>,
+}
+
+impl ReplyOptions {
+    fn push(&mut self, code: u8, value: &[u8]) {
+        // A relay's own option and our echo of it must not both appear.
+        self.entries.retain(|(c, _, _)| *c != code);
+        let start = self.data.len();
+        self.data.extend_from_slice(value);
+        self.entries.push((code, start, self.data.len()));
+    }
+
+    fn push_ips(&mut self, code: u8, list: &[Ipv4Addr]) {
+        let start = self.data.len();
+        for ip in list {
+            self.data.extend_from_slice(&ip.octets());
+        }
+        self.entries.push((code, start, self.data.len()));
+    }
+
+    /// Writes the entry for `code`, if any, and forgets it.
+    fn emit(&mut self, buf: &mut Vec<u8>, code: u8) {
+        if let Some(at) = self.entries.iter().position(|(c, _, _)| *c == code) {
+            let (code, start, end) = self.entries.remove(at);
+            put_option(buf, code, &self.data[start..end]);
+        }
+    }
+}
+
+fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> ReplyOptions {
+    let mut opts = ReplyOptions {
+        data: Vec::with_capacity(256),
+        entries: Vec::with_capacity(16),
+    };
+    opts.push(54, &spec.server_id.octets());
+    if let Some(times) = spec.lease {
+        opts.push(51, &times.lease_secs.to_be_bytes());
+        opts.push(58, &times.renew_secs.to_be_bytes());
+        opts.push(59, &times.rebind_secs.to_be_bytes());
     }
     if let Some(mask) = spec.subnet_mask {
-        opts.insert(DhcpOption::SubnetMask(mask));
+        opts.push(1, &mask.octets());
     }
     if let Some(router) = spec.router {
-        opts.insert(DhcpOption::Router(vec![router]));
+        opts.push(3, &router.octets());
     }
     if !spec.dns.is_empty() {
-        opts.insert(DhcpOption::DomainNameServer(spec.dns.clone()));
+        opts.push_ips(6, &spec.dns);
     }
     if let Some(hostname) = &spec.hostname {
-        opts.insert(DhcpOption::Hostname(hostname.clone()));
+        opts.push(12, hostname.as_bytes());
     }
     if let Some(message) = &spec.message {
-        opts.insert(DhcpOption::Message(message.clone()));
+        opts.push(56, message.as_bytes());
+    }
+    if let Some(vendor) = &spec.vendor_options {
+        opts.push(43, vendor);
     }
     if let Some(boot) = &spec.boot {
-        msg.set_siaddr(boot.next_server);
-        // The header field has 128 bytes; a longer URL goes in option 67 only.
-        if boot.filename.len() < 128 {
-            msg.set_fname_str(&boot.filename);
-        }
-        opts.insert(DhcpOption::BootfileName(boot.filename.as_bytes().to_vec()));
-        opts.insert(DhcpOption::TFTPServerName(
-            boot.next_server.to_string().into_bytes(),
-        ));
+        opts.push(66, boot.next_server.to_string().as_bytes());
+        opts.push(67, boot.filename.as_bytes());
         if let Some(class) = &boot.vendor_class {
-            opts.insert(DhcpOption::ClassIdentifier(class.as_bytes().to_vec()));
+            opts.push(60, class.as_bytes());
         }
     }
     if request.is_ipxe && spec.boot.is_some() {
         // iPXE's encapsulated option 175, sub-option 176 (no-pxedhcp): this answer is
         // complete, so iPXE need not wait ~3 s for ProxyDHCP offers before it requests.
-        opts.insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::from(175),
-            vec![176, 1, 1],
-        )));
+        opts.push(175, &[176, 1, 1]);
     }
     for (code, value) in &request.echo {
-        opts.insert(DhcpOption::Unknown(UnknownOption::new(
-            OptionCode::from(*code),
-            value.clone(),
-        )));
+        opts.push(*code, value);
     }
-    msg.set_opts(opts);
-    let mut buf = Vec::with_capacity(MIN_REPLY_LEN + 64);
-    msg.encode(&mut Encoder::new(&mut buf))
-        .map_err(|e| format!("cannot encode reply: {e}"))?;
+    opts
+}
+
+/// Encodes a reply. Option 53 comes first, then the options the client asked for in
+/// the order of its option 55, then the rest by code, and option 82 last (RFC 3046:
+/// the relay strips it from the end).
+pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(MIN_REPLY_LEN + 128);
+    buf.extend_from_slice(&[2, 1, 6, 0]);
+    buf.extend_from_slice(&request.xid.to_be_bytes());
+    buf.extend_from_slice(&[0, 0]);
+    buf.extend_from_slice(&request.flags.to_be_bytes());
+    buf.extend_from_slice(&spec.ciaddr.octets());
+    buf.extend_from_slice(&spec.yiaddr.octets());
+    let siaddr = spec
+        .boot
+        .as_ref()
+        .map_or(Ipv4Addr::UNSPECIFIED, |b| b.next_server);
+    buf.extend_from_slice(&siaddr.octets());
+    buf.extend_from_slice(&request.giaddr.octets());
+    buf.extend_from_slice(&request.mac.0);
+    buf.resize(buf.len() + 10 + 64, 0); // rest of chaddr, sname
+    let file_at = buf.len();
+    buf.resize(file_at + 128, 0);
+    if let Some(boot) = &spec.boot
+        // The header field holds 127 bytes and a NUL; a longer URL goes in option 67 only.
+        && boot.filename.len() < 128
+    {
+        buf[file_at..file_at + boot.filename.len()].copy_from_slice(boot.filename.as_bytes());
+    }
+    buf.extend_from_slice(&MAGIC);
+    put_option(&mut buf, 53, &[spec.msg_type.code()]);
+
+    let mut opts = reply_options(request, spec);
+    for &code in &request.param_request_list {
+        if code != 82 {
+            opts.emit(&mut buf, code);
+        }
+    }
+    opts.entries
+        .sort_by_key(|(code, _, _)| (*code == 82, *code));
+    for &(code, start, end) in &opts.entries {
+        put_option(&mut buf, code, &opts.data[start..end]);
+    }
+    buf.push(255);
     if buf.len() < MIN_REPLY_LEN {
         buf.resize(MIN_REPLY_LEN, 0);
     }
-    Ok(buf)
+    buf
 }
 
 /// Where a reply goes (RFC 2131 §4.1).
@@ -330,6 +520,7 @@ pub fn destination(request: &ClientRequest, spec: &ReplySpec) -> Destination {
 #[cfg(test)]
 pub mod tests {
     use super::*;
+    use dhcproto::v4::{DhcpOption, Message, Opcode, OptionCode};
 
     /// Builds a raw client message: the tests' packet builder.
     pub struct Packet {
@@ -452,7 +643,10 @@ pub mod tests {
             parse_request(&overrun),
             Err(Malformed::OptionOverrun { code: 61 })
         );
-        assert!(parse_request(&zero_client_id).is_ok());
+        assert_eq!(
+            parse_request(&zero_client_id),
+            Err(Malformed::BadLength { code: 61, len: 0 })
+        );
         assert!(matches!(
             parse_request(&overload_garbage),
             Err(Malformed::OptionOverrun { .. })
@@ -490,7 +684,11 @@ pub mod tests {
             server_id: Ipv4Addr::new(192, 0, 2, 1),
             yiaddr: Ipv4Addr::new(192, 0, 2, 100),
             ciaddr: Ipv4Addr::UNSPECIFIED,
-            lease_secs: Some(3600),
+            lease: Some(LeaseTimes {
+                lease_secs: 3600,
+                renew_secs: 1800,
+                rebind_secs: 3150,
+            }),
             subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
             router: Some(Ipv4Addr::new(192, 0, 2, 1)),
             dns: vec![Ipv4Addr::new(192, 0, 2, 1)],
@@ -501,6 +699,7 @@ pub mod tests {
                 vendor_class: None,
             }),
             message: None,
+            vendor_options: None,
         }
     }
 
@@ -510,7 +709,7 @@ pub mod tests {
             .option(82, &[1, 3, b'e', b't', b'h'])
             .end();
         let req = parse_request(&raw).expect("parses");
-        let bytes = encode_reply(&req, &spec(MessageType::Offer)).expect("encodes");
+        let bytes = encode_reply(&req, &spec(MessageType::Offer));
         assert!(bytes.len() >= MIN_REPLY_LEN);
         let msg = <Message as dhcproto::Decodable>::decode(&mut dhcproto::Decoder::new(&bytes))
             .expect("decodes");
@@ -524,7 +723,7 @@ pub mod tests {
             .and_then(Result::ok)
             .map(|f| f.trim_end_matches('\0'));
         assert_eq!(fname, Some("snponly.efi"));
-        assert!(msg.opts().has_msg_type(MessageType::Offer));
+        assert!(msg.opts().has_msg_type(dhcproto::v4::MessageType::Offer));
         assert_eq!(
             msg.opts().get(OptionCode::AddressLeaseTime),
             Some(&DhcpOption::AddressLeaseTime(3600))
@@ -549,12 +748,8 @@ pub mod tests {
             parse_request(&Packet::new(1, MAC).option(93, &[0, 7]).end()).expect("parses");
         let no_pxedhcp = [175u8, 3, 176, 1, 1];
         let has = |bytes: &[u8]| bytes.windows(5).any(|w| w == no_pxedhcp);
-        assert!(has(
-            &encode_reply(&ipxe, &spec(MessageType::Offer)).expect("encodes")
-        ));
-        assert!(!has(
-            &encode_reply(&firmware, &spec(MessageType::Offer)).expect("encodes")
-        ));
+        assert!(has(&encode_reply(&ipxe, &spec(MessageType::Offer))));
+        assert!(!has(&encode_reply(&firmware, &spec(MessageType::Offer))));
     }
 
     #[test]
@@ -585,5 +780,132 @@ pub mod tests {
             destination(&plain, &offer),
             Destination::UnicastNoArp(Ipv4Addr::new(192, 0, 2, 100), MacAddr(MAC))
         );
+    }
+
+    /// The option codes of an encoded reply, in order, and their values.
+    fn options_of(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut found = Vec::new();
+        let mut at = HEADER_LEN + 4;
+        while let Some(&code) = bytes.get(at) {
+            match code {
+                0 => at += 1,
+                255 => break,
+                _ => {
+                    let len = bytes[at + 1] as usize;
+                    found.push((code, bytes[at + 2..at + 2 + len].to_vec()));
+                    at += 2 + len;
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn options_follow_the_order_of_option_55_and_82_comes_last() {
+        let raw = Packet::new(1, MAC)
+            .option(55, &[67, 6, 3, 1, 51, 66])
+            .option(82, &[1, 2, b'p', b'1'])
+            .option(97, &[0; 17])
+            .end();
+        let req = parse_request(&raw).expect("parses");
+        let codes: Vec<u8> = options_of(&encode_reply(&req, &spec(MessageType::Offer)))
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(codes[0], 53);
+        assert_eq!(&codes[1..7], &[67, 6, 3, 1, 51, 66]);
+        assert_eq!(codes.last(), Some(&82));
+        // The ones not asked for follow by code: 12, 54, 58, 59, then the echoed 97.
+        assert_eq!(&codes[7..codes.len() - 1], &[12, 54, 58, 59, 97]);
+    }
+
+    #[test]
+    fn long_options_are_split_per_rfc3396() {
+        let raw = Packet::new(1, MAC).end();
+        let req = parse_request(&raw).expect("parses");
+        let mut long = spec(MessageType::Ack);
+        let url = format!("http://192.0.2.1/{}", "x".repeat(300));
+        if let Some(boot) = long.boot.as_mut() {
+            boot.filename = url.clone();
+        }
+        let bytes = encode_reply(&req, &long);
+        let parts: Vec<Vec<u8>> = options_of(&bytes)
+            .into_iter()
+            .filter(|(c, _)| *c == 67)
+            .map(|(_, v)| v)
+            .collect();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.concat(), url.as_bytes());
+        // Too long for the header field: left empty there.
+        assert!(bytes[108..236].iter().all(|b| *b == 0));
+        // And our own decoder reads it back whole.
+        let mut as_request = bytes.clone();
+        as_request[0] = 1;
+        let decoded = scan_options(&as_request).expect("scans");
+        assert_eq!(decoded.get(67), Some(url.as_bytes()));
+    }
+
+    #[test]
+    fn subnet_selection_and_link_selection_are_read() {
+        let raw = Packet::new(1, MAC)
+            .giaddr([203, 0, 113, 1])
+            .option(118, &[198, 18, 1, 0])
+            .option(82, &[1, 2, b'p', b'1', 5, 4, 198, 18, 2, 0])
+            .end();
+        let req = parse_request(&raw).expect("parses");
+        assert_eq!(req.subnet_selection, Some(Ipv4Addr::new(198, 18, 1, 0)));
+        assert_eq!(req.link_selection, Some(Ipv4Addr::new(198, 18, 2, 0)));
+        // Both are echoed unchanged (RFC 3011 §2, RFC 3046).
+        let echoed: Vec<u8> = req.echo.iter().map(|(c, _)| *c).collect();
+        assert_eq!(echoed, vec![118, 82]);
+        // A truncated sub-option is ignored, the option still echoed.
+        let bad = Packet::new(1, MAC).option(82, &[5, 9, 1, 2]).end();
+        let req = parse_request(&bad).expect("parses");
+        assert_eq!(req.link_selection, None);
+        assert_eq!(req.echo, vec![(82, vec![5, 9, 1, 2])]);
+        let short_118 = Packet::new(1, MAC).option(118, &[198, 18]).end();
+        assert_eq!(
+            parse_request(&short_118),
+            Err(Malformed::BadLength { code: 118, len: 2 })
+        );
+    }
+
+    #[test]
+    fn client_identifier_is_read() {
+        let raw = Packet::new(1, MAC)
+            .option(61, &[1, 0x52, 0x54, 0, 0x12, 0x34, 0x56])
+            .end();
+        let req = parse_request(&raw).expect("parses");
+        assert_eq!(
+            req.client_id,
+            Some(vec![1, 0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        let one_byte = Packet::new(1, MAC).option(61, &[1]).end();
+        assert!(parse_request(&one_byte).is_err());
+    }
+
+    #[test]
+    fn nak_carries_no_lease_and_no_boot_file() {
+        let raw = Packet::new(3, MAC).option(55, &[1, 3, 51]).end();
+        let req = parse_request(&raw).expect("parses");
+        let nak = ReplySpec {
+            msg_type: MessageType::Nak,
+            server_id: Ipv4Addr::new(192, 0, 2, 1),
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            lease: None,
+            subnet_mask: None,
+            router: None,
+            dns: vec![],
+            hostname: None,
+            boot: None,
+            message: Some("wrong address".into()),
+            vendor_options: None,
+        };
+        let codes: Vec<u8> = options_of(&encode_reply(&req, &nak))
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        assert_eq!(codes, vec![53, 54, 56]);
     }
 }

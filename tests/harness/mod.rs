@@ -347,3 +347,665 @@ impl Vm {
         wait_until(deadline, || self.serial_text().contains(marker))
     }
 }
+
+// ---- Boot files over TFTP and HTTP (issue 5) ----
+
+pub const FILES_SERVER_IP: &str = "198.18.0.1";
+pub const FILES_CLIENT_IP: &str = "198.18.0.2";
+
+/// rackboot serving TFTP and HTTP (no DHCP) in one namespace, clients in another,
+/// joined by a veth pair created inside the namespaces (never on the host).
+/// Served trees under `dir`: `ipxe/` (ipxe_dir), `root/` (tftp.root), `out/` for
+/// what clients download.
+pub struct FileNet {
+    pub server_ns: Netns,
+    pub client_ns: Netns,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub server: Option<Proc>,
+}
+
+impl FileNet {
+    pub fn new(tag: &str) -> Self {
+        let server_ns = Netns::new(&format!("{tag}-s"));
+        let client_ns = Netns::new(&format!("{tag}-c"));
+        server_ns.ip(&[
+            "link",
+            "add",
+            "v0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "v1",
+            "netns",
+            &client_ns.name,
+        ]);
+        server_ns.ip(&["addr", "add", &format!("{FILES_SERVER_IP}/24"), "dev", "v0"]);
+        client_ns.ip(&["addr", "add", &format!("{FILES_CLIENT_IP}/24"), "dev", "v1"]);
+        server_ns.ip(&["link", "set", "v0", "up"]);
+        client_ns.ip(&["link", "set", "v1", "up"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        for sub in ["ipxe", "root", "out", "data"] {
+            fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
+        }
+        let config = dir.path().join("rackboot.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{data}"
+[http]
+listen = "{FILES_SERVER_IP}:8080"
+[tftp]
+listen = "0.0.0.0:69"
+ipxe_dir = "{ipxe}"
+root = "{root}"
+"#,
+                data = dir.path().join("data").display(),
+                ipxe = dir.path().join("ipxe").display(),
+                root = dir.path().join("root").display(),
+            ),
+        )
+        .expect("write config");
+        FileNet {
+            server_ns,
+            client_ns,
+            dir,
+            config,
+            server: None,
+        }
+    }
+
+    pub fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    /// Writes `bytes` at `sub` (under the temp dir), creating directories.
+    pub fn put(&self, sub: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path(sub);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("mkdir");
+        }
+        fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        run(Command::new(RACKBOOT)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args))
+    }
+
+    pub fn start(&mut self) {
+        let mut cmd = self.server_ns.command(RACKBOOT);
+        cmd.arg("--config").arg(&self.config).arg("serve");
+        self.start_command(cmd);
+    }
+
+    /// Starts rackboot with the soft open-file limit at `soft` (as many systems
+    /// ship: 1024), to show it raises the limit itself.
+    pub fn start_with_soft_nofile(&mut self, soft: u32) {
+        let mut cmd = self.server_ns.command("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -Sn {soft} && exec \"$0\" \"$@\""))
+            .arg(RACKBOOT)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve");
+        self.start_command(cmd);
+    }
+
+    fn start_command(&mut self, mut cmd: Command) {
+        cmd.env("RUST_LOG", "info,rackboot=debug");
+        let mut proc = Proc::spawn(cmd, &self.path("serve.log"));
+        let ready = wait_until(Duration::from_secs(20), || {
+            proc.log_text().contains("rackboot ready") || proc.exited()
+        });
+        assert!(
+            ready && !proc.exited(),
+            "rackboot serve did not become ready:\n{}",
+            proc.log_text()
+        );
+        self.server = Some(proc);
+    }
+
+    pub fn server_log(&self) -> String {
+        self.server.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+
+    /// Fails the test if the server died or panicked.
+    pub fn assert_server_healthy(&mut self) {
+        let log = self.server_log();
+        let server = self.server.as_mut().expect("server started");
+        assert!(!server.exited(), "rackboot exited:\n{}", tail(&log, 40));
+        assert!(!log.contains("panicked"), "rackboot panicked:\n{log}");
+    }
+
+    /// The server's pid (`ip netns exec` execs it in place).
+    pub fn server_pid(&self) -> u32 {
+        self.server.as_ref().expect("server started").child.id()
+    }
+
+    /// A command run inside the client namespace.
+    pub fn client(&self, program: &str) -> Command {
+        self.client_ns.command(program)
+    }
+
+    /// Drops `percent` of UDP packets arriving in each namespace, both ways. netem
+    /// is used where the kernel has it; this machine kind's kernel does not
+    /// (CONFIG_NET_SCH_NETEM unset), so nftables drops at random instead.
+    pub fn udp_loss(&self, percent: u32) {
+        for (ns, dev) in [(&self.server_ns, "v0"), (&self.client_ns, "v1")] {
+            let netem = ns
+                .command("tc")
+                .args(["qdisc", "add", "dev", dev, "root", "netem", "loss"])
+                .arg(format!("{percent}%"))
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if netem {
+                continue;
+            }
+            // Dropped on input: a drop on output would fail the sender's sendto
+            // with EPERM, which is not what loss looks like.
+            let rules = format!(
+                "table inet rbtloss {{\n chain in {{\n  type filter hook input priority 0; \
+                 policy accept;\n  meta l4proto udp numgen random mod 100 < {percent} drop\n }}\n}}\n"
+            );
+            let mut cmd = ns.command("nft");
+            cmd.args(["-f", "-"]).stdin(Stdio::piped());
+            let mut child = cmd.spawn().expect("run nft");
+            {
+                use std::io::Write;
+                let stdin = child.stdin.as_mut().expect("nft stdin");
+                stdin.write_all(rules.as_bytes()).expect("write nft rules");
+            }
+            let status = child.wait().expect("nft");
+            assert!(status.success(), "nft loss rules failed in {}", ns.name);
+        }
+    }
+}
+
+/// A UDP socket created inside `ns`: a short-lived thread enters the namespace
+/// (setns affects only the calling thread) and binds; the socket stays in that
+/// namespace wherever it is used from.
+pub fn udp_socket_in(ns: &Netns, bind: &str) -> std::net::UdpSocket {
+    let path = format!("/var/run/netns/{}", ns.name);
+    let bind = bind.to_string();
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on a valid namespace fd; it changes only this thread.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        std::net::UdpSocket::bind(&bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"))
+    })
+    .join()
+    .expect("socket thread")
+}
+
+/// Deterministic pseudo-random bytes (no CR/LF bias), for files whose every byte
+/// must arrive.
+pub fn test_bytes(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Peak resident memory of a process in KiB (VmHWM).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    proc_status_field(pid, "VmHWM:")
+}
+
+/// Threads of a process.
+pub fn thread_count(pid: u32) -> Option<u64> {
+    proc_status_field(pid, "Threads:")
+}
+
+fn proc_status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+// ---- DHCP tests (issue 4) ----
+
+/// Runs `f` on a thread that has entered `ns`'s network namespace, so the sockets it
+/// opens live there (the test process itself stays where it is).
+pub fn in_netns<R: Send + 'static>(ns: &Netns, f: impl FnOnce() -> R + Send + 'static) -> R {
+    use std::os::fd::AsRawFd;
+    let path = format!("/var/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on this thread only, with a namespace fd we hold open.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("thread in {} panicked", ns.name))
+}
+
+/// A server namespace and a client namespace joined by a veth pair: `rbs`
+/// (192.0.2.1/24) on the server side, `rbc` (192.0.2.2/24) on the client side, and a
+/// rackboot config whose `[dhcp]` section (after `interface = "rbs"`) the test gives.
+pub struct DhcpNet {
+    pub server_ns: Netns,
+    pub client_ns: Netns,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub server: Option<Proc>,
+    starts: u32,
+}
+
+impl DhcpNet {
+    pub fn new(tag: &str, dhcp_section: &str) -> Self {
+        let server_ns = Netns::new(&format!("{tag}-s"));
+        let client_ns = Netns::new(&format!("{tag}-c"));
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            "rbs",
+            "netns",
+            &server_ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "rbc",
+            "netns",
+            &client_ns.name,
+        ]));
+        server_ns.ip(&["addr", "add", "192.0.2.1/24", "dev", "rbs"]);
+        server_ns.ip(&["link", "set", "rbs", "up"]);
+        client_ns.ip(&["addr", "add", "192.0.2.2/24", "dev", "rbc"]);
+        client_ns.ip(&["link", "set", "rbc", "up"]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("rackboot.toml");
+        fs::write(
+            &config,
+            format!(
+                "data_dir = \"{data}\"\n[dhcp]\ninterface = \"rbs\"\n{dhcp_section}\n\
+                 [http]\nlisten = \"192.0.2.1:8080\"\n[tftp]\nlisten = \"192.0.2.1:69\"\n\
+                 ipxe_dir = \"/usr/lib/ipxe\"\n",
+                data = dir.path().join("data").display()
+            ),
+        )
+        .expect("write config");
+        DhcpNet {
+            server_ns,
+            client_ns,
+            dir,
+            config,
+            server: None,
+            starts: 0,
+        }
+    }
+
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let mut cmd = self.server_ns.command(RACKBOOT);
+        cmd.arg("--config").arg(&self.config).arg("serve");
+        cmd.env("RUST_LOG", "info,rackboot=debug");
+        let log = self.dir.path().join(format!("serve-{}.log", self.starts));
+        let mut proc = Proc::spawn(cmd, &log);
+        let ready = wait_until(Duration::from_secs(20), || {
+            proc.log_text().contains("rackboot ready") || proc.exited()
+        });
+        assert!(
+            ready && !proc.exited(),
+            "rackboot serve did not become ready:\n{}",
+            proc.log_text()
+        );
+        self.server = Some(proc);
+    }
+
+    /// SIGKILL: no shutdown path runs, as in a power cut of the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut proc) = self.server.take() {
+            let _ = proc.child.kill();
+            let _ = proc.child.wait();
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        self.server.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        run(Command::new(RACKBOOT)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args))
+    }
+
+    /// `rackboot lease list` as (ip, mac, state) rows.
+    pub fn leases(&self) -> Vec<(String, String, String)> {
+        self.cli(&["lease", "list"])
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                Some((
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+}
+
+/// A tcpdump capture into a pcap file, stopped (and flushed) on `stop` or drop.
+pub struct Capture {
+    proc: Option<Proc>,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    pub fn start(ns: &Netns, interface: &str, filter: &str, file: &Path) -> Self {
+        let mut cmd = ns.command("tcpdump");
+        cmd.args(["-i", interface, "-n", "-U", "-s", "0", "-w"])
+            .arg(file)
+            .args(filter.split_whitespace());
+        let log = file.with_extension("log");
+        let mut proc = Proc::spawn(cmd, &log);
+        let listening = wait_until(Duration::from_secs(10), || {
+            proc.log_text().contains("listening on") || proc.exited()
+        });
+        assert!(listening && !proc.exited(), "tcpdump: {}", proc.log_text());
+        Capture {
+            proc: Some(proc),
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// Stops tcpdump with SIGINT so it writes out what it has, and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            let pid = proc.child.id().to_string();
+            let _ = Command::new("kill").args(["-INT", &pid]).status();
+            let _ = wait_until(Duration::from_secs(10), || proc.exited());
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One UDP datagram from a pcap file.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub src: std::net::SocketAddrV4,
+    pub dst: std::net::SocketAddrV4,
+    pub payload: Vec<u8>,
+}
+
+/// The IPv4 UDP datagrams of a pcap file (Ethernet or Linux cooked captures).
+pub fn read_pcap_udp(path: &Path) -> Vec<Datagram> {
+    let data = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert!(data.len() >= 24, "pcap too short");
+    let little = data[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || data[..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let u32_at = |at: usize| {
+        let b = [data[at], data[at + 1], data[at + 2], data[at + 3]];
+        if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    let link_header = match u32_at(20) {
+        1 => 14,   // Ethernet (no VLAN on our veths)
+        113 => 16, // Linux cooked
+        other => panic!("unsupported pcap link type {other}"),
+    };
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= data.len() {
+        let caplen = u32_at(at + 8) as usize;
+        let Some(frame) = data.get(at + 16..at + 16 + caplen) else {
+            break;
+        };
+        at += 16 + caplen;
+        let Some(ip) = frame.get(link_header..) else {
+            continue;
+        };
+        if ip.len() < 28 || ip[0] >> 4 != 4 || ip[9] != 17 {
+            continue;
+        }
+        let ihl = (ip[0] & 0x0f) as usize * 4;
+        let Some(udp) = ip.get(ihl..) else { continue };
+        if udp.len() < 8 {
+            continue;
+        }
+        let addr = |o: usize| std::net::Ipv4Addr::new(ip[o], ip[o + 1], ip[o + 2], ip[o + 3]);
+        let port = |o: usize| u16::from_be_bytes([udp[o], udp[o + 1]]);
+        out.push(Datagram {
+            src: std::net::SocketAddrV4::new(addr(12), port(0)),
+            dst: std::net::SocketAddrV4::new(addr(16), port(2)),
+            payload: udp[8..].to_vec(),
+        });
+    }
+    out
+}
+
+/// The fields of a DHCP message that tests look at, read by hand (not by rackboot's
+/// own decoder, which is what is under test).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpSeen {
+    pub op: u8,
+    pub msg_type: Option<u8>,
+    pub xid: u32,
+    pub yiaddr: std::net::Ipv4Addr,
+    pub siaddr: std::net::Ipv4Addr,
+    pub chaddr: [u8; 6],
+    pub file: String,
+    /// Options in wire order.
+    pub options: Vec<(u8, Vec<u8>)>,
+}
+
+pub fn read_dhcp(payload: &[u8]) -> Option<DhcpSeen> {
+    if payload.len() < 240 || payload[236..240] != [99, 130, 83, 99] {
+        return None;
+    }
+    let mut options = Vec::new();
+    let mut at = 240;
+    while let Some(&code) = payload.get(at) {
+        match code {
+            0 => at += 1,
+            255 => break,
+            _ => {
+                let len = *payload.get(at + 1)? as usize;
+                options.push((code, payload.get(at + 2..at + 2 + len)?.to_vec()));
+                at += 2 + len;
+            }
+        }
+    }
+    let ip = |o: usize| {
+        std::net::Ipv4Addr::new(payload[o], payload[o + 1], payload[o + 2], payload[o + 3])
+    };
+    let file = payload[108..236]
+        .iter()
+        .take_while(|b| **b != 0)
+        .map(|b| *b as char)
+        .collect();
+    Some(DhcpSeen {
+        op: payload[0],
+        msg_type: options
+            .iter()
+            .find(|(c, _)| *c == 53)
+            .and_then(|(_, v)| v.first().copied()),
+        xid: u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]),
+        yiaddr: ip(16),
+        siaddr: ip(20),
+        chaddr: payload[28..34].try_into().ok()?,
+        file,
+        options,
+    })
+}
+
+/// A DHCP client message built byte by byte, for tests that must send what no real
+/// client would.
+pub struct RawDhcp {
+    pub bytes: Vec<u8>,
+}
+
+impl RawDhcp {
+    /// A message of `msg_type` from `mac` with the broadcast flag set (replies come
+    /// back broadcast, so a client without an address hears them).
+    pub fn new(msg_type: u8, mac: [u8; 6], xid: u32) -> Self {
+        let mut bytes = vec![0u8; 236];
+        bytes[0] = 1;
+        bytes[1] = 1;
+        bytes[2] = 6;
+        bytes[4..8].copy_from_slice(&xid.to_be_bytes());
+        bytes[10] = 0x80;
+        bytes[28..34].copy_from_slice(&mac);
+        bytes.extend_from_slice(&[99, 130, 83, 99, 53, 1, msg_type]);
+        RawDhcp { bytes }
+    }
+
+    pub fn option(mut self, code: u8, value: &[u8]) -> Self {
+        self.bytes.push(code);
+        self.bytes.push(value.len() as u8);
+        self.bytes.extend_from_slice(value);
+        self
+    }
+
+    pub fn giaddr(mut self, ip: std::net::Ipv4Addr) -> Self {
+        self.bytes[24..28].copy_from_slice(&ip.octets());
+        self
+    }
+
+    pub fn end(mut self) -> Vec<u8> {
+        self.bytes.push(255);
+        self.bytes
+    }
+}
+
+/// Sends `packet` from `interface` in the client namespace and returns the first
+/// DHCP reply for `xid` (none if nothing comes within `wait`). As a client (port 68, broadcast) when
+/// `relay` is None; as a relay agent at that address (port 67, unicast to `server`)
+/// otherwise.
+pub fn dhcp_exchange(
+    ns: &Netns,
+    interface: &str,
+    relay: Option<std::net::Ipv4Addr>,
+    server: std::net::Ipv4Addr,
+    packet: Vec<u8>,
+    xid: u32,
+    wait: Duration,
+) -> Vec<DhcpSeen> {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    let (bind, to) = match relay {
+        None => (
+            SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68),
+            SocketAddrV4::new(Ipv4Addr::BROADCAST, 67),
+        ),
+        Some(relay) => (SocketAddrV4::new(relay, 67), SocketAddrV4::new(server, 67)),
+    };
+    dhcp_send_from(ns, interface, bind, to, packet, xid, wait)
+}
+
+/// Sends `packet` from `bind` to `to` on `interface` in `ns` and returns the first
+/// DHCP reply for `xid` that comes back to `bind` within `wait`.
+pub fn dhcp_send_from(
+    ns: &Netns,
+    interface: &str,
+    bind: std::net::SocketAddrV4,
+    to: std::net::SocketAddrV4,
+    packet: Vec<u8>,
+    xid: u32,
+    wait: Duration,
+) -> Vec<DhcpSeen> {
+    let interface = interface.to_string();
+    in_netns(ns, move || {
+        use std::net::UdpSocket;
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .expect("socket");
+        socket.set_reuse_address(true).expect("reuse");
+        socket.set_broadcast(true).expect("broadcast");
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .expect("bind device");
+        socket.bind(&bind.into()).expect("bind");
+        let socket: UdpSocket = socket.into();
+        socket.send_to(&packet, to).expect("send");
+        let end = Instant::now() + wait;
+        let mut replies = Vec::new();
+        let mut buf = [0u8; 2048];
+        while let Some(left) = end.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            socket.set_read_timeout(Some(left)).expect("timeout");
+            match socket.recv_from(&mut buf) {
+                Ok((len, _)) => {
+                    if let Some(seen) = read_dhcp(&buf[..len])
+                        && seen.op == 2
+                        && seen.xid == xid
+                    {
+                        replies.push(seen);
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        replies
+    })
+}
+
+impl BootNet {
+    /// Replaces the `[dhcp]` section of this instance's config (before `start`), e.g.
+    /// for proxy mode; HTTP and TFTP stay as `new` wrote them.
+    pub fn set_dhcp_section(&self, dhcp_section: &str) {
+        let text = read_lossy(&self.config);
+        let start = text.find("[dhcp]").expect("a [dhcp] section");
+        let end = text.find("[http]").expect("an [http] section");
+        let rewritten = format!("{}{dhcp_section}\n{}", &text[..start], &text[end..]);
+        fs::write(&self.config, rewritten).expect("rewrite config");
+    }
+
+    /// A second namespace joined to this instance's bridge by a veth pair: its end is
+    /// `veth-r` (down, without an address); the bridge end is `veth-br`.
+    pub fn attach_namespace(&self, tag: &str) -> Netns {
+        let other = Netns::new(tag);
+        run(Command::new("ip").args([
+            "link",
+            "add",
+            "veth-br",
+            "netns",
+            &self.ns.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "veth-r",
+            "netns",
+            &other.name,
+        ]));
+        self.ns.ip(&["link", "set", "veth-br", "master", "br0"]);
+        self.ns.ip(&["link", "set", "veth-br", "up"]);
+        other
+    }
+}

@@ -1,0 +1,41 @@
+//! Process limits raised at start.
+
+/// Raises the soft limit on open files to the hard limit (at most `cap`): every TFTP
+/// transfer holds a socket and every HTTP download a socket and a file, and a
+/// default soft limit of 1024 is reached by a single rack booting at once. Returns
+/// the soft limit before and after.
+pub fn raise_nofile(cap: u64) -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit the call fills in.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let wanted = limit.rlim_max.min(cap);
+    if limit.rlim_cur < wanted {
+        let raised = libc::rlimit {
+            rlim_cur: wanted,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit; the soft limit stays within the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok((limit.rlim_cur, wanted));
+    }
+    Ok((limit.rlim_cur, limit.rlim_cur))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_limit_never_goes_down() {
+        let (before, unchanged) = super::raise_nofile(0).expect("getrlimit");
+        assert_eq!(before, unchanged, "a cap of 0 never lowers the limit");
+        let (_, after) = super::raise_nofile(1 << 20).expect("setrlimit");
+        assert!(after >= before);
+        assert_eq!(super::raise_nofile(0).expect("getrlimit"), (after, after));
+    }
+}

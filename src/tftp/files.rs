@@ -1,0 +1,514 @@
+//! Which file a request gets, and the shared copy of its bytes.
+//!
+//! Lookup order for a relative path `p` from a client whose lease names MAC `m`:
+//! `root/<m>/p` (per machine, `m` written `52-54-00-12-34-56`), then `root/p`, then
+//! `ipxe_dir/p`. Each candidate is resolved through symlinks and must still lie
+//! inside its base directory.
+//!
+//! A boot storm asks for the same file hundreds of times at once: each file is read
+//! once and shared as `Arc<[u8]>` by every transfer, keyed by path and by the file's
+//! identity (device, inode, size, mtime) so a replaced file is read afresh. While one
+//! request reads, the others for the same file wait for it instead of reading too.
+//! Small files stay cached within a budget; larger ones are kept only while some
+//! transfer uses them.
+
+use super::request::Mode;
+use crate::mac::MacAddr;
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use tokio::sync::watch;
+
+/// TFTP is for small boot files; kernels and images belong on HTTP. The cap keeps a
+/// request for a huge file from pulling it into memory.
+pub const MAX_FILE_LEN: u64 = 1 << 30;
+/// Bytes of files kept cached after their last transfer ends, least recently used
+/// evicted first. A file in use by a transfer stays in memory regardless (shared).
+const PIN_BUDGET: usize = 128 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `root/<mac>/`
+    Machine,
+    /// `root/`
+    Root,
+    /// `ipxe_dir/`
+    Ipxe,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Machine => "machine",
+            Source::Root => "root",
+            Source::Ipxe => "ipxe_dir",
+        }
+    }
+}
+
+pub struct Opened {
+    pub data: Arc<[u8]>,
+    pub source: Source,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("file not found")]
+    NotFound,
+    #[error("file of {0} bytes is over the TFTP limit of {MAX_FILE_LEN}; serve it over HTTP")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What identifies one version of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+}
+
+enum SlotState {
+    /// Someone is reading it; the sender is dropped when done (or abandoned).
+    Loading(watch::Receiver<()>),
+    Ready {
+        weak: Weak<[u8]>,
+        pinned: Option<Arc<[u8]>>,
+        /// `Cache::tick` at the last use, for eviction.
+        used: u64,
+    },
+}
+
+struct Slot {
+    stamp: Stamp,
+    state: SlotState,
+}
+
+struct Cache {
+    /// `PIN_BUDGET`, smaller in tests.
+    budget: usize,
+    slots: HashMap<(PathBuf, Mode), Slot>,
+    pinned_bytes: usize,
+    /// Counts uses: a logical clock for least-recently-used.
+    tick: u64,
+}
+
+impl Cache {
+    /// Keeps `data` (the file at `key`) cached, evicting the least recently used
+    /// files until it fits the budget.
+    fn pin(&mut self, key: &(PathBuf, Mode), data: &Arc<[u8]>) {
+        // A file over half the budget is never kept: it would evict everything else.
+        if data.len() > self.budget / 2 {
+            return;
+        }
+        while self.pinned_bytes + data.len() > self.budget {
+            let oldest = self
+                .slots
+                .iter_mut()
+                .filter_map(|(_, slot)| match &mut slot.state {
+                    SlotState::Ready {
+                        pinned: pinned @ Some(_),
+                        used,
+                        ..
+                    } => Some((*used, pinned)),
+                    _ => None,
+                })
+                .min_by_key(|(used, _)| *used);
+            let Some((_, pinned)) = oldest else {
+                return;
+            };
+            if let Some(evicted) = pinned.take() {
+                self.pinned_bytes -= evicted.len();
+            }
+        }
+        if let Some(Slot {
+            state: SlotState::Ready { pinned, .. },
+            ..
+        }) = self.slots.get_mut(key)
+            && pinned.is_none()
+        {
+            *pinned = Some(Arc::clone(data));
+            self.pinned_bytes += data.len();
+        }
+    }
+
+    fn remove(&mut self, key: &(PathBuf, Mode)) {
+        if let Some(Slot {
+            state: SlotState::Ready {
+                pinned: Some(data), ..
+            },
+            ..
+        }) = self.slots.remove(key)
+        {
+            self.pinned_bytes -= data.len();
+        }
+    }
+}
+
+pub struct Files {
+    ipxe_dir: PathBuf,
+    root: Option<PathBuf>,
+    // A std mutex: held for a map lookup only, never across an await.
+    cache: Mutex<Cache>,
+}
+
+impl Files {
+    pub fn new(ipxe_dir: PathBuf, root: Option<PathBuf>) -> Self {
+        Self::with_budget(ipxe_dir, root, PIN_BUDGET)
+    }
+
+    fn with_budget(ipxe_dir: PathBuf, root: Option<PathBuf>, budget: usize) -> Self {
+        Files {
+            ipxe_dir,
+            root,
+            cache: Mutex::new(Cache {
+                budget,
+                slots: HashMap::new(),
+                pinned_bytes: 0,
+                tick: 0,
+            }),
+        }
+    }
+
+    #[cfg(test)]
+    fn cached_bytes(&self) -> usize {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pinned_bytes
+    }
+
+    fn candidates(&self, relative: &Path, mac: Option<MacAddr>) -> Vec<(PathBuf, PathBuf, Source)> {
+        let mut list = Vec::with_capacity(3);
+        if let Some(root) = &self.root {
+            if let Some(mac) = mac {
+                list.push((
+                    root.clone(),
+                    root.join(mac.dashed()).join(relative),
+                    Source::Machine,
+                ));
+            }
+            list.push((root.clone(), root.join(relative), Source::Root));
+        }
+        list.push((
+            self.ipxe_dir.clone(),
+            self.ipxe_dir.join(relative),
+            Source::Ipxe,
+        ));
+        list
+    }
+
+    /// Finds `relative` for the machine `mac` and returns its shared bytes.
+    pub async fn open(
+        &self,
+        relative: &Path,
+        mac: Option<MacAddr>,
+        mode: Mode,
+    ) -> Result<Opened, OpenError> {
+        let candidates = self.candidates(relative, mac);
+        let (path, stamp, source) = tokio::task::spawn_blocking(move || resolve(&candidates))
+            .await
+            .map_err(|e| io::Error::other(format!("file lookup task failed: {e}")))??;
+        if stamp.len > MAX_FILE_LEN {
+            return Err(OpenError::TooLarge(stamp.len));
+        }
+        let data = self.load((path, mode), stamp).await?;
+        Ok(Opened { data, source })
+    }
+
+    async fn load(&self, key: (PathBuf, Mode), stamp: Stamp) -> Result<Arc<[u8]>, OpenError> {
+        enum Next {
+            Wait(watch::Receiver<()>),
+            Load(watch::Sender<()>),
+        }
+        // The sender is never sent on: dropping it (done, failed or cancelled) is the
+        // signal that wakes the waiters, who then look again.
+        let _loading = loop {
+            let next = {
+                let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+                cache.tick += 1;
+                let tick = cache.tick;
+                let waiting = match cache.slots.get_mut(&key) {
+                    Some(slot) if slot.stamp == stamp => match &mut slot.state {
+                        SlotState::Ready {
+                            weak, pinned, used, ..
+                        } => match weak.upgrade() {
+                            Some(data) => {
+                                *used = tick;
+                                // In use but evicted earlier: cache it again.
+                                if pinned.is_none() {
+                                    cache.pin(&key, &data);
+                                }
+                                return Ok(data);
+                            }
+                            None => None,
+                        },
+                        // A closed channel: the loader was cancelled; take over.
+                        SlotState::Loading(rx) if rx.has_changed().is_ok() => Some(rx.clone()),
+                        SlotState::Loading(_) => None,
+                    },
+                    _ => None,
+                };
+                match waiting {
+                    Some(rx) => Next::Wait(rx),
+                    None => {
+                        let (tx, rx) = watch::channel(());
+                        cache.remove(&key);
+                        let state = SlotState::Loading(rx);
+                        cache.slots.insert(key.clone(), Slot { stamp, state });
+                        Next::Load(tx)
+                    }
+                }
+            };
+            match next {
+                Next::Wait(mut rx) => {
+                    let _ = rx.changed().await;
+                }
+                Next::Load(tx) => break tx,
+            }
+        };
+        let (path, mode) = key.clone();
+        let read = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
+            let raw = std::fs::read(&path)?;
+            Ok(match mode {
+                Mode::Octet => raw,
+                Mode::Netascii => super::packet::to_netascii(&raw),
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(format!("file read task failed: {e}"))));
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let ours = cache
+            .slots
+            .get(&key)
+            .is_some_and(|slot| slot.stamp == stamp && matches!(slot.state, SlotState::Loading(_)));
+        match read {
+            Ok(bytes) => {
+                let data: Arc<[u8]> = bytes.into();
+                // A newer version loaded meanwhile keeps its place.
+                if ours {
+                    cache.tick += 1;
+                    let state = SlotState::Ready {
+                        weak: Arc::downgrade(&data),
+                        pinned: None,
+                        used: cache.tick,
+                    };
+                    cache.slots.insert(key.clone(), Slot { stamp, state });
+                    cache.pin(&key, &data);
+                }
+                Ok(data)
+            }
+            Err(e) => {
+                if ours {
+                    cache.slots.remove(&key);
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+/// The first candidate that exists, is a regular file and resolves inside its base.
+fn resolve(
+    candidates: &[(PathBuf, PathBuf, Source)],
+) -> Result<(PathBuf, Stamp, Source), OpenError> {
+    for (base, full, source) in candidates {
+        let Ok(base) = std::fs::canonicalize(base) else {
+            continue;
+        };
+        let canonical = match std::fs::canonicalize(full) {
+            Ok(c) => c,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !canonical.starts_with(&base) {
+            tracing::warn!(
+                path = %full.display(),
+                target = %canonical.display(),
+                "TFTP: symlink leads outside the served tree; not served"
+            );
+            continue;
+        }
+        let meta = std::fs::metadata(&canonical)?;
+        if meta.is_file() {
+            return Ok((canonical, Stamp::of(&meta), *source));
+        }
+    }
+    Err(OpenError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> (tempfile::TempDir, Files) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ipxe = dir.path().join("ipxe");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(ipxe.join("arm64-efi")).expect("mkdir");
+        std::fs::create_dir_all(root.join("52-54-00-12-34-56")).expect("mkdir");
+        std::fs::write(ipxe.join("snponly.efi"), b"IPXE").expect("write");
+        std::fs::write(ipxe.join("both"), b"from ipxe").expect("write");
+        std::fs::write(root.join("both"), b"from root").expect("write");
+        std::fs::write(root.join("52-54-00-12-34-56/both"), b"for the machine").expect("write");
+        std::fs::write(dir.path().join("secret"), b"SECRET").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape"))
+            .expect("symlink");
+        let files = Files::new(ipxe, Some(root));
+        (dir, files)
+    }
+
+    async fn read(
+        files: &Files,
+        path: &str,
+        mac: Option<&str>,
+    ) -> Result<(String, Source), OpenError> {
+        let mac = mac.map(|m| MacAddr::parse(m).expect("mac"));
+        let opened = files.open(Path::new(path), mac, Mode::Octet).await?;
+        Ok((
+            String::from_utf8_lossy(&opened.data).into_owned(),
+            opened.source,
+        ))
+    }
+
+    #[tokio::test]
+    async fn per_machine_file_first_then_root_then_ipxe() {
+        let (_dir, files) = tree();
+        let mac = Some("52:54:00:12:34:56");
+        assert_eq!(
+            read(&files, "both", mac).await.expect("found"),
+            ("for the machine".into(), Source::Machine)
+        );
+        assert_eq!(
+            read(&files, "both", Some("52:54:00:00:00:01"))
+                .await
+                .expect("found"),
+            ("from root".into(), Source::Root)
+        );
+        assert_eq!(
+            read(&files, "both", None).await.expect("found"),
+            ("from root".into(), Source::Root)
+        );
+        assert_eq!(
+            read(&files, "snponly.efi", mac).await.expect("found"),
+            ("IPXE".into(), Source::Ipxe)
+        );
+        assert!(matches!(
+            read(&files, "missing", mac).await,
+            Err(OpenError::NotFound)
+        ));
+        // A directory is not a file.
+        assert!(matches!(
+            read(&files, "arm64-efi", None).await,
+            Err(OpenError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn symlinks_out_of_the_tree_are_not_followed() {
+        let (_dir, files) = tree();
+        assert!(matches!(
+            read(&files, "escape", None).await,
+            Err(OpenError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn one_copy_is_shared_and_a_changed_file_is_reread() {
+        let (dir, files) = tree();
+        let path = Path::new("snponly.efi");
+        let a = files.open(path, None, Mode::Octet).await.expect("open");
+        let b = files.open(path, None, Mode::Octet).await.expect("open");
+        assert!(Arc::ptr_eq(&a.data, &b.data), "same bytes, read once");
+        // Many at once on a cold cache still share one copy.
+        let files = Arc::new(Files::new(dir.path().join("ipxe"), None));
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let files = Arc::clone(&files);
+            tasks.push(tokio::spawn(async move {
+                files
+                    .open(Path::new("snponly.efi"), None, Mode::Octet)
+                    .await
+                    .expect("open")
+                    .data
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.push(task.await.expect("task"));
+        }
+        assert!(all.iter().all(|d| Arc::ptr_eq(d, &all[0])));
+        // Replaced on disk: the next request sees the new content.
+        let new = dir.path().join("ipxe/snponly.efi.new");
+        std::fs::write(&new, b"NEW IPXE").expect("write");
+        std::fs::rename(&new, dir.path().join("ipxe/snponly.efi")).expect("rename");
+        let c = files.open(path, None, Mode::Octet).await.expect("open");
+        assert_eq!(&*c.data, b"NEW IPXE");
+    }
+
+    #[tokio::test]
+    async fn cache_keeps_recent_files_within_its_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, len) in [("a", 40), ("b", 40), ("c", 40), ("huge", 60)] {
+            std::fs::write(dir.path().join(name), vec![b'x'; len]).expect("write");
+        }
+        let files = Files::with_budget(dir.path().to_path_buf(), None, 100);
+        let open = |name: &'static str| {
+            let files = &files;
+            async move {
+                files
+                    .open(Path::new(name), None, Mode::Octet)
+                    .await
+                    .expect("open")
+                    .data
+            }
+        };
+        let a = open("a").await;
+        drop(open("b").await);
+        assert_eq!(files.cached_bytes(), 80);
+        // Using `a` again makes `b` the oldest: `c` evicts `b`.
+        drop(open("a").await);
+        drop(open("c").await);
+        assert_eq!(files.cached_bytes(), 80);
+        assert!(Arc::ptr_eq(&a, &open("a").await), "a stayed cached");
+        // Over half the budget: served, never kept.
+        let huge = open("huge").await;
+        assert_eq!(huge.len(), 60);
+        assert_eq!(files.cached_bytes(), 80);
+        // While a transfer holds it, it is still shared.
+        assert!(Arc::ptr_eq(&huge, &open("huge").await));
+    }
+
+    #[tokio::test]
+    async fn netascii_is_converted_and_cached_apart() {
+        let (dir, files) = tree();
+        std::fs::write(dir.path().join("ipxe/text"), b"a\nb").expect("write");
+        let text = Path::new("text");
+        let ascii = files.open(text, None, Mode::Netascii).await.expect("open");
+        assert_eq!(&*ascii.data, b"a\r\nb");
+        let octet = files.open(text, None, Mode::Octet).await.expect("open");
+        assert_eq!(&*octet.data, b"a\nb");
+    }
+}

@@ -1,0 +1,510 @@
+//! The sockets: one task reads requests on the listening port and judges them;
+//! each accepted read gets a task (not a thread) with a socket of its own (its
+//! transfer ID), which feeds datagrams and timer ticks to its `Transfer` and sends
+//! what it returns. Everything that decides lives in `request`, `options` and
+//! `transfer`.
+
+use super::files::{Files, OpenError};
+use super::options::{MAX_BLKSIZE, MIN_BLKSIZE};
+use super::packet::{self, ErrorCode};
+use super::request::{self, ReadRequest};
+use super::transfer::{Handled, Outcome, Send, Transfer};
+use crate::clock;
+use crate::store::{self, Store};
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub ipxe_dir: PathBuf,
+    pub root: Option<PathBuf>,
+    /// Transfers at once at most: each holds a socket (a file descriptor).
+    pub max_transfers: usize,
+}
+
+struct Shared {
+    files: Files,
+    store: Store,
+    /// Clients with a transfer running: a retransmitted RRQ from the same address
+    /// and port must not start a second transfer of the same file.
+    active: Mutex<HashSet<SocketAddr>>,
+    max_transfers: usize,
+}
+
+/// Removes the client from `active` when its transfer task ends, however it ends.
+struct Active {
+    shared: Arc<Shared>,
+    client: SocketAddr,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.shared
+            .active
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.client);
+    }
+}
+
+/// Binds the listening socket and serves on a thread of its own running a
+/// single-threaded tokio runtime: a lockstep transfer is one round trip per block,
+/// and waking the transfer's task on the thread that polled the socket, with no
+/// hand-over between worker threads, is what keeps that round trip short. HTTP keeps
+/// the main runtime. Returns once bound, so a bind failure is reported at start.
+pub fn start(settings: Settings, store: Store) -> io::Result<SocketAddr> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("rackboot-tftp".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                // File lookups and first reads: short, and queued rather than given
+                // a thread each when a storm asks at once.
+                .max_blocking_threads(4)
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let socket = match bind_listener(settings.listen) {
+                    Ok(socket) => socket,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(socket.local_addr());
+                let shared = Arc::new(Shared {
+                    files: Files::new(settings.ipxe_dir, settings.root),
+                    store,
+                    active: Mutex::new(HashSet::new()),
+                    max_transfers: settings.max_transfers,
+                });
+                listen(socket, shared).await;
+            });
+        })?;
+    ready_rx
+        .recv()
+        .map_err(|_| io::Error::other("TFTP thread ended before binding"))?
+}
+
+fn bind_listener(listen: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if listen.is_ipv4() {
+        // The address each request was sent to: the transfer answers from it, as
+        // clients check (a host with several addresses would otherwise answer from
+        // whichever the route picks).
+        set_int_option(socket.as_raw_fd(), libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
+    }
+    socket.bind(&listen.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+async fn listen(socket: UdpSocket, shared: Arc<Shared>) {
+    let mut buf = vec![0u8; 65536];
+    let mut reply = Vec::with_capacity(128);
+    loop {
+        let (len, from, local) = match recv_with_local(&socket, &mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                // Nothing here is fatal to the server; do not spin on a bad state.
+                tracing::warn!("TFTP receive failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(bytes) = buf.get(..len) else {
+            continue;
+        };
+        match request::judge(bytes) {
+            Ok(request) => {
+                if is_active(&shared, from) {
+                    // Likely a retransmitted request. But a client that ended its
+                    // transfer (UEFI's tsize probe ends with ERROR 8) and asks again
+                    // from the same port must not be ignored: let the transfer tasks
+                    // run first, so one whose ERROR is already here is gone.
+                    tokio::task::yield_now().await;
+                }
+                accept(&shared, request, from, local);
+            }
+            Err(refusal) => {
+                match &refusal {
+                    request::Refusal::NotARequest(_) => {
+                        tracing::debug!(client = %from, "TFTP packet dropped: {refusal}");
+                    }
+                    request::Refusal::Path(_) => {
+                        tracing::warn!(client = %from, "TFTP request refused: {refusal}");
+                    }
+                    _ => tracing::info!(client = %from, "TFTP request refused: {refusal}"),
+                }
+                if let Some((code, message)) = refusal.error() {
+                    packet::encode_error(code, message, &mut reply);
+                    if let Err(e) = socket.send_to(&reply, from).await {
+                        tracing::debug!(client = %from, "TFTP error reply not sent: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_active(shared: &Shared, client: SocketAddr) -> bool {
+    shared
+        .active
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&client)
+}
+
+fn accept(shared: &Arc<Shared>, request: ReadRequest, client: SocketAddr, local: Option<IpAddr>) {
+    {
+        let mut active = shared.active.lock().unwrap_or_else(PoisonError::into_inner);
+        if active.contains(&client) {
+            tracing::debug!(%client, "TFTP request repeated while its transfer runs: ignored");
+            return;
+        }
+        if active.len() >= shared.max_transfers {
+            // Dropped, not refused: firmware retries a request that got no answer,
+            // but may give up on one that got an error.
+            tracing::warn!(
+                %client,
+                limit = shared.max_transfers,
+                "TFTP busy: request dropped"
+            );
+            return;
+        }
+        active.insert(client);
+    }
+    let guard = Active {
+        shared: Arc::clone(shared),
+        client,
+    };
+    tokio::spawn(serve_read(guard, request, local));
+}
+
+async fn serve_read(guard: Active, request: ReadRequest, local: Option<IpAddr>) {
+    let started = Instant::now();
+    let client = guard.client;
+    let shared = &guard.shared;
+    let file = request.path.display().to_string();
+    let socket = match bind_transfer(local, client) {
+        Ok(socket) => socket,
+        Err(e) => {
+            tracing::warn!(%client, file, "TFTP: no socket for the transfer: {e}");
+            return;
+        }
+    };
+    let mac = match client.ip() {
+        IpAddr::V4(ip) => shared
+            .store
+            .call(move |conn| store::mac_for_ip(conn, ip))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%client, "TFTP: inventory lookup failed: {e}");
+                None
+            }),
+        IpAddr::V6(_) => None,
+    };
+    let opened = match shared.files.open(&request.path, mac, request.mode).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            let (code, message) = match &e {
+                OpenError::NotFound => (ErrorCode::FileNotFound, "file not found"),
+                OpenError::TooLarge(_) => (ErrorCode::DiskFull, "file too large for TFTP"),
+                OpenError::Io(_) => (ErrorCode::NotDefined, "cannot read file"),
+            };
+            match e {
+                OpenError::NotFound => tracing::info!(%client, file, "TFTP file not found"),
+                _ => tracing::warn!(%client, file, "TFTP file not served: {e}"),
+            }
+            let mut reply = Vec::new();
+            packet::encode_error(code, message, &mut reply);
+            let _ = socket.send_to(&reply, client).await;
+            return;
+        }
+    };
+    let size = opened.data.len();
+    let negotiated = request
+        .options
+        .negotiate(size as u64, path_max_blksize(local, client));
+    if !negotiated.ignored.is_empty() {
+        tracing::info!(%client, file, ignored = ?negotiated.ignored, "TFTP options left out of the OACK");
+    }
+    let mut transfer = Transfer::new(client, opened.data, &negotiated, started);
+    tracing::debug!(%client, file, size, blocks = transfer.blocks(), blksize = negotiated.blksize, windowsize = negotiated.windowsize, "TFTP transfer starts");
+    if let Err(e) = drive(&socket, &mut transfer, usize::from(negotiated.blksize)).await {
+        tracing::warn!(%client, file, "TFTP transfer socket failed: {e}");
+        return;
+    }
+    let ms = started.elapsed().as_millis();
+    let detail = || {
+        format!(
+            "file={file} size={size} from={} blksize={} windowsize={} retransmits={} ms={ms} client={client}",
+            opened.source.name(),
+            negotiated.blksize,
+            negotiated.windowsize,
+            transfer.retransmits
+        )
+    };
+    match transfer.outcome() {
+        Some(Outcome::Complete) => {
+            tracing::info!(%client, file, size, ms, retransmits = transfer.retransmits, "TFTP read");
+            if mac.is_some() {
+                shared
+                    .store
+                    .record_event(clock::now_ms(), mac, "tftp.read", detail());
+            }
+        }
+        Some(Outcome::TimedOut { all_sent: true }) => {
+            // Every block went out; only the last ACK is missing (a client that
+            // moved on without acknowledging, or whose ACK was lost).
+            tracing::info!(%client, file, size, ms, "TFTP read; the final ACK never came");
+            if mac.is_some() {
+                shared.store.record_event(
+                    clock::now_ms(),
+                    mac,
+                    "tftp.read",
+                    format!("{} final_ack=missing", detail()),
+                );
+            }
+        }
+        Some(Outcome::TimedOut { all_sent: false }) => {
+            tracing::warn!(%client, file, size, ms, "TFTP transfer abandoned: client stopped answering");
+            if mac.is_some() {
+                shared
+                    .store
+                    .record_event(clock::now_ms(), mac, "tftp.timeout", detail());
+            }
+        }
+        Some(Outcome::ClientError { code, message }) => {
+            // Routine for UEFI, which asks for tsize first and aborts with error 8.
+            tracing::info!(%client, file, code, message, "TFTP transfer ended by the client");
+        }
+        None => {}
+    }
+}
+
+/// Runs the transfer to its end: datagrams and timer ticks in, packets out.
+async fn drive(socket: &UdpSocket, transfer: &mut Transfer, blksize: usize) -> io::Result<()> {
+    let mut out: Vec<Send> = Vec::with_capacity(64);
+    // Clients send ACKs and ERRORs: 1 KiB holds any sane one (a longer ERROR
+    // message is cut, which is harmless).
+    let mut buf = [0u8; 1024];
+    let mut wire = Vec::with_capacity(blksize + 4);
+    transfer.start(Instant::now(), &mut out);
+    flush(socket, transfer, &mut out, &mut wire).await;
+    let sleep = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(sleep);
+    let mut armed: Option<Instant> = None;
+    while let Some(deadline) = transfer.deadline() {
+        // Every ACK pushes the deadline later; re-arming the timer for each would
+        // cost more than the rest of the loop. The timer is re-armed only when the
+        // deadline comes earlier or the armed one fired (`on_tick` is a no-op then).
+        if armed.is_none_or(|at| deadline < at) {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::from_std(deadline));
+            armed = Some(deadline);
+        }
+        tokio::select! {
+            biased;
+            received = socket.recv_from(&mut buf) => {
+                let (len, from) = received?;
+                let bytes = buf.get(..len).unwrap_or_default();
+                match transfer.on_datagram(from, bytes, Instant::now(), &mut out) {
+                    Handled::Progress | Handled::Finished | Handled::StaleAck(_) => {}
+                    Handled::WrongPeer(peer) => {
+                        tracing::info!(client = %transfer.client(), %peer, "TFTP packet from a wrong port: answered with error 5");
+                    }
+                    Handled::Dropped(why) => {
+                        tracing::info!(client = %transfer.client(), "TFTP packet dropped: {why}");
+                    }
+                }
+            }
+            () = &mut sleep => {
+                armed = None;
+                transfer.on_tick(Instant::now(), &mut out);
+            }
+        }
+        flush(socket, transfer, &mut out, &mut wire).await;
+    }
+    Ok(())
+}
+
+async fn flush(socket: &UdpSocket, transfer: &Transfer, out: &mut Vec<Send>, wire: &mut Vec<u8>) {
+    for send in out.drain(..) {
+        transfer.encode(&send.packet, wire);
+        // A failed send is a lost packet: the timeout resends it.
+        if let Err(e) = socket.send_to(wire, send.to).await {
+            tracing::debug!(to = %send.to, "TFTP send failed: {e}");
+        }
+    }
+}
+
+/// A socket of its own for the transfer (RFC 1350 transfer ID), bound to the
+/// address the request came to.
+fn bind_transfer(local: Option<IpAddr>, client: SocketAddr) -> io::Result<UdpSocket> {
+    let unspecified = match client {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let socket = match local {
+        Some(ip) => std::net::UdpSocket::bind((ip, 0))
+            .or_else(|_| std::net::UdpSocket::bind((unspecified, 0)))?,
+        None => std::net::UdpSocket::bind((unspecified, 0))?,
+    };
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket)
+}
+
+/// The largest block a datagram to `client` carries without fragmenting: the path
+/// MTU the kernel knows for the route (IP_MTU on a connected socket) less the IP,
+/// UDP and TFTP headers. Falls back to Ethernet's 1500.
+fn path_max_blksize(local: Option<IpAddr>, client: SocketAddr) -> u16 {
+    let (level, name, headers) = match client {
+        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU, 20 + 8 + 4),
+        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU, 40 + 8 + 4),
+    };
+    let mtu = (|| -> io::Result<i32> {
+        let probe = match (local, client) {
+            (Some(ip), _) => std::net::UdpSocket::bind((ip, 0))?,
+            (None, SocketAddr::V4(_)) => std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?,
+            (None, SocketAddr::V6(_)) => std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?,
+        };
+        probe.connect(client)?;
+        get_int_option(probe.as_raw_fd(), level, name)
+    })()
+    .unwrap_or(1500);
+    u16::try_from((mtu - headers).clamp(i32::from(MIN_BLKSIZE), i32::from(MAX_BLKSIZE)))
+        .unwrap_or(MIN_BLKSIZE)
+}
+
+fn set_int_option(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` outlives the call and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+fn get_int_option(fd: RawFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut value: i32 = 0;
+    let mut len = std::mem::size_of::<i32>() as libc::socklen_t;
+    // SAFETY: `value` and `len` outlive the call; the kernel writes at most `len` bytes.
+    let rc =
+        unsafe { libc::getsockopt(fd, level, name, (&mut value as *mut i32).cast(), &mut len) };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Receives one datagram with the local address it was sent to (IP_PKTINFO).
+async fn recv_with_local(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    socket
+        .async_io(Interest::READABLE, || {
+            recvmsg_pktinfo(socket.as_raw_fd(), buf)
+        })
+        .await
+}
+
+fn recvmsg_pktinfo(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64 elements: the control buffer must be aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in `msg` points at a live buffer of the stated length.
+    let received = unsafe { libc::recvmsg(fd, &mut msg, 0) };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut local = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+    // `msg_controllen`; the payload is read unaligned.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
+                let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                local = Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                    info.ipi_spec_dst.s_addr,
+                ))));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    let from =
+        socket_addr(&addr).ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
+    Ok((received as usize, from, local))
+}
+
+fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it is
+            // large and aligned enough for.
+            let sin =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(sin.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let sin6 = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                ip,
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
