@@ -11,7 +11,8 @@
 #     rackboot
 #
 # The steps mirror the tested install: `cargo build --release --locked`, Debian's
-# `ipxe` package for /usr/lib/ipxe, a config file naming the interface.
+# `ipxe` package for /usr/lib/ipxe, `ipmitool` for IPMI power control, a config
+# file naming the interface.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -28,7 +29,7 @@ FROM debian:bookworm-slim
 # version disappears from the archive.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ipxe ca-certificates \
+    && apt-get install -y --no-install-recommends ipxe ipmitool ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/rackboot /usr/local/bin/rackboot
 COPY rackboot.example.toml /etc/rackboot/rackboot.example.toml

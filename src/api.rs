@@ -36,6 +36,12 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/machines/{mac}/image", put(set_image))
         .route("/api/v1/machines/{mac}/mode", put(set_mode))
         .route("/api/v1/machines/{mac}/reinstall", post(reinstall))
+        .route("/api/v1/machines/{mac}/reprovision", post(reprovision))
+        .route(
+            "/api/v1/machines/{mac}/power",
+            get(get_power).put(put_power).delete(delete_power),
+        )
+        .route("/api/v1/machines/{mac}/power/{action}", post(power_action))
         .route("/api/v1/machines/{mac}/boots", get(machine_boots))
         .route("/api/v1/images", get(list_images))
         .route("/api/v1/leases", get(list_leases))
@@ -345,12 +351,168 @@ async fn set_mode(
     apply_mode(&app, &user, parse_mac(&mac)?, body.mode).await
 }
 
+/// Reinstall as one action: install mode, then (with a power controller) network
+/// boot and power-cycle. 502 when a power step failed; the body says which steps
+/// succeeded, and the mode change is kept.
 async fn reinstall(
     State(app): State<AppState>,
     ApiUser(user): ApiUser,
     Path(mac): Path<String>,
-) -> ApiResult<inventory::MachineDetail> {
-    apply_mode(&app, &user, parse_mac(&mac)?, Mode::Install).await
+) -> Response {
+    run_reprovision(&app, &user, &mac, Mode::Install).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reprovision {
+    mode: Mode,
+}
+
+async fn reprovision(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(mac): Path<String>,
+    Json(body): Json<Reprovision>,
+) -> Response {
+    if !matches!(body.mode, Mode::Install | Mode::Rescue | Mode::Wipe) {
+        return ApiError::bad_request("reprovision takes mode install, rescue or wipe")
+            .into_response();
+    }
+    run_reprovision(&app, &user, &mac, body.mode).await
+}
+
+async fn run_reprovision(app: &AppState, user: &Principal, mac: &str, mode: Mode) -> Response {
+    let result = async {
+        require_change(user)?;
+        let mac = parse_mac(mac)?;
+        let report = crate::power::reprovision(
+            &app.store,
+            &app.power,
+            &app.lifecycle,
+            mac,
+            mode,
+            &user.actor(),
+        )
+        .await?;
+        Ok::<_, ApiError>(report)
+    }
+    .await;
+    match result {
+        Err(e) => e.into_response(),
+        Ok(report) => match &report.power_error {
+            None => Json(report).into_response(),
+            Some(why) => {
+                let mut body = serde_json::to_value(&report).unwrap_or_default();
+                body["error"] = json!({ "code": 502, "message": why });
+                (StatusCode::BAD_GATEWAY, Json(body)).into_response()
+            }
+        },
+    }
+}
+
+impl From<crate::power::VerbError> for ApiError {
+    fn from(e: crate::power::VerbError) -> Self {
+        match e {
+            crate::power::VerbError::Store(e) => e.into(),
+            crate::power::VerbError::NoController(_) => {
+                ApiError::new(StatusCode::CONFLICT, e.to_string())
+            }
+            crate::power::VerbError::Power { .. } => {
+                ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PowerView {
+    controller: Option<crate::power::ControllerView>,
+    status: Option<crate::power::CachedStatus>,
+}
+
+async fn get_power(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+    Path(mac): Path<String>,
+) -> ApiResult<PowerView> {
+    let mac = parse_mac(&mac)?;
+    let (controller, status) = call(&app, move |conn| {
+        if inventory::machine(conn, mac)?.is_none() {
+            return Err(StoreError::NotFound(format!("no machine {mac}")));
+        }
+        Ok((
+            crate::power::get_controller(conn, mac)?,
+            crate::power::cached_status(conn, mac)?,
+        ))
+    })
+    .await?;
+    Ok(Json(PowerView {
+        controller: controller.map(|c| c.view()),
+        status,
+    }))
+}
+
+async fn put_power(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(mac): Path<String>,
+    Json(spec): Json<crate::power::ControllerSpec>,
+) -> ApiResult<crate::power::ControllerView> {
+    require_change(&user)?;
+    let mac = parse_mac(&mac)?;
+    let (actor, now) = (user.actor(), clock::now_ms());
+    let controller = call(&app, move |conn| {
+        crate::power::put_controller(conn, mac, spec, &actor, now)
+    })
+    .await?;
+    Ok(Json(controller.view()))
+}
+
+async fn delete_power(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path(mac): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_change(&user)?;
+    let mac = parse_mac(&mac)?;
+    let (actor, now) = (user.actor(), clock::now_ms());
+    call(&app, move |conn| {
+        crate::power::remove_controller(conn, mac, &actor, now)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct ActionResult {
+    mac: String,
+    action: &'static str,
+    state: Option<crate::power::PowerState>,
+    warning: Option<String>,
+}
+
+/// A power verb: on, off, cycle, status, pxe. Reading the status changes nothing
+/// but still asks the BMC, so it needs a token that may change.
+async fn power_action(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Path((mac, action)): Path<(String, String)>,
+) -> ApiResult<ActionResult> {
+    require_change(&user)?;
+    let mac = parse_mac(&mac)?;
+    let verb = crate::power::Verb::parse(&action).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown power action {action:?}; expected on, off, cycle, status, pxe"),
+        )
+    })?;
+    let outcome = crate::power::run_verb(&app.store, &app.power, mac, verb, &user.actor()).await?;
+    Ok(Json(ActionResult {
+        mac: mac.to_string(),
+        action: verb.as_str(),
+        state: outcome.state,
+        warning: outcome.warning,
+    }))
 }
 
 #[derive(Deserialize)]

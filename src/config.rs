@@ -38,6 +38,20 @@ struct RawConfig {
     lifecycle: RawLifecycle,
     #[serde(default)]
     panel: RawPanel,
+    #[serde(default)]
+    power: RawPower,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPower {
+    poll_interval_secs: Option<u64>,
+    concurrency: Option<usize>,
+    timeout_secs: Option<u64>,
+    retries: Option<u32>,
+    ipmitool: Option<PathBuf>,
+    wol_broadcast: Option<Ipv4Addr>,
+    wol_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +130,7 @@ pub struct Config {
     pub ipxe: IpxeFiles,
     pub lifecycle: LifecycleConfig,
     pub panel: PanelConfig,
+    pub power: crate::power::PowerConfig,
 }
 
 /// Where the admin panel and API listen: with the boot files by default, or on an
@@ -547,7 +562,49 @@ impl Config {
             }
         };
 
+        let power = {
+            let p = &raw.power;
+            let defaults = crate::power::PowerConfig::default();
+            let poll = p.poll_interval_secs.unwrap_or(60);
+            if poll != 0 && poll < 5 {
+                return Err(invalid(
+                    "power.poll_interval_secs",
+                    "must be 0 (off) or at least 5 seconds".into(),
+                ));
+            }
+            let concurrency = p.concurrency.unwrap_or(defaults.concurrency);
+            if !(1..=256).contains(&concurrency) {
+                return Err(invalid(
+                    "power.concurrency",
+                    "must be between 1 and 256".into(),
+                ));
+            }
+            let timeout = p.timeout_secs.unwrap_or(15);
+            if !(1..=300).contains(&timeout) {
+                return Err(invalid(
+                    "power.timeout_secs",
+                    "must be between 1 and 300 seconds".into(),
+                ));
+            }
+            let retries = p.retries.unwrap_or(defaults.retries);
+            if retries > 10 {
+                return Err(invalid("power.retries", "must be at most 10".into()));
+            }
+            crate::power::PowerConfig {
+                poll_interval: (poll > 0).then(|| std::time::Duration::from_secs(poll)),
+                concurrency,
+                timeout: std::time::Duration::from_secs(timeout),
+                retries,
+                ipmitool: p.ipmitool.clone().unwrap_or(defaults.ipmitool),
+                wol_broadcast: p.wol_broadcast.unwrap_or(defaults.wol_broadcast),
+                wol_port: p.wol_port.unwrap_or(defaults.wol_port),
+                // Magic packets go out where the machines boot.
+                wol_interface: dhcp.as_ref().map(|d| d.interface.clone()),
+            }
+        };
+
         Ok(Config {
+            power,
             lifecycle,
             panel,
             data_dir: raw
@@ -763,6 +820,37 @@ mod tests {
                 "expected {key} in: {err}"
             );
         }
+    }
+
+    #[test]
+    fn power_section() {
+        let config = Config::parse(
+            "[power]\npoll_interval_secs = 0\nconcurrency = 4\ntimeout_secs = 5\nretries = 1\nwol_broadcast = \"192.0.2.255\"\n",
+            "t",
+        )
+        .expect("valid");
+        assert_eq!(config.power.poll_interval, None);
+        assert_eq!(config.power.concurrency, 4);
+        assert_eq!(config.power.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(config.power.wol_broadcast, Ipv4Addr::new(192, 0, 2, 255));
+        let dhcp = Config::parse(MINIMAL_DHCP, "t").expect("valid");
+        assert_eq!(dhcp.power.wol_interface.as_deref(), Some("br0"));
+        for (text, key) in [
+            (
+                "[power]\npoll_interval_secs = 1\n",
+                "power.poll_interval_secs",
+            ),
+            ("[power]\nconcurrency = 0\n", "power.concurrency"),
+            ("[power]\ntimeout_secs = 0\n", "power.timeout_secs"),
+            ("[power]\nretries = 99\n", "power.retries"),
+        ] {
+            let err = error_text(text);
+            assert!(
+                err.contains(&format!("`{key}`")),
+                "expected {key} in: {err}"
+            );
+        }
+        assert!(error_text("[power]\npassword = \"x\"\n").contains("password"));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct AppState {
     /// Set when the panel is served over TLS: cookies get `Secure`.
     pub secure_cookies: bool,
     pub imports: Arc<crate::bulk::StagedImports>,
+    /// Sends power verbs to BMCs, with the `[power]` limits.
+    pub power: Arc<crate::power::Power>,
 }
 
 impl AppState {
@@ -57,6 +59,9 @@ impl AppState {
             setup_token: Arc::new(Mutex::new(None)),
             secure_cookies: false,
             imports: Arc::new(crate::bulk::StagedImports::default()),
+            power: Arc::new(crate::power::Power::new(
+                crate::power::PowerConfig::default(),
+            )),
         }
     }
 }

@@ -23,6 +23,9 @@
 //! - `auth`: users, passwords, sessions, API tokens, login rate limiting.
 //! - `panel`: the admin panel pages; `api`: the JSON API and its OpenAPI document;
 //!   `bulk`: CSV/XLSX import and export, image uploads.
+//! - `power`: power controllers (IPMI through `ipmitool`, Redfish, Wake-on-LAN), the
+//!   power verbs, reinstall/rescue/wipe as one action (mode, network boot, power
+//!   cycle), and the background poll of every machine's power state.
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
 //! - `limits`: raises the open-file limit at start.
 
@@ -42,6 +45,7 @@ mod netif;
 mod panel;
 #[cfg(test)]
 mod panel_tests;
+mod power;
 mod ra;
 mod script;
 mod serve;
@@ -92,6 +96,77 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Power control through each machine's BMC (IPMI, Redfish) or Wake-on-LAN.
+    #[command(subcommand)]
+    Power(PowerCommand),
+}
+
+#[derive(Subcommand)]
+enum PowerCommand {
+    /// Set a machine's power controller. Passwords are read from standard input
+    /// (or --password-file), never from the command line.
+    Set {
+        mac: MacAddr,
+        #[command(subcommand)]
+        controller: ControllerArgs,
+    },
+    /// Remove a machine's power controller.
+    Remove { mac: MacAddr },
+    /// Show a machine's power controller (never its password) and last state.
+    Show { mac: MacAddr },
+    /// Power on (IPMI, Redfish, Wake-on-LAN).
+    On(Targets),
+    /// Power off.
+    Off(Targets),
+    /// Power-cycle.
+    Cycle(Targets),
+    /// Read the power state.
+    Status(Targets),
+    /// Boot from the network next time (once).
+    Pxe(Targets),
+}
+
+/// Machines to act on: MACs, or every machine of a rack.
+#[derive(clap::Args)]
+struct Targets {
+    macs: Vec<MacAddr>,
+    #[arg(long, conflicts_with = "macs")]
+    rack: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum ControllerArgs {
+    /// IPMI over LAN (lanplus), through ipmitool.
+    Ipmi {
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 623)]
+        port: u16,
+        #[arg(long)]
+        user: String,
+        /// IPMI cipher suite (3 is what most BMCs and ipmi_sim accept; 17 for newer).
+        #[arg(long, default_value_t = 3)]
+        cipher_suite: u8,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Redfish over HTTPS.
+    Redfish {
+        /// The BMC's base URL, e.g. https://10.0.0.9
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "1")]
+        system_id: String,
+        /// Accept any TLS certificate (BMCs with self-signed ones).
+        #[arg(long)]
+        no_verify_tls: bool,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Wake-on-LAN (power on only) on the boot network.
+    Wol,
 }
 
 #[derive(Subcommand)]
@@ -160,9 +235,21 @@ enum MachineCommand {
         exit_method: Option<lifecycle::ExitMethod>,
     },
     List,
-    /// Install the machine's image on its next boot.
+    /// Reinstall: set install mode and, with a power controller, boot the machine
+    /// from the network now (power-cycle, or power on when off).
     Reinstall {
         mac: MacAddr,
+    },
+    /// Rescue: like reinstall, with the rescue image.
+    Rescue {
+        mac: MacAddr,
+    },
+    /// Wipe the machine's disks: like reinstall, with the wipe image.
+    Wipe {
+        mac: MacAddr,
+        /// The same MAC again: wiping cannot be undone.
+        #[arg(long)]
+        confirm: MacAddr,
     },
     /// The machine's last boots, with the time each phase took.
     Boots {
@@ -477,21 +564,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Machine(MachineCommand::Reinstall { mac }) => {
-            let m = store
-                .call(move |conn| {
-                    inventory::set_mode(
-                        conn,
-                        mac,
-                        lifecycle::Mode::Install,
-                        &life,
-                        &actor,
-                        clock::now_ms(),
-                    )
-                })
-                .await?;
-            print!("reinstall on next boot: ");
-            print_machine(&m);
-            Ok(())
+            reprovision_cli(&store, &config, mac, lifecycle::Mode::Install, &actor).await
+        }
+        Command::Machine(MachineCommand::Rescue { mac }) => {
+            reprovision_cli(&store, &config, mac, lifecycle::Mode::Rescue, &actor).await
+        }
+        Command::Machine(MachineCommand::Wipe { mac, confirm }) => {
+            if confirm != mac {
+                anyhow::bail!("--confirm {confirm} is not {mac}: nothing was wiped");
+            }
+            reprovision_cli(&store, &config, mac, lifecycle::Mode::Wipe, &actor).await
         }
         Command::Machine(MachineCommand::Boots { mac, limit }) => {
             let boots = store
@@ -644,6 +726,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("token {name} revoked");
             Ok(())
         }
+        Command::Power(command) => power_cli(&store, &config, command, &actor).await,
         Command::Machine(MachineCommand::List) => {
             let machines = store.call(bulk::all_machines).await?;
             println!(
@@ -731,6 +814,179 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Reinstall, rescue or wipe from the CLI: every step printed; a failed power step
+/// fails the command (the mode change stays, and the output says so).
+async fn reprovision_cli(
+    store: &Store,
+    config: &Config,
+    mac: MacAddr,
+    mode: lifecycle::Mode,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let power = power::Power::new(config.power.clone());
+    let report = power::reprovision(store, &power, &config.lifecycle, mac, mode, actor).await?;
+    print!("{mode}: ");
+    print_machine(&report.machine);
+    for step in &report.steps {
+        println!("  {:<7} {:<8} {}", step.step, step.result, step.detail);
+    }
+    match report.power_error {
+        Some(why) => anyhow::bail!("{mac}: {why}"),
+        None => Ok(()),
+    }
+}
+
+fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("--password-file {}", path.display()))?,
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("BMC password (input is shown; pipe it in to hide it): ");
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+    };
+    let password = text.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("the BMC password is empty");
+    }
+    Ok(password)
+}
+
+async fn power_cli(
+    store: &Store,
+    config: &Config,
+    command: PowerCommand,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let actor = actor.to_string();
+    let (verb, targets) = match command {
+        PowerCommand::Set { mac, controller } => {
+            let spec = match controller {
+                ControllerArgs::Ipmi {
+                    host,
+                    port,
+                    user,
+                    cipher_suite,
+                    password_file,
+                } => power::ControllerSpec::Ipmi {
+                    host,
+                    port: Some(port),
+                    user,
+                    password: Some(read_password(password_file.as_deref())?),
+                    cipher_suite: Some(cipher_suite),
+                },
+                ControllerArgs::Redfish {
+                    url,
+                    user,
+                    system_id,
+                    no_verify_tls,
+                    password_file,
+                } => power::ControllerSpec::Redfish {
+                    url,
+                    user,
+                    password: Some(read_password(password_file.as_deref())?),
+                    system_id: Some(system_id),
+                    verify_tls: Some(!no_verify_tls),
+                },
+                ControllerArgs::Wol => power::ControllerSpec::Wol,
+            };
+            let controller = store
+                .call(move |conn| power::put_controller(conn, mac, spec, &actor, clock::now_ms()))
+                .await?;
+            println!("{mac}: power controller {}", controller.summary());
+            return Ok(());
+        }
+        PowerCommand::Remove { mac } => {
+            store
+                .call(move |conn| power::remove_controller(conn, mac, &actor, clock::now_ms()))
+                .await?;
+            println!("{mac}: power controller removed");
+            return Ok(());
+        }
+        PowerCommand::Show { mac } => {
+            let (controller, status) = store
+                .call(move |conn| {
+                    Ok((
+                        power::get_controller(conn, mac)?,
+                        power::cached_status(conn, mac)?,
+                    ))
+                })
+                .await?;
+            match controller {
+                None => println!("{mac}: no power controller"),
+                Some(c) => println!("{mac}: {} password=set", c.summary()),
+            }
+            if let Some(s) = status {
+                println!(
+                    "last state: {} at {} {}",
+                    s.state,
+                    format_ms(Some(s.checked_ms)),
+                    s.detail
+                );
+            }
+            return Ok(());
+        }
+        PowerCommand::On(t) => (power::Verb::On, t),
+        PowerCommand::Off(t) => (power::Verb::Off, t),
+        PowerCommand::Cycle(t) => (power::Verb::Cycle, t),
+        PowerCommand::Status(t) => (power::Verb::Status, t),
+        PowerCommand::Pxe(t) => (power::Verb::Pxe, t),
+    };
+    if targets.macs.is_empty() && targets.rack.is_none() {
+        anyhow::bail!("name machines by MAC, or a rack with --rack");
+    }
+    let (macs, rack) = (targets.macs.clone(), targets.rack.clone());
+    let found = store
+        .call(move |conn| power::controllers(conn, &macs, rack.as_deref()))
+        .await?;
+    if found.is_empty() {
+        anyhow::bail!("no machine in rack {}", targets.rack.unwrap_or_default());
+    }
+    let power = std::sync::Arc::new(power::Power::new(config.power.clone()));
+    let macs: Vec<MacAddr> = found.iter().map(|(mac, _)| *mac).collect();
+    let results = power::run_many(store, &power, macs, verb, &actor).await;
+    let mut failed = Vec::new();
+    for (mac, result) in &results {
+        match result {
+            Ok(outcome) => {
+                let state = outcome.state.map_or("", power::PowerState::as_str);
+                match &outcome.warning {
+                    Some(w) => println!("{mac} {} warning: {w}", verb.as_str()),
+                    None => println!("{mac} {} ok {state}", verb.as_str()),
+                }
+            }
+            Err(e) => {
+                println!("{mac} {} FAILED: {e}", verb.as_str());
+                failed.push(mac.to_string());
+            }
+        }
+    }
+    println!(
+        "{} of {} machines: power {} done{}",
+        results.len() - failed.len(),
+        results.len(),
+        verb.as_str(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failed: {}", failed.join(" "))
+        }
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "power {} failed for {} machine(s)",
+            verb.as_str(),
+            failed.len()
+        )
     }
 }
 

@@ -39,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .route("/machines/{mac}/settings", post(save_settings))
         .route("/machines/{mac}/delete", post(delete_machine))
         .route("/machines/{mac}/wipe", get(wipe_confirm))
+        .route("/machines/{mac}/power", post(power_action))
+        .route("/machines/{mac}/power/controller", post(power_controller))
         .route("/images", get(images).post(upload_image))
         .route("/images/{name}/delete", post(delete_image))
         .route("/leases", get(leases))
@@ -636,6 +638,8 @@ pub struct MachineRow {
     arch: String,
     rack: String,
     last_seen: String,
+    /// The last power state read (`on`, `off`, `error`), `wol`, or empty.
+    power: String,
 }
 
 #[derive(Template)]
@@ -704,7 +708,11 @@ async fn machines(
         offset: page.saturating_mul(PAGE_SIZE),
         limit: PAGE_SIZE,
     };
-    let (found, total) = call(&app, move |conn| inventory::search(conn, &query)).await?;
+    let (found, total, mut power) = call(&app, move |conn| {
+        let (found, total) = inventory::search(conn, &query)?;
+        Ok((found, total, crate::power::power_column(conn)?))
+    })
+    .await?;
     let link = |page: u32| {
         format!(
             "/machines?q={}&mode={}&sort={}&page={page}",
@@ -723,6 +731,7 @@ async fn machines(
         machines: found
             .into_iter()
             .map(|m| MachineRow {
+                power: power.remove(&m.mac).unwrap_or_default(),
                 ip: m.current_ip().map(|ip| ip.to_string()).unwrap_or_default(),
                 mac: m.mac,
                 hostname: m.hostname.unwrap_or_default(),
@@ -778,6 +787,55 @@ struct MachinePage {
     /// Server-rendered SVG of the last boots (numbers and fixed labels only).
     timeline_svg: String,
     boot_count: usize,
+    power: PowerPanel,
+}
+
+/// The machine page's power section: the controller without its password, the
+/// last state read, and the form's current values.
+#[derive(Default)]
+pub struct PowerPanel {
+    kind: String,
+    summary: String,
+    state: String,
+    checked: String,
+    detail: String,
+    host: String,
+    port: String,
+    user: String,
+    cipher_suite: String,
+    url: String,
+    system_id: String,
+    verify_tls: bool,
+}
+
+fn power_panel(
+    controller: Option<crate::power::Controller>,
+    status: Option<crate::power::CachedStatus>,
+) -> PowerPanel {
+    let mut p = PowerPanel {
+        verify_tls: true,
+        port: "623".into(),
+        cipher_suite: "3".into(),
+        system_id: "1".into(),
+        ..PowerPanel::default()
+    };
+    if let Some(s) = status {
+        p.state = s.state;
+        p.checked = fmt_ms(Some(s.checked_ms));
+        p.detail = s.detail;
+    }
+    let Some(c) = controller else { return p };
+    p.kind = c.kind().into();
+    p.summary = c.summary();
+    let v = c.view();
+    p.host = v.host.unwrap_or_default();
+    p.port = v.port.map_or(p.port, |n| n.to_string());
+    p.user = v.user.unwrap_or_default();
+    p.cipher_suite = v.cipher_suite.map_or(p.cipher_suite, |n| n.to_string());
+    p.url = v.url.unwrap_or_default();
+    p.system_id = v.system_id.unwrap_or(p.system_id);
+    p.verify_tls = v.verify_tls.unwrap_or(true);
+    p
 }
 
 fn parse_mac(text: &str) -> Result<MacAddr, PanelError> {
@@ -791,15 +849,19 @@ async fn machine_view(
     notice: Option<String>,
     error: Option<String>,
 ) -> PanelResult {
-    let (machine, images, events, boots) = call(app, move |conn| {
+    let (machine, images, events, boots, power) = call(app, move |conn| {
         let machine = inventory::machine(conn, mac)?;
+        let power = (
+            crate::power::get_controller(conn, mac)?,
+            crate::power::cached_status(conn, mac)?,
+        );
         let images = store::list_images(conn)?
             .into_iter()
             .map(|i| i.name)
             .collect::<Vec<_>>();
         let events = inventory::events(conn, Some(mac), false, 200)?;
         let boots = inventory::boots(conn, mac, 8)?;
-        Ok((machine, images, events, boots))
+        Ok((machine, images, events, boots, power))
     })
     .await?;
     let Some(m) = machine else {
@@ -865,6 +927,7 @@ async fn machine_view(
             fmt_ms(Some(ms)).get(5..19).unwrap_or("").to_string()
         }),
         boot_count: boots.len(),
+        power: power_panel(power.0, power.1),
         m,
     };
     Ok((status, render(&page)).into_response())
@@ -916,6 +979,46 @@ async fn set_mode(
             .await;
         }
     }
+    if matches!(mode, Mode::Install | Mode::Rescue | Mode::Wipe) {
+        // One action: the mode, then (with a power controller) a network boot and a
+        // power-cycle. A failed power step keeps the mode and is shown as an error.
+        let result = crate::power::reprovision(
+            &app.store,
+            &app.power,
+            &app.lifecycle,
+            mac,
+            mode,
+            &user.actor(),
+        )
+        .await;
+        return match result {
+            Ok(report) => match &report.power_error {
+                None if report.steps.len() > 2 => Ok(with_notice(
+                    &format!("/machines/{mac}"),
+                    &format!(
+                        "{} started through the BMC: {}.",
+                        mode_action(mode),
+                        report.describe()
+                    ),
+                )),
+                None => Ok(with_notice(&format!("/machines/{mac}"), &mode_notice(mode))),
+                Some(why) => {
+                    let mut response = machine_view(
+                        &app,
+                        &user,
+                        mac,
+                        None,
+                        Some(format!("{why}. Steps: {}.", report.describe())),
+                    )
+                    .await?;
+                    *response.status_mut() = StatusCode::BAD_GATEWAY;
+                    Ok(response)
+                }
+            },
+            Err(StoreError::Conflict(why)) => machine_view(&app, &user, mac, None, Some(why)).await,
+            Err(e) => Err(e.into()),
+        };
+    }
     let config = (*app.lifecycle).clone();
     let actor = user.actor();
     let now = clock::now_ms();
@@ -924,17 +1027,159 @@ async fn set_mode(
         .call(move |conn| inventory::set_mode(conn, mac, mode, &config, &actor, now))
         .await;
     match result {
-        Ok(_) => {
-            let notice = match mode {
-                Mode::Install => {
-                    "Reinstall set: the machine installs its image on its next boot.".to_string()
-                }
-                Mode::Wipe => "Wipe set: the machine is wiped on its next boot.".to_string(),
-                other => format!("Mode set to {other}."),
+        Ok(_) => Ok(with_notice(&format!("/machines/{mac}"), &mode_notice(mode))),
+        Err(StoreError::Conflict(why)) => machine_view(&app, &user, mac, None, Some(why)).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn mode_action(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Install => "Reinstall",
+        Mode::Rescue => "Rescue",
+        Mode::Wipe => "Wipe",
+        Mode::Boot => "Boot image",
+        Mode::Local => "Local boot",
+    }
+}
+
+fn mode_notice(mode: Mode) -> String {
+    match mode {
+        Mode::Install => "Reinstall set: the machine installs its image on its next boot.".into(),
+        Mode::Wipe => "Wipe set: the machine is wiped on its next boot.".into(),
+        other => format!("Mode set to {other}."),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PowerForm {
+    csrf: Option<String>,
+    action: String,
+}
+
+async fn power_action(
+    State(app): State<AppState>,
+    User(user): User,
+    Path(mac_text): Path<String>,
+    Form(form): Form<PowerForm>,
+) -> PanelResult {
+    check_csrf(&user, form.csrf.as_deref())?;
+    require_change(&user)?;
+    let mac = parse_mac(&mac_text)?;
+    let Some(verb) = crate::power::Verb::parse(&form.action) else {
+        return machine_view(
+            &app,
+            &user,
+            mac,
+            None,
+            Some(format!("Unknown power action {:?}.", form.action)),
+        )
+        .await;
+    };
+    match crate::power::run_verb(&app.store, &app.power, mac, verb, &user.actor()).await {
+        Ok(outcome) => {
+            let notice = match (&outcome.warning, outcome.state) {
+                (Some(w), _) => format!("Power {}: warning: {w}", verb.as_str()),
+                (None, Some(state)) => format!("Power {}: {}.", verb.as_str(), state.as_str()),
+                (None, None) => format!("Power {}: done.", verb.as_str()),
             };
             Ok(with_notice(&format!("/machines/{mac}"), &notice))
         }
-        Err(StoreError::Conflict(why)) => machine_view(&app, &user, mac, None, Some(why)).await,
+        Err(crate::power::VerbError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            let mut response = machine_view(&app, &user, mac, None, Some(e.to_string())).await?;
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+            Ok(response)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ControllerForm {
+    csrf: Option<String>,
+    kind: String,
+    #[serde(default)]
+    host: String,
+    #[serde(default)]
+    port: String,
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    cipher_suite: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    system_id: String,
+    verify_tls: Option<String>,
+}
+
+fn controller_spec(form: &ControllerForm) -> Result<Option<crate::power::ControllerSpec>, String> {
+    let number = |text: &str, what: &str| -> Result<Option<u16>, String> {
+        optional(text)
+            .map(|t| {
+                t.parse::<u16>()
+                    .map_err(|_| format!("{what} {t:?} is not a number."))
+            })
+            .transpose()
+    };
+    let password = optional(&form.password);
+    Ok(match form.kind.as_str() {
+        "none" => None,
+        "ipmi" => Some(crate::power::ControllerSpec::Ipmi {
+            host: form.host.clone(),
+            port: number(&form.port, "Port")?,
+            user: form.user.trim().to_string(),
+            password,
+            cipher_suite: number(&form.cipher_suite, "Cipher suite")?
+                .map(|n| u8::try_from(n).unwrap_or(u8::MAX)),
+        }),
+        "redfish" => Some(crate::power::ControllerSpec::Redfish {
+            url: form.url.clone(),
+            user: form.user.trim().to_string(),
+            password,
+            system_id: optional(&form.system_id),
+            verify_tls: Some(form.verify_tls.is_some()),
+        }),
+        "wol" => Some(crate::power::ControllerSpec::Wol),
+        other => return Err(format!("Unknown controller kind {other:?}.")),
+    })
+}
+
+async fn power_controller(
+    State(app): State<AppState>,
+    User(user): User,
+    Path(mac_text): Path<String>,
+    Form(form): Form<ControllerForm>,
+) -> PanelResult {
+    check_csrf(&user, form.csrf.as_deref())?;
+    require_change(&user)?;
+    let mac = parse_mac(&mac_text)?;
+    let spec = match controller_spec(&form) {
+        Ok(spec) => spec,
+        Err(why) => return machine_view(&app, &user, mac, None, Some(why)).await,
+    };
+    let (actor, now) = (user.actor(), clock::now_ms());
+    let result = app
+        .store
+        .call(move |conn| match spec {
+            Some(spec) => crate::power::put_controller(conn, mac, spec, &actor, now).map(Some),
+            None => crate::power::remove_controller(conn, mac, &actor, now).map(|()| None),
+        })
+        .await;
+    match result {
+        Ok(Some(c)) => Ok(with_notice(
+            &format!("/machines/{mac}"),
+            &format!("Power controller set: {}.", c.summary()),
+        )),
+        Ok(None) => Ok(with_notice(
+            &format!("/machines/{mac}"),
+            "Power controller removed.",
+        )),
+        Err(StoreError::Conflict(why) | StoreError::NotFound(why)) => {
+            machine_view(&app, &user, mac, None, Some(why)).await
+        }
         Err(e) => Err(e.into()),
     }
 }

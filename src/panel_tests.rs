@@ -5,6 +5,7 @@
 use crate::auth::{self, Role};
 use crate::clock;
 use crate::http::tests::{TestApp, app};
+use crate::power::fake_redfish::{FakeRedfish, GOOD_AUTH};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
@@ -516,6 +517,9 @@ async fn api_needs_a_token_and_viewer_tokens_only_read() {
 async fn openapi_document_matches_the_routes() {
     let app = app().await;
     let op = token(&app, "ci", Role::Operator).await;
+    // The power routes talk to a BMC: a fake Redfish one on loopback.
+    let bmc = FakeRedfish::start().await;
+    let controller = redfish_controller(&bmc.url, "calvin");
     let doc: serde_json::Value = serde_json::from_str(crate::api::OPENAPI).expect("valid JSON");
     let paths = doc["paths"].as_object().expect("paths");
     let mut documented = Vec::new();
@@ -525,9 +529,15 @@ async fn openapi_document_matches_the_routes() {
                 continue;
             }
             documented.push(format!("{} {path}", method.to_uppercase()));
-            let uri = format!("/api/v1{}", path.replace("{mac}", "52-54-00-12-34-56"));
+            let uri = format!(
+                "/api/v1{}",
+                path.replace("{mac}", "52-54-00-12-34-56")
+                    .replace("{action}", "status")
+            );
             let json = match (method, path.as_str()) {
                 ("post", "/machines") => Some(r#"{"mac":"52:54:00:cc:00:01"}"#),
+                ("put", "/machines/{mac}/power") => Some(controller.as_str()),
+                ("post", "/machines/{mac}/reprovision") => Some(r#"{"mode":"rescue"}"#),
                 ("put", "/machines/{mac}/image") => Some(r#"{"image":"debian"}"#),
                 ("put", "/machines/{mac}/mode") => Some(r#"{"mode":"install"}"#),
                 ("patch", _) => Some(r#"{"rack":"r1"}"#),
@@ -568,6 +578,11 @@ async fn openapi_document_matches_the_routes() {
         "PUT /machines/{mac}/image",
         "PUT /machines/{mac}/mode",
         "POST /machines/{mac}/reinstall",
+        "POST /machines/{mac}/reprovision",
+        "GET /machines/{mac}/power",
+        "PUT /machines/{mac}/power",
+        "DELETE /machines/{mac}/power",
+        "POST /machines/{mac}/power/{action}",
         "GET /machines/{mac}/boots",
         "GET /images",
         "GET /leases",
@@ -638,4 +653,146 @@ async fn tokens_and_users_are_managed_by_admins() {
     .await;
     assert_eq!(add.status, StatusCode::SEE_OTHER, "{}", add.body);
     let _ = clock::now_ms();
+}
+
+fn redfish_controller(url: &str, password: &str) -> String {
+    format!(r#"{{"kind":"redfish","url":"{url}","user":"root","password":"{password}"}}"#)
+}
+
+/// The panel's Reinstall with a power controller is one action: mode, network boot,
+/// power on (the fake BMC is off); each step is an event by the user. The password
+/// never comes back: not in the page, the API, the export or the events.
+#[tokio::test]
+async fn panel_reinstall_power_cycles_through_the_bmc_and_secrets_stay_hidden() {
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let bmc = FakeRedfish::start().await;
+    let page = "/machines/52-54-00-12-34-56";
+    let set = send(
+        &app,
+        post_form(
+            &format!("{page}/power/controller"),
+            Some(&cookie),
+            &format!(
+                "csrf={csrf}&kind=redfish&url={}&user=root&password=calvin&system_id=1&verify_tls=on",
+                bmc.url.replace(':', "%3A").replace('/', "%2F")
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(set.status, StatusCode::SEE_OTHER, "{}", set.body);
+    let reply = send(
+        &app,
+        post_form(
+            &format!("{page}/mode"),
+            Some(&cookie),
+            &format!("mode=install&csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let location = reply.headers[header::LOCATION].to_str().expect("ascii");
+    assert!(location.contains("Reinstall%20started"), "{location}");
+    let seen: Vec<(String, String)> = bmc
+        .seen()
+        .into_iter()
+        .map(|s| {
+            assert_eq!(s.authorization.as_deref(), Some(GOOD_AUTH));
+            (s.method, s.path)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("PATCH".into(), "/redfish/v1/Systems/1".into()),
+            ("GET".into(), "/redfish/v1/Systems/1".into()),
+            (
+                "POST".into(),
+                "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset".into()
+            ),
+        ]
+    );
+    assert!(*bmc.bmc.power_on.lock().expect("lock"), "powered on");
+    let shown = send(&app, get(page, Some(&cookie))).await;
+    assert!(shown.body.contains("power power-on"), "{}", shown.body);
+    assert!(!shown.body.contains("calvin"), "password in the page");
+    let audit = send(&app, get("/audit", Some(&cookie))).await;
+    for kind in ["mode.set", "power.pxe", "power.status", "power.on"] {
+        assert!(audit.body.contains(kind), "{kind}: {}", audit.body);
+    }
+    assert!(!audit.body.contains("calvin"));
+    let list = send(&app, get("/machines", Some(&cookie))).await;
+    assert!(list.body.contains("power power-on"), "{}", list.body);
+    let csv = send(&app, get("/export.csv", Some(&cookie))).await;
+    assert!(!csv.body.contains("calvin"));
+    let op = token(&app, "ci", Role::Operator).await;
+    let api_view = send(
+        &app,
+        api(
+            Method::GET,
+            "/api/v1/machines/52-54-00-12-34-56/power",
+            Some(&op),
+            None,
+        ),
+    )
+    .await;
+    assert!(
+        api_view.body.contains(r#""password":"set""#),
+        "{}",
+        api_view.body
+    );
+    assert!(!api_view.body.contains("calvin"));
+
+    // A wrong password: the mode change is kept and the failed step shown, 502.
+    let wrong = send(
+        &app,
+        api(
+            Method::PUT,
+            "/api/v1/machines/52-54-00-12-34-56/power",
+            Some(&op),
+            Some(&redfish_controller(&bmc.url, "wrong")),
+        ),
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::OK, "{}", wrong.body);
+    let failed = send(
+        &app,
+        post_form(
+            &format!("{page}/mode"),
+            Some(&cookie),
+            &format!("mode=rescue&csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(failed.status, StatusCode::BAD_GATEWAY, "{}", failed.body);
+    assert!(
+        failed
+            .body
+            .contains("mode rescue is set, but power pxe failed")
+            && failed.body.contains("refused the credentials"),
+        "{}",
+        failed.body
+    );
+    assert!(failed.body.contains("mode big mode-rescue"), "mode kept");
+    let api_failed = send(
+        &app,
+        api(
+            Method::POST,
+            "/api/v1/machines/52-54-00-12-34-56/reinstall",
+            Some(&op),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(
+        api_failed.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        api_failed.body
+    );
+    let body: serde_json::Value = serde_json::from_str(&api_failed.body).expect("json");
+    assert_eq!(body["mode"], "install");
+    assert_eq!(body["steps"][1]["result"], "failed");
+    assert!(!api_failed.body.contains("wrong"), "{}", api_failed.body);
 }

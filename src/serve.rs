@@ -77,6 +77,10 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         config.lifecycle.clone(),
     );
     state.secure_cookies = config.panel.tls.is_some();
+    state.power = std::sync::Arc::new(crate::power::Power::new(config.power.clone()));
+    // The power column of the panel: every BMC read at a modest rate, limited by
+    // the same semaphore as the verbs operators send.
+    tokio::spawn(crate::power::poll_loop(store.clone(), state.power.clone()));
     let panel_url = match (&config.panel.listen, &config.panel.tls) {
         (Some(addr), Some(_)) => format!("https://{addr}"),
         (Some(addr), None) => format!("http://{addr}"),

@@ -142,6 +142,29 @@ const MIGRATIONS: &[&str] = &[
     END;
     CREATE INDEX events_by_kind_time ON events(kind, at_ms);
 "#,
+    // 4: power controllers (IPMI, Redfish, Wake-on-LAN) with their secrets, and the
+    // last power state read from each BMC.
+    r#"
+    CREATE TABLE power_controllers (
+        mac TEXT PRIMARY KEY REFERENCES machines(mac) ON UPDATE CASCADE ON DELETE CASCADE,
+        kind TEXT NOT NULL,
+        host TEXT,
+        port INTEGER,
+        username TEXT,
+        secret TEXT,
+        cipher_suite INTEGER,
+        url TEXT,
+        system_id TEXT,
+        verify_tls INTEGER NOT NULL DEFAULT 1,
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE power_status (
+        mac TEXT PRIMARY KEY REFERENCES machines(mac) ON UPDATE CASCADE ON DELETE CASCADE,
+        state TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        checked_ms INTEGER NOT NULL
+    );
+"#,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]

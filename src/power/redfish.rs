@@ -1,0 +1,220 @@
+//! Redfish: plain HTTPS and JSON to `/redfish/v1/Systems/{id}` (DMTF DSP0266).
+//! Power verbs are `ComputerSystem.Reset` actions; the one-time network boot is a
+//! PATCH of `Boot.BootSourceOverrideTarget`. Which request each verb makes is pure;
+//! sending it goes through reqwest (async, rustls with the `ring` provider), so no
+//! BMC call blocks an async worker.
+
+use super::{Outcome, PowerError, PowerState, Secret, Verb};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+pub struct Target<'a> {
+    pub url: &'a str,
+    pub user: &'a str,
+    pub system_id: &'a str,
+}
+
+/// One request, as the BMC will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: &'static str,
+    pub path: String,
+    pub body: Option<Value>,
+}
+
+/// The request for `verb` (pure). Cycle is `ForceRestart`, the reset type every
+/// Redfish BMC implements (`PowerCycle` is optional in the schema).
+pub fn request(system_id: &str, verb: Verb) -> Request {
+    let system = format!("/redfish/v1/Systems/{system_id}");
+    let reset = |kind: &str| Request {
+        method: "POST",
+        path: format!("{system}/Actions/ComputerSystem.Reset"),
+        body: Some(json!({ "ResetType": kind })),
+    };
+    match verb {
+        Verb::On => reset("On"),
+        Verb::Off => reset("ForceOff"),
+        Verb::Cycle => reset("ForceRestart"),
+        Verb::Status => Request {
+            method: "GET",
+            path: system,
+            body: None,
+        },
+        Verb::Pxe => Request {
+            method: "PATCH",
+            path: system,
+            body: Some(json!({
+                "Boot": {
+                    "BootSourceOverrideTarget": "Pxe",
+                    "BootSourceOverrideEnabled": "Once"
+                }
+            })),
+        },
+    }
+}
+
+/// What the BMC's answer means (pure).
+pub fn interpret(verb: Verb, status: u16, body: &str) -> Result<Outcome, PowerError> {
+    let message = || redfish_message(body).unwrap_or_else(|| format!("HTTP {status}"));
+    match status {
+        200..=299 => {}
+        401 | 403 => return Err(PowerError::Auth(format!("HTTP {status}: {}", message()))),
+        500..=599 => {
+            return Err(PowerError::Refused(format!("HTTP {status}: {}", message())));
+        }
+        _ => {
+            return Err(PowerError::Refused(format!("HTTP {status}: {}", message())));
+        }
+    }
+    if verb != Verb::Status {
+        return Ok(Outcome::default());
+    }
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| PowerError::Refused(format!("the system resource is not JSON: {e}")))?;
+    let state = match value.get("PowerState").and_then(Value::as_str) {
+        Some("On") | Some("PoweringOff") => PowerState::On,
+        Some("Off") | Some("PoweringOn") => PowerState::Off,
+        other => {
+            return Err(PowerError::Refused(format!("unknown PowerState {other:?}")));
+        }
+    };
+    Ok(Outcome {
+        state: Some(state),
+        warning: None,
+    })
+}
+
+/// The human message of a Redfish error body (`error.message` or the first
+/// `@Message.ExtendedInfo` entry).
+fn redfish_message(body: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(body).ok()?;
+    let error = value.get("error")?;
+    error
+        .get("@Message.ExtendedInfo")
+        .and_then(|info| info.get(0))
+        .and_then(|first| first.get("Message"))
+        .or_else(|| error.get("message"))
+        .and_then(Value::as_str)
+        .map(|m| m.chars().take(300).collect())
+}
+
+/// One client that verifies TLS and one that does not (for BMCs with self-signed
+/// certificates, chosen per controller with `verify_tls = false`).
+pub struct Clients {
+    pub verified: reqwest::Client,
+    pub insecure: reqwest::Client,
+}
+
+impl Clients {
+    pub fn new() -> Result<Self, String> {
+        // rackboot links rustls with the ring provider only; reqwest needs it installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let build = |insecure: bool| {
+            reqwest::Client::builder()
+                .tls_danger_accept_invalid_certs(insecure)
+                // A BMC that redirects elsewhere would get the credentials: refuse.
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .map_err(|e| format!("cannot build the Redfish HTTP client: {e}"))
+        };
+        Ok(Clients {
+            verified: build(false)?,
+            insecure: build(true)?,
+        })
+    }
+}
+
+pub async fn run(
+    client: &reqwest::Client,
+    target: &Target<'_>,
+    password: &Secret,
+    verb: Verb,
+    timeout: Duration,
+) -> Result<Outcome, PowerError> {
+    let req = request(target.system_id, verb);
+    let url = format!("{}{}", target.url, req.path);
+    let method = match req.method {
+        "GET" => reqwest::Method::GET,
+        "PATCH" => reqwest::Method::PATCH,
+        _ => reqwest::Method::POST,
+    };
+    let mut builder = client
+        .request(method, &url)
+        .basic_auth(target.user, Some(password.expose()))
+        .header(reqwest::header::ACCEPT, "application/json")
+        .timeout(timeout);
+    if let Some(body) = &req.body {
+        builder = builder
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+    }
+    let response = builder.send().await.map_err(|e| classify(&e, timeout))?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|e| classify(&e, timeout))?;
+    interpret(verb, status, &body)
+}
+
+fn classify(e: &reqwest::Error, timeout: Duration) -> PowerError {
+    // The error's text names the URL, never the credentials (they travel in a header).
+    if e.is_timeout() {
+        PowerError::Timeout(timeout.as_secs().max(1))
+    } else if e.is_connect() {
+        PowerError::Unreachable(format!("{e}"))
+    } else {
+        PowerError::Refused(format!("{e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_verb_is_one_request() {
+        assert_eq!(
+            request("1", Verb::On),
+            Request {
+                method: "POST",
+                path: "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset".into(),
+                body: Some(json!({"ResetType": "On"})),
+            }
+        );
+        assert_eq!(
+            request("1", Verb::Off).body,
+            Some(json!({"ResetType": "ForceOff"}))
+        );
+        assert_eq!(
+            request("1", Verb::Cycle).body,
+            Some(json!({"ResetType": "ForceRestart"}))
+        );
+        let pxe = request("System.Embedded.1", Verb::Pxe);
+        assert_eq!(pxe.method, "PATCH");
+        assert_eq!(pxe.path, "/redfish/v1/Systems/System.Embedded.1");
+        assert_eq!(
+            pxe.body.expect("body")["Boot"]["BootSourceOverrideTarget"],
+            "Pxe"
+        );
+        assert_eq!(request("1", Verb::Status).method, "GET");
+    }
+
+    #[test]
+    fn answers_are_read() {
+        let on = interpret(Verb::Status, 200, r#"{"PowerState":"On"}"#).expect("on");
+        assert_eq!(on.state, Some(PowerState::On));
+        assert!(matches!(
+            interpret(Verb::On, 401, ""),
+            Err(PowerError::Auth(_))
+        ));
+        let refused = interpret(
+            Verb::Pxe,
+            400,
+            r#"{"error":{"message":"x","@Message.ExtendedInfo":[{"Message":"Pxe is not allowed"}]}}"#,
+        )
+        .expect_err("400");
+        assert!(
+            refused.to_string().contains("Pxe is not allowed"),
+            "{refused}"
+        );
+        assert!(interpret(Verb::Cycle, 204, "").is_ok());
+    }
+}
