@@ -14,7 +14,8 @@
 //!
 //! The inventory is read through a cached snapshot that is reloaded when the
 //! database's inventory generation moves (a trigger bumps it on every change of the
-//! columns DHCP reads), so CLI and panel changes apply to the next batch.
+//! columns DHCP reads); every commit checks it, and between commits it is checked at
+//! most every `INVENTORY_RECHECK`, so CLI and panel changes apply within milliseconds.
 
 use crate::clock;
 use crate::config::{DhcpConfig, DhcpMode, Subnet};
