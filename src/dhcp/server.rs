@@ -14,7 +14,8 @@
 //!
 //! The inventory is read through a cached snapshot that is reloaded when the
 //! database's inventory generation moves (a trigger bumps it on every change of the
-//! columns DHCP reads), so CLI and panel changes apply to the next batch.
+//! columns DHCP reads); every commit checks it, and between commits it is checked at
+//! most every `INVENTORY_RECHECK`, so CLI and panel changes apply within milliseconds.
 
 use crate::clock;
 use crate::config::{DhcpConfig, DhcpMode, Subnet};
@@ -54,8 +55,9 @@ const MAX_BATCH: usize = 512;
 /// fraction of a millisecond of ACK latency for far fewer of them. When the server is
 /// quiet the previous commit is long past and a lease is committed at once.
 const MIN_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_micros(1000);
-/// Kernel receive buffer: room for the packets that arrive during one commit.
-const RECEIVE_BUFFER: usize = 8 << 20;
+/// Kernel receive buffer: room for the packets that arrive while the loop is held up
+/// (other work on the same core), instead of dropping them.
+const RECEIVE_BUFFER: usize = 16 << 20;
 /// How often a repeated condition (full pool, malformed packets) is logged again.
 const LOG_EVERY_MS: i64 = 10_000;
 /// Per client, one `dhcp.ignored` event per this long: a PXE client that retries
