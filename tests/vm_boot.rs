@@ -151,14 +151,24 @@ fn bios_and_uefi_machines_boot_over_the_network() {
         let mut at = 0;
         for phase in expected {
             let found = boots[at..].find(&format!("  {phase} "));
-            assert!(found.is_some(), "{mac}: phase {phase:?} missing or out of order: {boots}");
+            assert!(
+                found.is_some(),
+                "{mac}: phase {phase:?} missing or out of order: {boots}"
+            );
             at += found.unwrap_or(0) + phase.len();
         }
     };
     phases_in_order(BIOS_MAC, &["iPXE DHCP", "script", "kernel", "initrd"]);
     phases_in_order(
         UEFI_MAC,
-        &["firmware DHCP", "boot file", "iPXE DHCP", "script", "kernel", "initrd"],
+        &[
+            "firmware DHCP",
+            "boot file",
+            "iPXE DHCP",
+            "script",
+            "kernel",
+            "initrd",
+        ],
     );
 
     // Both machines hold a lease, each its own address.
