@@ -52,6 +52,7 @@ struct RawPower {
     ipmitool: Option<PathBuf>,
     wol_broadcast: Option<Ipv4Addr>,
     wol_port: Option<u16>,
+    redfish_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -590,7 +591,28 @@ impl Config {
             if retries > 10 {
                 return Err(invalid("power.retries", "must be at most 10".into()));
             }
+            // Read and checked now, so a wrong path or a file without a certificate
+            // stops the start with the key named, not the first Redfish call.
+            let redfish_ca_pem = match &p.redfish_ca_file {
+                None => None,
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        invalid(
+                            "power.redfish_ca_file",
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    crate::power::redfish::parse_ca_bundle(&pem).map_err(|why| {
+                        invalid(
+                            "power.redfish_ca_file",
+                            format!("{}: {why}", path.display()),
+                        )
+                    })?;
+                    Some(pem)
+                }
+            };
             crate::power::PowerConfig {
+                redfish_ca_pem,
                 poll_interval: (poll > 0).then(|| std::time::Duration::from_secs(poll)),
                 concurrency,
                 timeout: std::time::Duration::from_secs(timeout),
@@ -851,6 +873,30 @@ mod tests {
             );
         }
         assert!(error_text("[power]\npassword = \"x\"\n").contains("password"));
+    }
+
+    #[test]
+    fn redfish_ca_file_is_read_and_checked_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, include_bytes!("power/testdata/ca.pem")).expect("ca");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate\n").expect("junk");
+        let key =
+            |path: &std::path::Path| format!("[power]\nredfish_ca_file = \"{}\"\n", path.display());
+        let config = Config::parse(&key(&ca), "t").expect("valid");
+        assert_eq!(
+            config.power.redfish_ca_pem.as_deref(),
+            Some(&include_bytes!("power/testdata/ca.pem")[..])
+        );
+        for (path, why) in [
+            (dir.path().join("missing.pem"), "cannot read"),
+            (junk, "no PEM certificate"),
+        ] {
+            let err = error_text(&key(&path));
+            assert!(err.contains("`power.redfish_ca_file`"), "{err}");
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

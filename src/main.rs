@@ -236,14 +236,11 @@ enum MachineCommand {
     },
     List,
     /// Reinstall: set install mode and, with a power controller, boot the machine
-    /// from the network now (power-cycle, or power on when off).
-    Reinstall {
-        mac: MacAddr,
-    },
+    /// from the network now (power-cycle, or power on when off). Several MACs, or
+    /// --rack R, reinstall many machines at once, with a summary of what failed.
+    Reinstall(Targets),
     /// Rescue: like reinstall, with the rescue image.
-    Rescue {
-        mac: MacAddr,
-    },
+    Rescue(Targets),
     /// Wipe the machine's disks: like reinstall, with the wipe image.
     Wipe {
         mac: MacAddr,
@@ -563,17 +560,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_machine(&added);
             Ok(())
         }
-        Command::Machine(MachineCommand::Reinstall { mac }) => {
-            reprovision_cli(&store, &config, mac, lifecycle::Mode::Install, &actor).await
+        Command::Machine(MachineCommand::Reinstall(targets)) => {
+            let macs = resolve_targets(&store, targets).await?;
+            reprovision_cli(&store, &config, macs, lifecycle::Mode::Install, &actor).await
         }
-        Command::Machine(MachineCommand::Rescue { mac }) => {
-            reprovision_cli(&store, &config, mac, lifecycle::Mode::Rescue, &actor).await
+        Command::Machine(MachineCommand::Rescue(targets)) => {
+            let macs = resolve_targets(&store, targets).await?;
+            reprovision_cli(&store, &config, macs, lifecycle::Mode::Rescue, &actor).await
         }
         Command::Machine(MachineCommand::Wipe { mac, confirm }) => {
+            // One machine at a time: wiping cannot be undone.
             if confirm != mac {
                 anyhow::bail!("--confirm {confirm} is not {mac}: nothing was wiped");
             }
-            reprovision_cli(&store, &config, mac, lifecycle::Mode::Wipe, &actor).await
+            reprovision_cli(&store, &config, vec![mac], lifecycle::Mode::Wipe, &actor).await
         }
         Command::Machine(MachineCommand::Boots { mac, limit }) => {
             let boots = store
@@ -819,24 +819,89 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Reinstall, rescue or wipe from the CLI: every step printed; a failed power step
 /// fails the command (the mode change stays, and the output says so).
+/// Reinstall, rescue or wipe each machine, all at once (BMC calls are bounded by
+/// `[power] concurrency`), printing each machine's steps in the order given and,
+/// for more than one machine, a summary naming the failures.
 async fn reprovision_cli(
     store: &Store,
     config: &Config,
-    mac: MacAddr,
+    macs: Vec<MacAddr>,
     mode: lifecycle::Mode,
     actor: &str,
 ) -> anyhow::Result<()> {
-    let power = power::Power::new(config.power.clone());
-    let report = power::reprovision(store, &power, &config.lifecycle, mac, mode, actor).await?;
-    print!("{mode}: ");
-    print_machine(&report.machine);
-    for step in &report.steps {
-        println!("  {:<7} {:<8} {}", step.step, step.result, step.detail);
+    let power = std::sync::Arc::new(power::Power::new(config.power.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, mac) in macs.iter().copied().enumerate() {
+        let (store, power, life, actor) = (
+            store.clone(),
+            power.clone(),
+            config.lifecycle.clone(),
+            actor.to_string(),
+        );
+        tasks.spawn(async move {
+            let report = power::reprovision(&store, &power, &life, mac, mode, &actor).await;
+            (index, mac, report)
+        });
     }
-    match report.power_error {
-        Some(why) => anyhow::bail!("{mac}: {why}"),
-        None => Ok(()),
+    let mut results = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        results.push(joined.context("a reprovision task ended abnormally")?);
     }
+    results.sort_by_key(|(index, _, _)| *index);
+    let mut failed = Vec::new();
+    let mut last_error = None;
+    for (_, mac, result) in results {
+        let why = match result {
+            Ok(report) => {
+                print!("{mode}: ");
+                print_machine(&report.machine);
+                for step in &report.steps {
+                    println!("  {:<7} {:<8} {}", step.step, step.result, step.detail);
+                }
+                report.power_error
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            if macs.len() > 1 {
+                println!("{mac} {mode} FAILED: {why}");
+            }
+            failed.push(mac.to_string());
+            last_error = Some(format!("{mac}: {why}"));
+        }
+    }
+    if macs.len() > 1 {
+        println!(
+            "{} of {} machines: {mode} started{}",
+            macs.len() - failed.len(),
+            macs.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", failed.join(" "))
+            }
+        );
+    }
+    match (failed.len(), last_error) {
+        (0, _) => Ok(()),
+        (1, Some(why)) if macs.len() == 1 => anyhow::bail!(why),
+        (n, _) => anyhow::bail!("{mode} failed for {n} of {} machines", macs.len()),
+    }
+}
+
+/// The machines named by MAC (each must exist), or every machine of a rack.
+async fn resolve_targets(store: &Store, targets: Targets) -> anyhow::Result<Vec<MacAddr>> {
+    if targets.macs.is_empty() && targets.rack.is_none() {
+        anyhow::bail!("name machines by MAC, or a rack with --rack");
+    }
+    let (macs, rack) = (targets.macs, targets.rack.clone());
+    let found = store
+        .call(move |conn| power::controllers(conn, &macs, rack.as_deref()))
+        .await?;
+    if found.is_empty() {
+        anyhow::bail!("no machine in rack {}", targets.rack.unwrap_or_default());
+    }
+    Ok(found.into_iter().map(|(mac, _)| mac).collect())
 }
 
 fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
@@ -939,18 +1004,8 @@ async fn power_cli(
         PowerCommand::Status(t) => (power::Verb::Status, t),
         PowerCommand::Pxe(t) => (power::Verb::Pxe, t),
     };
-    if targets.macs.is_empty() && targets.rack.is_none() {
-        anyhow::bail!("name machines by MAC, or a rack with --rack");
-    }
-    let (macs, rack) = (targets.macs.clone(), targets.rack.clone());
-    let found = store
-        .call(move |conn| power::controllers(conn, &macs, rack.as_deref()))
-        .await?;
-    if found.is_empty() {
-        anyhow::bail!("no machine in rack {}", targets.rack.unwrap_or_default());
-    }
+    let macs = resolve_targets(store, targets).await?;
     let power = std::sync::Arc::new(power::Power::new(config.power.clone()));
-    let macs: Vec<MacAddr> = found.iter().map(|(mac, _)| *mac).collect();
     let results = power::run_many(store, &power, macs, verb, &actor).await;
     let mut failed = Vec::new();
     for (mac, result) in &results {

@@ -10,7 +10,8 @@ use crate::mac::MacAddr;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,6 +32,19 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
+    /// Boot events (TFTP and HTTP steps) not yet written. They are written in one
+    /// transaction per turn of the database thread rather than one commit (one
+    /// fsync) each: a boot storm makes thousands, and DHCP's commits wait behind
+    /// them on the same thread.
+    pending_events: Arc<Mutex<Vec<PendingEvent>>>,
+    event_commits: Arc<AtomicU64>,
+}
+
+struct PendingEvent {
+    at_ms: i64,
+    mac: Option<MacAddr>,
+    kind: String,
+    detail: String,
 }
 
 /// Ordered migrations; `PRAGMA user_version` records how many have run.
@@ -270,7 +284,11 @@ impl Store {
                 }
             })
             .map_err(|e| StoreError::Conflict(format!("cannot start database thread: {e}")))?;
-        Ok(Store { jobs })
+        Ok(Store {
+            jobs,
+            pending_events: Arc::default(),
+            event_commits: Arc::default(),
+        })
     }
 
     /// Runs `f` on the database thread and waits for its result. Usable from any
@@ -290,18 +308,71 @@ impl Store {
     }
 
     /// Records a boot step a machine caused (actor `machine`), without waiting:
-    /// events must never slow a boot down.
+    /// events must never slow a boot down. Events recorded while the database
+    /// thread is busy are written together, in order, in one transaction.
     pub fn record_event(&self, at_ms: i64, mac: Option<MacAddr>, kind: &str, detail: String) {
-        let kind = kind.to_string();
+        let first = {
+            // A panic elsewhere while holding the lock leaves a plain Vec behind:
+            // still usable.
+            let mut pending = self
+                .pending_events
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            pending.push(PendingEvent {
+                at_ms,
+                mac,
+                kind: kind.to_string(),
+                detail,
+            });
+            pending.len() == 1
+        };
+        // Only the first event of a batch queues a job; the job takes every event
+        // pending when it runs.
+        if !first {
+            return;
+        }
+        let (pending, commits) = (self.pending_events.clone(), self.event_commits.clone());
         let sent = self.jobs.send(Box::new(move |conn| {
-            if let Err(e) = insert_event_by(conn, at_ms, mac, &kind, detail, Some("machine")) {
-                tracing::warn!(error = %e, kind, "could not record event");
+            let batch = std::mem::take(
+                &mut *pending
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            );
+            match write_events(conn, &batch) {
+                Ok(()) => {
+                    commits.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, events = batch.len(), "could not record events");
+                }
             }
         }));
         if sent.is_err() {
             tracing::warn!("could not record event: database thread stopped");
         }
     }
+
+    /// How many transactions boot events have taken so far.
+    #[cfg(test)]
+    pub fn event_commits(&self) -> u64 {
+        self.event_commits.load(Ordering::Relaxed)
+    }
+}
+
+fn write_events(conn: &mut Connection, batch: &[PendingEvent]) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    for e in batch {
+        insert_event_by(
+            &tx,
+            e.at_ms,
+            e.mac,
+            &e.kind,
+            e.detail.clone(),
+            Some("machine"),
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// How often the background checkpointer runs, and the WAL size (in pages) at which
@@ -1331,6 +1402,45 @@ mod tests {
             .expect("call");
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].at_ms, 7);
+    }
+
+    /// Events recorded while the database thread is busy wait, and are then
+    /// written together in one transaction, all of them, in order.
+    #[tokio::test]
+    async fn events_recorded_while_busy_share_one_commit() {
+        let store = Store::open_in_memory().expect("open");
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel::<()>();
+        store
+            .jobs
+            .send(Box::new(move |_| {
+                let _ = started.send(());
+                let _ = wait.recv();
+            }))
+            .expect("queue a long job");
+        running.recv().expect("the database thread is busy");
+        for at in 0..500 {
+            store.record_event(at, Some(mac(9)), "tftp.read", format!("n={at}"));
+        }
+        release.send(()).expect("release");
+        let events = store
+            .call(move |conn| list_events(conn, Some(mac(9)), 1000))
+            .await
+            .expect("call");
+        assert_eq!(events.len(), 500);
+        let mut times: Vec<i64> = events.iter().map(|e| e.at_ms).collect();
+        times.sort_unstable();
+        assert_eq!(times, (0..500).collect::<Vec<i64>>());
+        assert_eq!(store.event_commits(), 1, "500 events, one commit");
+        // Afterwards, an event on an idle store is written at once, on its own.
+        store.record_event(600, Some(mac(9)), "http.script", String::new());
+        let n = store
+            .call(move |conn| list_events(conn, Some(mac(9)), 1000))
+            .await
+            .expect("call")
+            .len();
+        assert_eq!(n, 501);
+        assert_eq!(store.event_commits(), 2);
     }
 }
 

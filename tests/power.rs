@@ -1,11 +1,15 @@
 //! Power control against real peers: `ipmi_sim` (OpenIPMI's BMC simulator) driving a
-//! QEMU VM through QEMU's external-BMC device, so `rackboot machine reinstall`
-//! powers a real VM that PXE-boots the installer; BMC failures (wrong password,
-//! unreachable, silent); and Wake-on-LAN captured on the boot network. Everything
-//! runs inside network namespaces the tests create.
+//! QEMU VM through QEMU's external-BMC device, so `rackboot machine reinstall` and the
+//! panel's Reinstall button (clicked in headless Chromium) power a real VM that
+//! PXE-boots the installer; BMC failures (wrong password, unreachable, silent), alone
+//! and across a rack; and Wake-on-LAN captured on the boot network. Everything runs
+//! inside network namespaces the tests create.
 
+#[path = "harness/browser.rs"]
+mod browser;
 mod harness;
 
+use browser::{Checked, Driver, Page, STEP, connect, screenshot_dir};
 use harness::{BootNet, Netns, Proc, RACKBOOT, boot_fixtures, should_run, tail, wait_until};
 use std::fs;
 use std::path::Path;
@@ -16,6 +20,8 @@ const MAC: &str = "52:54:00:1b:3c:01";
 const IPMI_PORT: &str = "9623";
 /// One install under TCG takes 15 to 40 s; a power-cycle adds a firmware start.
 const INSTALL_DEADLINE: Duration = Duration::from_secs(300);
+/// The panel user of the browser part.
+const PANEL_PASSWORD: &str = "correct horse battery";
 
 fn kinds(events: &str) -> Vec<String> {
     events
@@ -143,7 +149,10 @@ fn append_config(config: &Path, extra: &str) {
 /// The whole loop from one command: a machine in `local` with an IPMI controller;
 /// `rackboot machine reinstall` powers the (off) VM through ipmi_sim, the VM
 /// PXE-boots the installer, calls its done-URL and is `local` again. Then the same
-/// with the VM running: the reinstall power-cycles it.
+/// with the VM running: the reinstall power-cycles it. Then from the panel in
+/// headless Chromium: the operator corrects the BMC password in the controller form,
+/// reads the power state and clicks Reinstall; the page shows the machine back in
+/// `local` with its install done.
 #[test]
 fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     if !should_run(
@@ -156,6 +165,8 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
             "apt-get",
             "ipmitool",
             "ipmi_sim",
+            "chromium",
+            "chromedriver",
         ],
     ) {
         return;
@@ -325,6 +336,172 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     );
     let audit = net.cli(&["event", "list", "--mac", MAC]);
     assert!(!audit.contains("secret"), "no password in events: {audit}");
+
+    // 3. The same from the panel, in a real browser. The VM powered itself off after
+    // its second install. The CLI leaves a wrong password: the operator's form must
+    // really store the new one, or the reinstall fails at the BMC.
+    let stale = cli_in(
+        &net.ns,
+        &net.config,
+        &[
+            "power",
+            "set",
+            MAC,
+            "ipmi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            IPMI_PORT,
+            "--user",
+            "admin",
+        ],
+        Some("stale\n"),
+    );
+    assert!(stale.status.success(), "{}", text(&stale));
+    let user = cli_in(
+        &net.ns,
+        &net.config,
+        &["user", "add", "admin", "--role", "admin"],
+        Some(&format!("{PANEL_PASSWORD}\n")),
+    );
+    assert!(user.status.success(), "{}", text(&user));
+    let driver = Driver::start(Some(&net.ns), &dir.join("chromedriver.log"));
+    let shots = screenshot_dir("power-screenshots");
+    let (driver_addr, profile) = (driver.addr, dir.join("chromium-profile"));
+    let outcome = harness::in_netns(&net.ns, move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        runtime.block_on(async {
+            let client = connect(driver_addr, &profile).await;
+            let page = Page {
+                client: &client,
+                base: "http://192.0.2.1:8080",
+                shots: &shots,
+            };
+            let result = tokio::time::timeout(
+                INSTALL_DEADLINE + Duration::from_secs(60),
+                reinstall_from_the_panel(&page),
+            )
+            .await
+            .unwrap_or_else(|_| Err("the panel scenario did not end in time".into()));
+            let _ = tokio::time::timeout(STEP, client.close()).await;
+            result
+        })
+    });
+    if let Err(failure) = outcome {
+        panic!(
+            "{failure}\n--- serial ---\n{}\n--- server ---\n{}\n--- chromedriver ---\n{}",
+            tail(&harness::read_lossy(&serial), 30),
+            tail(&net.server_log(), 40),
+            tail(&driver.log_text(), 20)
+        );
+    }
+    // The events say the operator did it, through the BMC, and the VM installed.
+    let events = net.cli(&["event", "list", "--mac", MAC]);
+    let k = kinds(&events);
+    let by_admin = |i: usize| {
+        events
+            .lines()
+            .nth(i)
+            .is_some_and(|l| l.contains("user:admin"))
+    };
+    let set = position(&k, "power.controller", cycle).expect(&events);
+    let controller = position(&k, "power.controller", set + 1).expect(&events);
+    assert!(by_admin(controller), "{events}");
+    let status = position(&k, "power.status", controller).expect(&events);
+    let mode = position(&k, "mode.set", status).expect(&events);
+    let on = position(&k, "power.on", mode).expect(&events);
+    let done = position(&k, "install.done", on).expect(&events);
+    assert!(
+        by_admin(status) && by_admin(mode) && by_admin(on),
+        "{events}"
+    );
+    position(&k, "dhcp.ack", on)
+        .filter(|ack| *ack < done)
+        .expect(&events);
+    assert!(
+        !events.contains("secret"),
+        "no password in events: {events}"
+    );
+}
+
+/// The operator's part of the loop: fix the controller's password, read the state,
+/// click Reinstall, and watch the machine page until the install is done.
+async fn reinstall_from_the_panel(page: &Page<'_>) -> Checked<()> {
+    page.log_in("admin", PANEL_PASSWORD).await?;
+    page.open(&format!("/machines/{MAC}")).await?;
+    page.find(&format!(
+        "//table[@class='kv']//tr[th='Power']/td[starts-with(normalize-space(), \
+         'ipmi 127.0.0.1:{IPMI_PORT} user=admin')]"
+    ))
+    .await?;
+    page.select("//select[@name='kind']", "ipmi").await?;
+    page.type_into("//input[@name='password']", "secret")
+        .await?;
+    page.click("//button[normalize-space()='Save power controller']")
+        .await?;
+    page.wait_for(&format!(
+        "//p[@class='notice'][normalize-space()='Power controller set: \
+         ipmi 127.0.0.1:{IPMI_PORT} user=admin cipher=3.']"
+    ))
+    .await?;
+    // The password is never sent back, not even into the form it was typed in.
+    if page.source().await.contains("secret") {
+        return Err(page.failure("the page carries the BMC password").await);
+    }
+    page.click("//button[@name='action'][@value='status']")
+        .await?;
+    page.wait_for("//p[@class='notice'][normalize-space()='Power status: off.']")
+        .await?;
+    page.find("//table[@class='kv']//tr[th='Power state']//span[normalize-space()='off']")
+        .await?;
+    page.screenshot("01-machine-off").await?;
+
+    page.click("//button[@name='mode'][@value='install'][normalize-space()='Reinstall']")
+        .await?;
+    let notice = page
+        .wait_for("//p[@class='notice'][starts-with(normalize-space(), 'Reinstall started through the BMC')]")
+        .await?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    for words in ["mode set to install", "power is off", "on ok: powered on"] {
+        if !notice.contains(words) {
+            return Err(page
+                .failure(&format!("the notice lacks {words:?}: {notice}"))
+                .await);
+        }
+    }
+    page.find("//span[contains(@class,'mode big')][normalize-space()='install']")
+        .await?;
+    page.screenshot("02-reinstall-started").await?;
+
+    // The operator watches the machine page: it turns back to `local` with the
+    // install's done-URL call in its events.
+    let started = Instant::now();
+    let installed = "//span[contains(@class,'mode big')][normalize-space()='local']";
+    let done = "//table[contains(@class,'events')]//tr[td[3]='install.done']";
+    loop {
+        page.open(&format!("/machines/{MAC}")).await?;
+        let found = |xpath: &'static str| async move {
+            page.client
+                .find(fantoccini::Locator::XPath(xpath))
+                .await
+                .is_ok()
+        };
+        if found(installed).await && found(done).await {
+            break;
+        }
+        if started.elapsed() > INSTALL_DEADLINE {
+            return Err(page
+                .failure("the machine page never showed the install done")
+                .await);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    page.screenshot("03-installed").await
 }
 
 /// A wrong password, an unreachable BMC and one that never answers each end in a
@@ -411,6 +588,105 @@ fn bmc_failures_are_clear_bounded_and_keep_the_mode() {
             .any(|l| l.starts_with(MAC) && l.contains(" install ")),
         "{listed}"
     );
+
+    // A rack at once: one BMC answers, one refuses the password, two never answer,
+    // one machine has no controller. Every machine gets its line, the summary names
+    // each failure, the exit status says so, and the silent BMCs are waited on side
+    // by side (one alone takes two 2 s attempts; in turn they would take over 8 s).
+    let rack = [
+        ("52:54:00:1b:3c:11", Some((IPMI_PORT, "secret"))),
+        ("52:54:00:1b:3c:12", Some((IPMI_PORT, "wrong"))),
+        ("52:54:00:1b:3c:13", Some(("9998", "secret"))),
+        ("52:54:00:1b:3c:14", Some(("9999", "secret"))),
+        ("52:54:00:1b:3c:15", None),
+    ];
+    for (mac, bmc) in rack {
+        ok(cli(
+            &["machine", "add", mac, "--rack", "R9", "--image", "img"],
+            None,
+        ));
+        ok(cli(&["machine", "set-mode", mac, "local"], None));
+        if let Some((port, password)) = bmc {
+            ok(cli(
+                &[
+                    "power",
+                    "set",
+                    mac,
+                    "ipmi",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    port,
+                    "--user",
+                    "admin",
+                ],
+                Some(&format!("{password}\n")),
+            ));
+        }
+    }
+    let started = Instant::now();
+    let out = cli(&["power", "status", "--rack", "R9"], None);
+    let took = started.elapsed().as_secs_f64();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(took < 8.0, "the rack took {took:.1} s: {said}");
+    let line = |mac: &str| {
+        said.lines()
+            .find(|l| l.starts_with(mac))
+            .unwrap_or_else(|| panic!("no line for {mac}: {said}"))
+            .to_string()
+    };
+    assert!(line(rack[0].0).contains("status ok off"), "{said}");
+    assert!(
+        line(rack[1].0).contains("FAILED") && line(rack[1].0).contains("credentials"),
+        "{said}"
+    );
+    assert!(
+        line(rack[2].0).contains("FAILED") && line(rack[2].0).contains("within 2 s"),
+        "{said}"
+    );
+    assert!(line(rack[3].0).contains("FAILED"), "{said}");
+    assert!(
+        line(rack[4].0).contains("FAILED") && line(rack[4].0).contains("no power controller"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "1 of 5 machines: power status done; failed: {} {} {} {}",
+            rack[1].0, rack[2].0, rack[3].0, rack[4].0
+        )),
+        "{said}"
+    );
+    assert!(
+        !said.contains("secret") && !said.contains("wrong"),
+        "{said}"
+    );
+
+    // Reinstalling the rack: every machine is set to install whatever its BMC does;
+    // the one without a controller needs none, the BMC failures are named.
+    let started = Instant::now();
+    let out = cli(&["machine", "reinstall", "--rack", "R9"], None);
+    let took = started.elapsed().as_secs_f64();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(took < 10.0, "the rack took {took:.1} s: {said}");
+    assert!(
+        said.contains(&format!(
+            "failed: {} {} {}",
+            rack[1].0, rack[2].0, rack[3].0
+        )),
+        "{said}"
+    );
+    assert!(said.contains("install failed for"), "{said}");
+    let listed = ok(cli(&["machine", "list"], None));
+    for (mac, _) in rack {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(mac) && l.contains(" install ")),
+            "{mac} is not in install: {listed}"
+        );
+    }
 }
 
 /// `rackboot power on` for a Wake-on-LAN machine broadcasts the magic packet out of

@@ -1,7 +1,7 @@
 //! A small Redfish BMC for tests, in the DMTF mockup's shape: `/redfish/v1/Systems/{id}`
 //! with `PowerState` and `Boot`, and `Actions/ComputerSystem.Reset`. It records every
-//! request (method, path, JSON body, Authorization header) for tests to check, and
-//! listens on loopback only.
+//! request (method, path, JSON body, Authorization header) and the most requests it
+//! served at once, for tests to check; plain HTTP or HTTPS, on loopback only.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub struct Bmc {
     pub boot_target: Mutex<String>,
     /// Each answer waits this long (a slow BMC).
     pub delay: Mutex<Duration>,
+    in_flight: AtomicUsize,
+    pub most_in_flight: AtomicUsize,
 }
 
 pub struct FakeRedfish {
@@ -46,7 +49,7 @@ impl Drop for FakeRedfish {
 pub const GOOD_AUTH: &str = "Basic cm9vdDpjYWx2aW4=";
 
 impl FakeRedfish {
-    pub async fn start() -> Self {
+    fn app() -> (Arc<Bmc>, Router) {
         let bmc = Arc::new(Bmc::default());
         *bmc.boot_target.lock().expect("lock") = "None".into();
         let app = Router::new()
@@ -56,12 +59,38 @@ impl FakeRedfish {
                 post(reset),
             )
             .with_state(bmc.clone());
+        (bmc, app)
+    }
+
+    pub async fn start() -> Self {
+        let (bmc, app) = Self::app();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
+        });
+        FakeRedfish { url, bmc, task }
+    }
+
+    /// The same BMC over HTTPS, with `testdata/bmc.pem` (for 127.0.0.1, signed by
+    /// `testdata/ca.pem`).
+    pub async fn start_tls() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (bmc, app) = Self::app();
+        let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+            include_bytes!("testdata/bmc.pem").to_vec(),
+            include_bytes!("testdata/bmc.key").to_vec(),
+        )
+        .await
+        .expect("test certificate");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let url = format!("https://{}", listener.local_addr().expect("addr"));
+        let server = axum_server::from_tcp_rustls(listener, tls).expect("TLS server");
+        let task = tokio::spawn(async move {
+            let _ = server.serve(app.into_make_service()).await;
         });
         FakeRedfish { url, bmc, task }
     }
@@ -84,9 +113,12 @@ async fn note(bmc: &Bmc, method: &Method, path: String, headers: &HeaderMap, bod
         body: serde_json::from_slice(body).ok(),
         authorization,
     });
+    let now = bmc.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    bmc.most_in_flight.fetch_max(now, Ordering::SeqCst);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
+    bmc.in_flight.fetch_sub(1, Ordering::SeqCst);
     ok
 }
 

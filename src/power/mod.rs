@@ -47,6 +47,9 @@ pub struct PowerConfig {
     pub wol_broadcast: Ipv4Addr,
     pub wol_port: u16,
     pub wol_interface: Option<String>,
+    /// Extra CAs (PEM) trusted for Redfish BMCs with `verify_tls`, beside the
+    /// system's: most BMCs carry certificates from a site's own CA.
+    pub redfish_ca_pem: Option<Vec<u8>>,
 }
 
 impl Default for PowerConfig {
@@ -60,6 +63,7 @@ impl Default for PowerConfig {
             wol_broadcast: Ipv4Addr::BROADCAST,
             wol_port: 9,
             wol_interface: None,
+            redfish_ca_pem: None,
         }
     }
 }
@@ -373,6 +377,10 @@ pub enum PowerError {
     Unsupported(String),
     #[error("cannot run the BMC client: {0}")]
     Local(String),
+    #[error(
+        "the BMC's TLS certificate is not trusted ({0}): add its CA to [power] redfish_ca_file, or turn verify_tls off for this controller"
+    )]
+    Certificate(String),
 }
 
 impl PowerError {
@@ -465,7 +473,7 @@ impl Power {
             } => {
                 let clients = self
                     .clients
-                    .get_or_init(redfish::Clients::new)
+                    .get_or_init(|| redfish::Clients::new(self.config.redfish_ca_pem.as_deref()))
                     .as_ref()
                     .map_err(|e| PowerError::Local(e.clone()))?;
                 let client = if *verify_tls {
@@ -1259,6 +1267,41 @@ mod tests {
         store
     }
 
+    async fn add_machine(store: &Store, mac: MacAddr) {
+        store
+            .call(move |conn| {
+                let new = crate::store::NewMachine {
+                    mac: Some(mac),
+                    ..Default::default()
+                };
+                inventory::add(
+                    conn,
+                    &new,
+                    &inventory::MachineExtra::default(),
+                    &LifecycleConfig::default(),
+                    "test",
+                    0,
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("machine");
+    }
+
+    async fn set_redfish(store: &Store, mac: MacAddr, url: &str, password: &str, verify: bool) {
+        let spec = ControllerSpec::Redfish {
+            url: url.into(),
+            user: "root".into(),
+            password: Some(password.into()),
+            system_id: Some("1".into()),
+            verify_tls: Some(verify),
+        };
+        store
+            .call(move |conn| put_controller(conn, mac, spec, "test", 0))
+            .await
+            .expect("controller");
+    }
+
     fn life() -> LifecycleConfig {
         LifecycleConfig {
             rescue_image: Some("rescue".into()),
@@ -1267,19 +1310,14 @@ mod tests {
     }
 
     async fn with_redfish(store: &Store, url: &str, password: &str) {
-        let spec = ControllerSpec::Redfish {
-            url: url.into(),
-            user: "root".into(),
-            password: Some(password.into()),
-            system_id: Some("1".into()),
-            verify_tls: Some(true),
-        };
-        store
-            .call(move |conn| {
-                put_controller(conn, MacAddr([0x52, 0x54, 0, 0, 0, 1]), spec, "test", 0)
-            })
-            .await
-            .expect("controller");
+        set_redfish(
+            store,
+            MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+            url,
+            password,
+            true,
+        )
+        .await;
         store
             .call(|conn| {
                 crate::store::put_image(
@@ -1379,5 +1417,137 @@ mod tests {
         assert!(why.contains("did not answer within 1 s"), "{why}");
         assert_eq!(report.machine.mode, Mode::Rescue, "mode kept");
         assert_eq!(bmc.seen().len(), 2, "one attempt and one retry");
+    }
+
+    /// Redfish over HTTPS: a BMC certificate from an unknown CA is refused with a
+    /// clear error before any request is sent (and not retried); trusting its CA
+    /// through `redfish_ca_file`, or turning `verify_tls` off for the controller,
+    /// lets the same call through.
+    #[tokio::test]
+    async fn redfish_over_https_verifies_the_bmc_certificate() {
+        let bmc = fake_redfish::FakeRedfish::start_tls().await;
+        assert!(bmc.url.starts_with("https://127.0.0.1:"), "{}", bmc.url);
+        let store = store_with_machine().await;
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+        set_redfish(&store, mac, &bmc.url, "calvin", true).await;
+
+        let untrusting = Arc::new(Power::new(PowerConfig::default()));
+        let started = std::time::Instant::now();
+        let refused = run_verb(&store, &untrusting, mac, Verb::Status, "user:ann")
+            .await
+            .expect_err("an unknown CA must be refused");
+        let VerbError::Power { error, .. } = &refused else {
+            panic!("{refused:?}");
+        };
+        assert!(matches!(error, PowerError::Certificate(_)), "{error:?}");
+        let said = refused.to_string();
+        assert!(
+            said.contains("not trusted") && said.contains("redfish_ca_file"),
+            "{said}"
+        );
+        assert!(
+            said.contains("UnknownIssuer"),
+            "the reason is named: {said}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "not retried");
+        assert!(
+            bmc.seen().is_empty(),
+            "no request may reach an untrusted BMC"
+        );
+
+        let trusting = Arc::new(Power::new(PowerConfig {
+            redfish_ca_pem: Some(include_bytes!("testdata/ca.pem").to_vec()),
+            ..PowerConfig::default()
+        }));
+        let outcome = run_verb(&store, &trusting, mac, Verb::Status, "user:ann")
+            .await
+            .expect("a BMC signed by the configured CA");
+        assert_eq!(outcome.state, Some(PowerState::Off));
+        assert_eq!(bmc.seen().len(), 1);
+        assert_eq!(
+            bmc.seen()[0].authorization.as_deref(),
+            Some(fake_redfish::GOOD_AUTH)
+        );
+
+        set_redfish(&store, mac, &bmc.url, "calvin", false).await;
+        let outcome = run_verb(&store, &untrusting, mac, Verb::On, "user:ann")
+            .await
+            .expect("verify_tls off");
+        assert_eq!(outcome.warning, None);
+        assert!(*bmc.bmc.power_on.lock().expect("lock"));
+    }
+
+    #[test]
+    fn a_ca_bundle_without_certificates_is_an_error() {
+        assert!(redfish::parse_ca_bundle(include_bytes!("testdata/ca.pem")).is_ok());
+        let why = redfish::parse_ca_bundle(b"not a certificate\n").expect_err("empty");
+        assert!(why.contains("no PEM certificate"), "{why}");
+    }
+
+    /// One poll reads every BMC-backed machine (not Wake-on-LAN ones, not those
+    /// without a controller), caches each state or error, and never has more than
+    /// `concurrency` BMC calls in flight.
+    #[tokio::test]
+    async fn a_poll_caches_every_state_within_the_concurrency_limit() {
+        let bmc = fake_redfish::FakeRedfish::start().await;
+        *bmc.bmc.power_on.lock().expect("lock") = true;
+        *bmc.bmc.delay.lock().expect("lock") = Duration::from_millis(200);
+        let store = store_with_machine().await;
+        let mac = |n: u8| MacAddr([0x52, 0x54, 0, 0, 1, n]);
+        for n in 1..=8 {
+            add_machine(&store, mac(n)).await;
+        }
+        for n in 1..=5 {
+            set_redfish(&store, mac(n), &bmc.url, "calvin", true).await;
+        }
+        set_redfish(&store, mac(6), &bmc.url, "wrong", true).await;
+        store
+            .call(move |conn| put_controller(conn, mac(7), ControllerSpec::Wol, "test", 0))
+            .await
+            .expect("wol");
+        let power = Arc::new(Power::new(PowerConfig {
+            concurrency: 2,
+            ..PowerConfig::default()
+        }));
+        let polled = poll_once(&store, &power).await.expect("poll");
+        assert_eq!(polled, 6, "five good BMCs and one refusing");
+        assert_eq!(
+            bmc.bmc
+                .most_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "at most (and, with six to read, exactly) two BMC calls at once"
+        );
+        for n in 1..=8 {
+            let status = store
+                .call(move |conn| cached_status(conn, mac(n)))
+                .await
+                .expect("status");
+            match n {
+                1..=5 => assert_eq!(status.map(|s| s.state), Some("on".into()), "{n}"),
+                6 => {
+                    let status = status.expect("an error is cached too");
+                    assert_eq!(status.state, "error");
+                    assert!(status.detail.contains("credentials"), "{}", status.detail);
+                    assert!(!status.detail.contains("wrong"), "{}", status.detail);
+                }
+                _ => assert_eq!(status, None, "{n} has no BMC to poll"),
+            }
+        }
+        // The panel's column reads the same cache (Wake-on-LAN machines say so).
+        let column = store.call(|conn| power_column(conn)).await.expect("column");
+        assert_eq!(
+            column.get(&mac(1).to_string()).map(String::as_str),
+            Some("on")
+        );
+        assert_eq!(
+            column.get(&mac(6).to_string()).map(String::as_str),
+            Some("error")
+        );
+        assert_eq!(
+            column.get(&mac(7).to_string()).map(String::as_str),
+            Some("wol")
+        );
+        assert_eq!(column.get(&mac(8).to_string()), None);
     }
 }

@@ -98,20 +98,41 @@ fn redfish_message(body: &str) -> Option<String> {
         .map(|m| m.chars().take(300).collect())
 }
 
-/// One client that verifies TLS and one that does not (for BMCs with self-signed
-/// certificates, chosen per controller with `verify_tls = false`).
+/// The certificates of a PEM bundle (`[power] redfish_ca_file`); an error when
+/// there is none or one does not parse.
+pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    Ok(certs)
+}
+
+/// One client that verifies TLS (against the system's CAs and `extra_ca_pem`) and
+/// one that does not (for BMCs with self-signed certificates, chosen per controller
+/// with `verify_tls = false`).
 pub struct Clients {
     pub verified: reqwest::Client,
     pub insecure: reqwest::Client,
 }
 
 impl Clients {
-    pub fn new() -> Result<Self, String> {
+    pub fn new(extra_ca_pem: Option<&[u8]>) -> Result<Self, String> {
         // rackboot links rustls with the ring provider only; reqwest needs it installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let extra = match extra_ca_pem {
+            Some(pem) => parse_ca_bundle(pem)?,
+            None => Vec::new(),
+        };
         let build = |insecure: bool| {
-            reqwest::Client::builder()
-                .tls_danger_accept_invalid_certs(insecure)
+            let builder = reqwest::Client::builder();
+            let builder = if insecure {
+                builder.tls_danger_accept_invalid_certs(true)
+            } else {
+                builder.tls_certs_merge(extra.clone())
+            };
+            builder
                 // A BMC that redirects elsewhere would get the credentials: refuse.
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -155,13 +176,27 @@ pub async fn run(
 }
 
 fn classify(e: &reqwest::Error, timeout: Duration) -> PowerError {
-    // The error's text names the URL, never the credentials (they travel in a header).
+    // reqwest's own text is only "error sending request for url (...)": the reason
+    // (refused, reset, which certificate check failed) is in the sources. None of
+    // it names the credentials: they travel in a header.
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !why.contains(&text) {
+            why = format!("{why}: {text}");
+        }
+        source = inner.source();
+    }
     if e.is_timeout() {
         PowerError::Timeout(timeout.as_secs().max(1))
+    } else if why.contains("certificate") {
+        // Not transient: retrying a certificate the client distrusts only waits.
+        PowerError::Certificate(why)
     } else if e.is_connect() {
-        PowerError::Unreachable(format!("{e}"))
+        PowerError::Unreachable(why)
     } else {
-        PowerError::Refused(format!("{e}"))
+        PowerError::Refused(why)
     }
 }
 
