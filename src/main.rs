@@ -804,12 +804,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .call(move |conn| store::list_events(conn, mac, limit))
                 .await?;
             for e in events {
+                // Who did it closes the line: the detail before it is free text.
                 println!(
-                    "{} {} {:<14} {}",
+                    "{} {} {:<14} {}{}",
                     format_ms(Some(e.at_ms)),
                     e.mac.map_or("-".into(), |m| m.to_string()),
                     e.kind,
-                    e.detail
+                    e.detail,
+                    e.actor.map(|a| format!("  [by {a}]")).unwrap_or_default()
                 );
             }
             Ok(())

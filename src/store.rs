@@ -258,6 +258,9 @@ pub struct Event {
     pub mac: Option<MacAddr>,
     pub kind: String,
     pub detail: String,
+    /// Who caused it: `machine`, `user:NAME`, `token:NAME`, `cli:USER`; none for
+    /// rackboot's own events.
+    pub actor: Option<String>,
 }
 
 impl Store {
@@ -1067,8 +1070,8 @@ pub fn list_events(
     limit: u32,
 ) -> Result<Vec<Event>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT at_ms, mac, kind, detail FROM (
-           SELECT id, at_ms, mac, kind, detail FROM events
+        "SELECT at_ms, mac, kind, detail, actor FROM (
+           SELECT id, at_ms, mac, kind, detail, actor FROM events
            WHERE ?1 IS NULL OR mac = ?1 ORDER BY id DESC LIMIT ?2
          ) ORDER BY id",
     )?;
@@ -1078,15 +1081,17 @@ pub fn list_events(
             r.get::<_, Option<String>>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
         ))
     })?;
     rows.map(|row| {
-        let (at_ms, mac, kind, detail) = row?;
+        let (at_ms, mac, kind, detail, actor) = row?;
         Ok(Event {
             at_ms,
             mac: mac.map(parse_mac).transpose()?,
             kind,
             detail,
+            actor,
         })
     })
     .collect()
