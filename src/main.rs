@@ -832,27 +832,11 @@ async fn reprovision_cli(
     actor: &str,
 ) -> anyhow::Result<()> {
     let power = std::sync::Arc::new(power::Power::new(config.power.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, mac) in macs.iter().copied().enumerate() {
-        let (store, power, life, actor) = (
-            store.clone(),
-            power.clone(),
-            config.lifecycle.clone(),
-            actor.to_string(),
-        );
-        tasks.spawn(async move {
-            let report = power::reprovision(&store, &power, &life, mac, mode, &actor).await;
-            (index, mac, report)
-        });
-    }
-    let mut results = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        results.push(joined.context("a reprovision task ended abnormally")?);
-    }
-    results.sort_by_key(|(index, _, _)| *index);
+    let results =
+        power::reprovision_many(store, &power, &config.lifecycle, &macs, mode, actor).await;
     let mut failed = Vec::new();
     let mut last_error = None;
-    for (_, mac, result) in results {
+    for (mac, result) in results {
         let why = match result {
             Ok(report) => {
                 print!("{mode}: ");

@@ -22,6 +22,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use std::net::{Ipv4Addr, SocketAddr};
 
+mod selection;
+
 pub const SESSION_COOKIE: &str = "rackboot_session";
 const PAGE_SIZE: u32 = 100;
 
@@ -33,6 +35,8 @@ pub fn router(state: AppState) -> Router {
         .route("/setup/{token}", get(setup_page).post(setup))
         .route("/machines", get(machines))
         .route("/machines/new", get(new_machine_page).post(new_machine))
+        .route("/machines/selection", post(selection::confirm))
+        .route("/machines/selection/run", post(selection::run))
         .route("/machines/{mac}", get(machine_page))
         .route("/machines/{mac}/mode", post(set_mode))
         .route("/machines/{mac}/image", post(set_image))
@@ -649,6 +653,12 @@ struct MachinesPage {
     notice: Option<String>,
     error: Option<String>,
     can_change: bool,
+    csrf: String,
+    /// Every machine shown starts ticked (`?select=all`: no script in the panel).
+    select_all: bool,
+    select_all_url: String,
+    select_none_url: String,
+    actions: Vec<(&'static str, &'static str)>,
     machines: Vec<MachineRow>,
     total: u64,
     first: u64,
@@ -668,6 +678,7 @@ struct MachinesQuery {
     mode: Option<String>,
     sort: Option<String>,
     page: Option<u32>,
+    select: Option<String>,
     notice: Option<String>,
 }
 
@@ -728,6 +739,11 @@ async fn machines(
         notice: q.notice.clone(),
         error: None,
         can_change: user.role.can_change(),
+        csrf: user.csrf.clone().unwrap_or_default(),
+        select_all: q.select.as_deref() == Some("all"),
+        select_all_url: format!("{}&select=all", link(page)),
+        select_none_url: link(page),
+        actions: selection::ACTIONS.to_vec(),
         machines: found
             .into_iter()
             .map(|m| MachineRow {

@@ -796,3 +796,236 @@ async fn panel_reinstall_power_cycles_through_the_bmc_and_secrets_stay_hidden() 
     assert_eq!(body["steps"][1]["result"], "failed");
     assert!(!api_failed.body.contains("wrong"), "{}", api_failed.body);
 }
+
+/// Machines ticked on the list, Reinstall chosen: a confirmation page that lists
+/// them and names what cannot be done, then one result per machine. The machines
+/// with a BMC are reinstalled through it, the one without a controller is set to
+/// install for its next boot, a refused password and a missing image each fail with
+/// their reason, and nothing is done before the confirmation.
+#[tokio::test]
+async fn a_selection_of_machines_is_reinstalled_from_the_list() {
+    use crate::mac::MacAddr;
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    add_user(&app, "vic", Role::Viewer).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let bmc = FakeRedfish::start().await;
+    let mac = |last: u8| MacAddr([0x52, 0x54, 0, 0x12, 0x34, last]);
+    // 0x56 (seeded, image debian): good BMC. 0x57: good BMC. 0x58: no controller.
+    // 0x59: no image. 0x5a: wrong BMC password.
+    let url = bmc.url.clone();
+    app.state
+        .store
+        .call(move |conn| {
+            for (last, image) in [(0x57, true), (0x58, true), (0x59, false), (0x5a, true)] {
+                let new = crate::store::NewMachine {
+                    mac: Some(mac(last)),
+                    image: image.then(|| "debian".to_string()),
+                    ..Default::default()
+                };
+                crate::inventory::add(
+                    conn,
+                    &new,
+                    &crate::inventory::MachineExtra::default(),
+                    &crate::lifecycle::LifecycleConfig::default(),
+                    "test",
+                    0,
+                )?;
+            }
+            for (last, password) in [
+                (0x56, "calvin"),
+                (0x57, "calvin"),
+                (0x59, "calvin"),
+                (0x5a, "wrong"),
+            ] {
+                let spec = crate::power::ControllerSpec::Redfish {
+                    url: url.clone(),
+                    user: "root".into(),
+                    password: Some(password.into()),
+                    system_id: None,
+                    verify_tls: None,
+                };
+                crate::power::put_controller(conn, mac(last), spec, "test", 0)?;
+            }
+            crate::inventory::set_mode(
+                conn,
+                mac(0x56),
+                crate::lifecycle::Mode::Local,
+                &crate::lifecycle::LifecycleConfig::default(),
+                "test",
+                0,
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("seed");
+    let selected: String = [0x56, 0x57, 0x58, 0x59, 0x5a]
+        .iter()
+        .map(|last| format!("&mac={}", mac(*last).to_string().replace(':', "%3A")))
+        .collect();
+
+    // The list offers the selection to operators, ticked when "select all" is used.
+    let list = send(&app, get("/machines?select=all", Some(&cookie))).await;
+    assert!(
+        list.body.contains(r#"action="/machines/selection""#),
+        "{}",
+        list.body
+    );
+    assert!(
+        list.body.contains(
+            r#"name="mac" value="52:54:00:12:34:57" aria-label="Select 52:54:00:12:34:57" checked"#
+        ),
+        "{}",
+        list.body
+    );
+
+    let confirm = send(
+        &app,
+        post_form(
+            "/machines/selection",
+            Some(&cookie),
+            &format!("csrf={csrf}&action=reinstall{selected}"),
+        ),
+    )
+    .await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(
+        confirm.body.contains("Reinstall 5 machines?"),
+        "{}",
+        confirm.body
+    );
+    assert!(
+        confirm.body.contains("no image assigned"),
+        "{}",
+        confirm.body
+    );
+    assert!(
+        confirm.body.contains("acts on its next network boot"),
+        "{}",
+        confirm.body
+    );
+    assert!(
+        confirm.body.contains("1 of them cannot be done"),
+        "{}",
+        confirm.body
+    );
+    assert!(
+        bmc.seen().is_empty(),
+        "nothing happens before the confirmation"
+    );
+
+    // A viewer cannot, and a form without the session's token is refused.
+    let (viewer, viewer_csrf) = login(&app, "vic").await;
+    let refused = send(
+        &app,
+        post_form(
+            "/machines/selection/run",
+            Some(&viewer),
+            &format!("csrf={viewer_csrf}&action=reinstall{selected}"),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let forged = send(
+        &app,
+        post_form(
+            "/machines/selection/run",
+            Some(&cookie),
+            &format!("csrf=nope&action=reinstall{selected}"),
+        ),
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(bmc.seen().is_empty());
+
+    let done = send(
+        &app,
+        post_form(
+            "/machines/selection/run",
+            Some(&cookie),
+            &format!("csrf={csrf}&action=reinstall{selected}"),
+        ),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(
+        done.body.contains("Reinstall: 3 of 5 machines done"),
+        "{}",
+        done.body
+    );
+    let row = |last: u8| {
+        let mac = mac(last).to_string();
+        let start = done
+            .body
+            .find(&format!(r#"<a href="/machines/{mac}">{mac}</a></td>"#))
+            .unwrap_or_else(|| panic!("no row for {mac}: {}", done.body));
+        done.body[start..]
+            .split("</tr>")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for last in [0x56, 0x57] {
+        assert!(
+            row(last).contains("<td>ok</td>") && row(last).contains("powered on"),
+            "{}",
+            row(last)
+        );
+    }
+    assert!(
+        row(0x58).contains("<td>ok</td>") && row(0x58).contains("next network boot"),
+        "{}",
+        row(0x58)
+    );
+    assert!(row(0x59).contains("<td>failed</td>"), "{}", row(0x59));
+    assert!(
+        row(0x5a).contains("<td>failed</td>") && row(0x5a).contains("credentials"),
+        "{}",
+        row(0x5a)
+    );
+    assert!(!done.body.contains("calvin") && !done.body.contains("wrong"));
+    // Modes: set wherever the machine could take it, the failed BMC's included.
+    let modes = app
+        .state
+        .store
+        .call(move |conn| {
+            [0x56, 0x57, 0x58, 0x59, 0x5a]
+                .into_iter()
+                .map(
+                    |last| Ok(crate::inventory::machine(conn, mac(last))?.map(|m| m.mode.as_str())),
+                )
+                .collect::<Result<Vec<_>, crate::store::StoreError>>()
+        })
+        .await
+        .expect("modes");
+    assert_eq!(
+        modes,
+        [
+            Some("install"),
+            Some("install"),
+            Some("install"),
+            Some("local"),
+            Some("install")
+        ]
+    );
+    let audit = send(&app, get("/audit", Some(&cookie))).await;
+    assert!(audit.body.contains("user:ann"), "{}", audit.body);
+
+    // Nothing ticked: back to the list with a hint, nothing done.
+    let empty = send(
+        &app,
+        post_form(
+            "/machines/selection",
+            Some(&cookie),
+            &format!("csrf={csrf}&action=off"),
+        ),
+    )
+    .await;
+    assert_eq!(empty.status, StatusCode::SEE_OTHER);
+    assert!(
+        empty.headers[header::LOCATION]
+            .to_str()
+            .expect("ascii")
+            .contains("Select%20machines%20first")
+    );
+}

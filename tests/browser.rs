@@ -179,7 +179,8 @@ impl Scenario<'_> {
         self.import().await?;
         self.dashboard().await?;
         self.reinstall().await?;
-        self.other_pages().await
+        self.other_pages().await?;
+        self.reinstall_a_selection().await
     }
 
     async fn log_in(&self) -> Checked<()> {
@@ -289,7 +290,7 @@ impl Scenario<'_> {
         ] {
             self.page
                 .find(&format!(
-                    "//tbody/tr[td[1]/a='{mac}'][td[2]='{host}'][td[5]/span='{mode}']"
+                    "//tbody/tr[td[2]/a='{mac}'][td[3]='{host}'][td[6]/span='{mode}']"
                 ))
                 .await?;
         }
@@ -423,6 +424,43 @@ impl Scenario<'_> {
             .find("//table//tr[td[1]='admin'][td[2]='admin']")
             .await?;
         self.page.screenshot("10-admin").await
+    }
+
+    /// Two machines ticked on the list and reinstalled together: the confirmation
+    /// page names the one that cannot be (no image), the results say which did.
+    async fn reinstall_a_selection(&self) -> Checked<()> {
+        self.page.open("/machines").await?;
+        for mac in ["52:54:00:b0:00:01", "52:54:00:b0:00:03"] {
+            self.page
+                .click(&format!("//input[@type='checkbox'][@value='{mac}']"))
+                .await?;
+        }
+        self.page
+            .select("//select[@name='action']", "reinstall")
+            .await?;
+        self.page
+            .click("//button[normalize-space()='Apply…']")
+            .await?;
+        self.page
+            .wait_for("//h1[normalize-space()='Reinstall 2 machines?']")
+            .await?;
+        self.page
+            .find("//tr[@class='bad'][td[1]/a='52:54:00:b0:00:01'][contains(td[6], 'no image assigned')]")
+            .await?;
+        self.page.screenshot("11-selection-confirm").await?;
+        self.page
+            .click("//button[normalize-space()='Reinstall 2 machines']")
+            .await?;
+        self.page
+            .wait_for("//h1[normalize-space()='Reinstall: 1 of 2 machines done']")
+            .await?;
+        self.page
+            .find("//tr[@class='result-failed'][td[1]/a='52:54:00:b0:00:01'][td[2]='failed']")
+            .await?;
+        self.page
+            .find("//tr[@class='result-ok'][td[1]/a='52:54:00:b0:00:03'][td[2]='ok']")
+            .await?;
+        self.page.screenshot("12-selection-result").await
     }
 
     // ---- helpers ----

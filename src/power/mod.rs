@@ -1048,6 +1048,52 @@ pub async fn reprovision(
     Ok(report)
 }
 
+/// Reinstall, rescue or wipe many machines at once (the CLI's `--rack`, the panel's
+/// selection): each as `reprovision`, all concurrently (BMC calls stay within
+/// `concurrency`), every result in the order given.
+pub async fn reprovision_many(
+    store: &Store,
+    power: &Arc<Power>,
+    life: &LifecycleConfig,
+    macs: &[MacAddr],
+    mode: Mode,
+    actor: &str,
+) -> Vec<(MacAddr, Result<Reprovision, StoreError>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, mac) in macs.iter().copied().enumerate() {
+        let (store, power, life, actor) = (
+            store.clone(),
+            power.clone(),
+            life.clone(),
+            actor.to_string(),
+        );
+        tasks.spawn(async move {
+            let report = reprovision(&store, &power, &life, mac, mode, &actor).await;
+            (index, mac, report)
+        });
+    }
+    let mut results = Vec::with_capacity(macs.len());
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(result) => results.push(result),
+            // A task that panicked: its machine is reported, not dropped.
+            Err(e) => tracing::error!("a reprovision task ended abnormally: {e}"),
+        }
+    }
+    results.sort_by_key(|(index, _, _)| *index);
+    let mut reported: Vec<(MacAddr, Result<Reprovision, StoreError>)> =
+        results.into_iter().map(|(_, mac, r)| (mac, r)).collect();
+    for mac in macs {
+        if !reported.iter().any(|(m, _)| m == mac) {
+            reported.push((
+                *mac,
+                Err(StoreError::Conflict("the action ended abnormally".into())),
+            ));
+        }
+    }
+    reported
+}
+
 // ---- polling ----
 
 /// Reads every controllable machine's power state each `poll_interval` (at most
