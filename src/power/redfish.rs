@@ -54,11 +54,23 @@ pub fn request(system_id: &str, verb: Verb) -> Request {
 }
 
 /// What the BMC's answer means (pure).
-pub fn interpret(verb: Verb, status: u16, body: &str) -> Result<Outcome, PowerError> {
+pub fn interpret(
+    verb: Verb,
+    system_id: &str,
+    status: u16,
+    body: &str,
+) -> Result<Outcome, PowerError> {
     let message = || redfish_message(body).unwrap_or_else(|| format!("HTTP {status}"));
     match status {
         200..=299 => {}
         401 | 403 => return Err(PowerError::Auth(format!("HTTP {status}: {}", message()))),
+        // The usual first-time mistake: BMCs name their system differently
+        // (`1`, `System.Embedded.1`, `437XR1138R2`...).
+        404 => {
+            return Err(PowerError::Refused(format!(
+                "HTTP 404: the BMC has no system {system_id:?}; set the controller's system id to one that GET /redfish/v1/Systems lists"
+            )));
+        }
         500..=599 => {
             return Err(PowerError::Refused(format!("HTTP {status}: {}", message())));
         }
@@ -172,7 +184,7 @@ pub async fn run(
     let response = builder.send().await.map_err(|e| classify(&e, timeout))?;
     let status = response.status().as_u16();
     let body = response.text().await.map_err(|e| classify(&e, timeout))?;
-    interpret(verb, status, &body)
+    interpret(verb, target.system_id, status, &body)
 }
 
 fn classify(e: &reqwest::Error, timeout: Duration) -> PowerError {
@@ -234,14 +246,15 @@ mod tests {
 
     #[test]
     fn answers_are_read() {
-        let on = interpret(Verb::Status, 200, r#"{"PowerState":"On"}"#).expect("on");
+        let on = interpret(Verb::Status, "1", 200, r#"{"PowerState":"On"}"#).expect("on");
         assert_eq!(on.state, Some(PowerState::On));
         assert!(matches!(
-            interpret(Verb::On, 401, ""),
+            interpret(Verb::On, "1", 401, ""),
             Err(PowerError::Auth(_))
         ));
         let refused = interpret(
             Verb::Pxe,
+            "1",
             400,
             r#"{"error":{"message":"x","@Message.ExtendedInfo":[{"Message":"Pxe is not allowed"}]}}"#,
         )
@@ -250,6 +263,12 @@ mod tests {
             refused.to_string().contains("Pxe is not allowed"),
             "{refused}"
         );
-        assert!(interpret(Verb::Cycle, 204, "").is_ok());
+        assert!(interpret(Verb::Cycle, "1", 204, "").is_ok());
+        let missing = interpret(Verb::Status, "1", 404, "").expect_err("404");
+        assert!(
+            missing.to_string().contains("no system \"1\"")
+                && missing.to_string().contains("/redfish/v1/Systems"),
+            "{missing}"
+        );
     }
 }
