@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 
 pub struct Settings {
@@ -240,7 +241,7 @@ async fn serve_read(guard: Active, request: ReadRequest, local: Option<IpAddr>) 
             }
             let mut reply = Vec::new();
             packet::encode_error(code, message, &mut reply);
-            let _ = socket.send_to(&reply, client).await;
+            let _ = send_to(&socket, &reply, client).await;
             return;
         }
     };
@@ -305,12 +306,39 @@ async fn serve_read(guard: Active, request: ReadRequest, local: Option<IpAddr>) 
     }
 }
 
+/// A transfer's socket: std's, non-blocking, with tokio's readiness around it, so
+/// that reads can be batched and readiness cleared as soon as the queue is seen
+/// empty (see `drive`).
+type TransferSocket = AsyncFd<std::net::UdpSocket>;
+
+/// Datagrams read per wake-up at most. A client sends one ACK per window; more
+/// waiting at once are duplicates or strays.
+const BATCH: usize = 4;
+/// Clients send ACKs and ERRORs: 1 KiB holds any sane one (a longer ERROR message
+/// is cut, which is harmless).
+const DATAGRAM: usize = 1024;
+
+struct Batch {
+    bufs: [[u8; DATAGRAM]; BATCH],
+    lens: [usize; BATCH],
+    from: [Option<SocketAddr>; BATCH],
+}
+
 /// Runs the transfer to its end: datagrams and timer ticks in, packets out.
-async fn drive(socket: &UdpSocket, transfer: &mut Transfer, blksize: usize) -> io::Result<()> {
+///
+/// tokio forgets a socket's readiness only when a read returns EAGAIN, which costs
+/// a system call per block in lockstep (where the one ACK has just been read). Here
+/// the waiting datagrams are read with one `recvmmsg`; when it returns fewer than it
+/// could take, the queue was seen empty and readiness is cleared without that extra
+/// read. The clear is tied to the readiness event it read under, so a datagram that
+/// arrives meanwhile raises readiness again.
+async fn drive(socket: &TransferSocket, transfer: &mut Transfer, blksize: usize) -> io::Result<()> {
     let mut out: Vec<Send> = Vec::with_capacity(64);
-    // Clients send ACKs and ERRORs: 1 KiB holds any sane one (a longer ERROR
-    // message is cut, which is harmless).
-    let mut buf = [0u8; 1024];
+    let mut batch = Box::new(Batch {
+        bufs: [[0; DATAGRAM]; BATCH],
+        lens: [0; BATCH],
+        from: [None; BATCH],
+    });
     let mut wire = Vec::with_capacity(blksize + 4);
     transfer.start(Instant::now(), &mut out);
     flush(socket, transfer, &mut out, &mut wire).await;
@@ -329,16 +357,30 @@ async fn drive(socket: &UdpSocket, transfer: &mut Transfer, blksize: usize) -> i
         }
         tokio::select! {
             biased;
-            received = socket.recv_from(&mut buf) => {
-                let (len, from) = received?;
-                let bytes = buf.get(..len).unwrap_or_default();
-                match transfer.on_datagram(from, bytes, Instant::now(), &mut out) {
-                    Handled::Progress | Handled::Finished | Handled::StaleAck(_) => {}
-                    Handled::WrongPeer(peer) => {
-                        tracing::info!(client = %transfer.client(), %peer, "TFTP packet from a wrong port: answered with error 5");
-                    }
-                    Handled::Dropped(why) => {
-                        tracing::info!(client = %transfer.client(), "TFTP packet dropped: {why}");
+            ready = socket.readable() => {
+                let mut guard = ready?;
+                let count = match recv_batch(socket.get_ref().as_raw_fd(), &mut batch) {
+                    Ok(count) => count,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Err(e),
+                };
+                if count < BATCH {
+                    guard.clear_ready();
+                }
+                let now = Instant::now();
+                for i in 0..count {
+                    let (Some(from), Some(len)) = (batch.from[i], batch.lens.get(i)) else {
+                        continue;
+                    };
+                    let bytes = batch.bufs[i].get(..*len).unwrap_or_default();
+                    match transfer.on_datagram(from, bytes, now, &mut out) {
+                        Handled::Progress | Handled::Finished | Handled::StaleAck(_) => {}
+                        Handled::WrongPeer(peer) => {
+                            tracing::info!(client = %transfer.client(), %peer, "TFTP packet from a wrong port: answered with error 5");
+                        }
+                        Handled::Dropped(why) => {
+                            tracing::info!(client = %transfer.client(), "TFTP packet dropped: {why}");
+                        }
                     }
                 }
             }
@@ -352,19 +394,78 @@ async fn drive(socket: &UdpSocket, transfer: &mut Transfer, blksize: usize) -> i
     Ok(())
 }
 
-async fn flush(socket: &UdpSocket, transfer: &Transfer, out: &mut Vec<Send>, wire: &mut Vec<u8>) {
+async fn flush(
+    socket: &TransferSocket,
+    transfer: &Transfer,
+    out: &mut Vec<Send>,
+    wire: &mut Vec<u8>,
+) {
     for send in out.drain(..) {
         transfer.encode(&send.packet, wire);
         // A failed send is a lost packet: the timeout resends it.
-        if let Err(e) = socket.send_to(wire, send.to).await {
+        if let Err(e) = send_to(socket, wire, send.to).await {
             tracing::debug!(to = %send.to, "TFTP send failed: {e}");
         }
     }
 }
 
+/// Sends at once; waits for room only when the socket buffer is full.
+async fn send_to(socket: &TransferSocket, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
+    match socket.get_ref().send_to(bytes, to) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket
+            .async_io(Interest::WRITABLE, |inner| inner.send_to(bytes, to))
+            .await
+            .map(drop),
+        result => result.map(drop),
+    }
+}
+
+/// Reads up to `BATCH` waiting datagrams with one `recvmmsg`; returns how many.
+/// Fewer than `BATCH` means the queue was empty when read.
+fn recv_batch(fd: RawFd, batch: &mut Batch) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut addrs: [libc::sockaddr_storage; BATCH] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let mut iovs: [libc::iovec; BATCH] = std::array::from_fn(|_| libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    });
+    for (i, ((msg, iov), addr)) in msgs
+        .iter_mut()
+        .zip(iovs.iter_mut())
+        .zip(addrs.iter_mut())
+        .enumerate()
+    {
+        iov.iov_base = batch.bufs[i].as_mut_ptr().cast();
+        iov.iov_len = DATAGRAM;
+        msg.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_hdr.msg_iov = iov;
+        msg.msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: each message points at its own live buffer, address and iovec, with
+    // their lengths; the kernel writes within them.
+    let received = unsafe {
+        libc::recvmmsg(
+            fd,
+            msgs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let count = usize::try_from(received).map_err(|_| io::Error::last_os_error())?;
+    for i in 0..count.min(BATCH) {
+        batch.lens[i] = (msgs[i].msg_len as usize).min(DATAGRAM);
+        batch.from[i] = socket_addr(&addrs[i]);
+    }
+    Ok(count.min(BATCH))
+}
+
 /// A socket of its own for the transfer (RFC 1350 transfer ID), bound to the
 /// address the request came to.
-fn bind_transfer(local: Option<IpAddr>, client: SocketAddr) -> io::Result<UdpSocket> {
+fn bind_transfer(local: Option<IpAddr>, client: SocketAddr) -> io::Result<TransferSocket> {
     let unspecified = match client {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -375,7 +476,9 @@ fn bind_transfer(local: Option<IpAddr>, client: SocketAddr) -> io::Result<UdpSoc
         None => std::net::UdpSocket::bind((unspecified, 0))?,
     };
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    // SAFETY: a std UdpSocket owns its descriptor until dropped, and as_raw_fd
+    // always returns that one.
+    Ok(unsafe { AsyncFd::register(socket) }?)
 }
 
 /// The largest block a datagram to `client` carries without fragmenting: the path
