@@ -12,21 +12,23 @@ use super::transfer::{Handled, Outcome, Send, Transfer};
 use crate::clock;
 use crate::store::{self, Store};
 use std::collections::HashSet;
+use std::future::Future as _;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Instant;
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::net::UdpSocket;
 
 pub struct Settings {
     pub listen: SocketAddr,
     pub ipxe_dir: PathBuf,
     pub root: Option<PathBuf>,
-    /// Transfers at once at most: each holds a socket (a file descriptor).
+    /// Transfers at once at most: each holds two sockets (file descriptors).
     pub max_transfers: usize,
 }
 
@@ -209,8 +211,8 @@ async fn serve_read(guard: Active, request: ReadRequest, local: Option<IpAddr>) 
     let client = guard.client;
     let shared = &guard.shared;
     let file = request.path.display().to_string();
-    let socket = match bind_transfer(local, client) {
-        Ok(socket) => socket,
+    let sockets = match Sockets::bind(local, client) {
+        Ok(sockets) => sockets,
         Err(e) => {
             tracing::warn!(%client, file, "TFTP: no socket for the transfer: {e}");
             return;
@@ -241,20 +243,20 @@ async fn serve_read(guard: Active, request: ReadRequest, local: Option<IpAddr>) 
             }
             let mut reply = Vec::new();
             packet::encode_error(code, message, &mut reply);
-            let _ = send_to(&socket, &reply, client).await;
+            let _ = sockets.send(&reply, client).await;
             return;
         }
     };
     let size = opened.data.len();
     let negotiated = request
         .options
-        .negotiate(size as u64, path_max_blksize(local, client));
+        .negotiate(size as u64, sockets.path_max_blksize());
     if !negotiated.ignored.is_empty() {
         tracing::info!(%client, file, ignored = ?negotiated.ignored, "TFTP options left out of the OACK");
     }
     let mut transfer = Transfer::new(client, opened.data, &negotiated, started);
     tracing::debug!(%client, file, size, blocks = transfer.blocks(), blksize = negotiated.blksize, windowsize = negotiated.windowsize, "TFTP transfer starts");
-    if let Err(e) = drive(&socket, &mut transfer, usize::from(negotiated.blksize)).await {
+    if let Err(e) = drive(&sockets, &mut transfer, usize::from(negotiated.blksize)).await {
         tracing::warn!(%client, file, "TFTP transfer socket failed: {e}");
         return;
     }
@@ -306,10 +308,120 @@ async fn serve_read(guard: Active, request: ReadRequest, local: Option<IpAddr>) 
     }
 }
 
-/// A transfer's socket: std's, non-blocking, with tokio's readiness around it, so
-/// that reads can be batched and readiness cleared as soon as the queue is seen
-/// empty (see `drive`).
+/// A std socket, non-blocking, with tokio's readiness around it, so that reads
+/// can be batched and readiness cleared as soon as the queue is seen empty (see
+/// `drive`).
 type TransferSocket = AsyncFd<std::net::UdpSocket>;
+
+/// A transfer's port (its RFC 1350 transfer ID), held by two sockets:
+///
+/// - `connected`, connected to the client: the kernel hands it the client's
+///   datagrams without a route lookup each way, as tftpd-hpa's connected socket
+///   gets. Measured side by side, an unconnected socket made lockstep 5 to 10%
+///   slower than tftpd-hpa.
+/// - `stray`, unconnected on the same port (SO_REUSEPORT, which only sockets of
+///   the same user may share): it gets datagrams from any other address or port,
+///   which are answered with ERROR 5. A connected socket alone would leave those to
+///   the kernel's ICMP port-unreachable.
+///
+/// Where the pair cannot be made, `stray` alone serves the transfer unconnected.
+struct Sockets {
+    connected: Option<TransferSocket>,
+    stray: TransferSocket,
+    client: SocketAddr,
+}
+
+impl Sockets {
+    /// Binds to the address the request came to (clients check the source).
+    fn bind(local: Option<IpAddr>, client: SocketAddr) -> io::Result<Self> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let unspecified = match client {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let new_socket = |ip: IpAddr, port: u16| -> io::Result<std::net::UdpSocket> {
+            let socket = Socket::new(
+                Domain::for_address(client),
+                Type::DGRAM,
+                Some(Protocol::UDP),
+            )?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&SocketAddr::new(ip, port).into())?;
+            Ok(socket.into())
+        };
+        let stray = match local {
+            Some(ip) => new_socket(ip, 0).or_else(|_| new_socket(unspecified, 0))?,
+            None => new_socket(unspecified, 0)?,
+        };
+        let bound = stray.local_addr()?;
+        let connected = new_socket(bound.ip(), bound.port())
+            .and_then(|socket| socket.connect(client).map(|()| socket))
+            .and_then(register)
+            .inspect_err(|e| {
+                tracing::debug!(%client, "TFTP: no connected socket, serving unconnected: {e}");
+            })
+            .ok();
+        Ok(Sockets {
+            connected,
+            stray: register(stray)?,
+            client,
+        })
+    }
+
+    /// Sends at once; waits for room only when the socket buffer is full.
+    async fn send(&self, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
+        match &self.connected {
+            Some(socket) if to == self.client => match socket.get_ref().send(bytes) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket
+                    .async_io(Interest::WRITABLE, |inner| inner.send(bytes))
+                    .await
+                    .map(drop),
+                result => result.map(drop),
+            },
+            _ => match self.stray.get_ref().send_to(bytes, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self
+                    .stray
+                    .async_io(Interest::WRITABLE, |inner| inner.send_to(bytes, to))
+                    .await
+                    .map(drop),
+                result => result.map(drop),
+            },
+        }
+    }
+
+    /// The largest block a datagram to the client carries without fragmenting: the
+    /// path MTU the kernel knows for the route (IP_MTU, read from a connected
+    /// socket) less the IP, UDP and TFTP headers. Falls back to Ethernet's 1500.
+    fn path_max_blksize(&self) -> u16 {
+        let (level, name, headers) = match self.client {
+            SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU, 20 + 8 + 4),
+            SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU, 40 + 8 + 4),
+        };
+        let mtu = match &self.connected {
+            Some(socket) => get_int_option(socket.get_ref().as_raw_fd(), level, name),
+            None => (|| {
+                let probe = std::net::UdpSocket::bind(
+                    self.stray
+                        .get_ref()
+                        .local_addr()
+                        .map(|a| SocketAddr::new(a.ip(), 0))?,
+                )?;
+                probe.connect(self.client)?;
+                get_int_option(probe.as_raw_fd(), level, name)
+            })(),
+        }
+        .unwrap_or(1500);
+        u16::try_from((mtu - headers).clamp(i32::from(MIN_BLKSIZE), i32::from(MAX_BLKSIZE)))
+            .unwrap_or(MIN_BLKSIZE)
+    }
+}
+
+fn register(socket: std::net::UdpSocket) -> io::Result<TransferSocket> {
+    // SAFETY: a std UdpSocket owns its descriptor until dropped, and as_raw_fd
+    // always returns that one.
+    Ok(unsafe { AsyncFd::register(socket) }?)
+}
 
 /// Datagrams read per wake-up at most. A client sends one ACK per window; more
 /// waiting at once are duplicates or strays.
@@ -332,7 +444,7 @@ struct Batch {
 /// could take, the queue was seen empty and readiness is cleared without that extra
 /// read. The clear is tied to the readiness event it read under, so a datagram that
 /// arrives meanwhile raises readiness again.
-async fn drive(socket: &TransferSocket, transfer: &mut Transfer, blksize: usize) -> io::Result<()> {
+async fn drive(sockets: &Sockets, transfer: &mut Transfer, blksize: usize) -> io::Result<()> {
     let mut out: Vec<Send> = Vec::with_capacity(64);
     let mut batch = Box::new(Batch {
         bufs: [[0; DATAGRAM]; BATCH],
@@ -341,7 +453,7 @@ async fn drive(socket: &TransferSocket, transfer: &mut Transfer, blksize: usize)
     });
     let mut wire = Vec::with_capacity(blksize + 4);
     transfer.start(Instant::now(), &mut out);
-    flush(socket, transfer, &mut out, &mut wire).await;
+    flush(sockets, transfer, &mut out, &mut wire).await;
     let sleep = tokio::time::sleep(std::time::Duration::ZERO);
     tokio::pin!(sleep);
     let mut armed: Option<Instant> = None;
@@ -355,68 +467,91 @@ async fn drive(socket: &TransferSocket, transfer: &mut Transfer, blksize: usize)
                 .reset(tokio::time::Instant::from_std(deadline));
             armed = Some(deadline);
         }
-        tokio::select! {
-            biased;
-            ready = socket.readable() => {
-                let mut guard = ready?;
-                let count = match recv_batch(socket.get_ref().as_raw_fd(), &mut batch) {
-                    Ok(count) => count,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                    Err(e) => return Err(e),
-                };
-                if count < BATCH {
-                    guard.clear_ready();
-                }
-                let now = Instant::now();
-                for i in 0..count {
-                    let (Some(from), Some(len)) = (batch.from[i], batch.lens.get(i)) else {
-                        continue;
-                    };
-                    let bytes = batch.bufs[i].get(..*len).unwrap_or_default();
-                    match transfer.on_datagram(from, bytes, now, &mut out) {
-                        Handled::Progress | Handled::Finished | Handled::StaleAck(_) => {}
-                        Handled::WrongPeer(peer) => {
-                            tracing::info!(client = %transfer.client(), %peer, "TFTP packet from a wrong port: answered with error 5");
-                        }
-                        Handled::Dropped(why) => {
-                            tracing::info!(client = %transfer.client(), "TFTP packet dropped: {why}");
-                        }
-                    }
-                }
+        // Polled by hand rather than with select! over fresh futures: poll_read_ready
+        // keeps one waker per socket, where a new `readable()` future per block
+        // joins and leaves a waiter list, for each socket, every time.
+        let event = std::future::poll_fn(|cx| {
+            if let Some(socket) = &sockets.connected
+                && let Poll::Ready(ready) = socket.poll_read_ready(cx)
+            {
+                return Poll::Ready(Event::Readable(ready.map(|guard| (socket, guard))));
             }
-            () = &mut sleep => {
+            if let Poll::Ready(ready) = sockets.stray.poll_read_ready(cx) {
+                return Poll::Ready(Event::Readable(ready.map(|guard| (&sockets.stray, guard))));
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Tick);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Readable(ready) => {
+                let (socket, mut guard) = ready?;
+                read(socket, &mut guard, &mut batch, transfer, &mut out)?;
+            }
+            Event::Tick => {
                 armed = None;
                 transfer.on_tick(Instant::now(), &mut out);
             }
         }
-        flush(socket, transfer, &mut out, &mut wire).await;
+        flush(sockets, transfer, &mut out, &mut wire).await;
     }
     Ok(())
 }
 
-async fn flush(
+enum Event<'a> {
+    Readable(
+        io::Result<(
+            &'a TransferSocket,
+            AsyncFdReadyGuard<'a, std::net::UdpSocket>,
+        )>,
+    ),
+    Tick,
+}
+
+/// Reads what waits on `socket` into the transfer.
+fn read(
     socket: &TransferSocket,
-    transfer: &Transfer,
+    guard: &mut AsyncFdReadyGuard<'_, std::net::UdpSocket>,
+    batch: &mut Batch,
+    transfer: &mut Transfer,
     out: &mut Vec<Send>,
-    wire: &mut Vec<u8>,
-) {
+) -> io::Result<()> {
+    let count = match recv_batch(socket.get_ref().as_raw_fd(), batch) {
+        Ok(count) => count,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    if count < BATCH {
+        guard.clear_ready();
+    }
+    let now = Instant::now();
+    for i in 0..count {
+        let (Some(from), Some(len)) = (batch.from[i], batch.lens.get(i)) else {
+            continue;
+        };
+        let bytes = batch.bufs[i].get(..*len).unwrap_or_default();
+        match transfer.on_datagram(from, bytes, now, out) {
+            Handled::Progress | Handled::Finished | Handled::StaleAck(_) => {}
+            Handled::WrongPeer(peer) => {
+                tracing::info!(client = %transfer.client(), %peer, "TFTP packet from a wrong port: answered with error 5");
+            }
+            Handled::Dropped(why) => {
+                tracing::info!(client = %transfer.client(), "TFTP packet dropped: {why}");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn flush(sockets: &Sockets, transfer: &Transfer, out: &mut Vec<Send>, wire: &mut Vec<u8>) {
     for send in out.drain(..) {
         transfer.encode(&send.packet, wire);
         // A failed send is a lost packet: the timeout resends it.
-        if let Err(e) = send_to(socket, wire, send.to).await {
+        if let Err(e) = sockets.send(wire, send.to).await {
             tracing::debug!(to = %send.to, "TFTP send failed: {e}");
         }
-    }
-}
-
-/// Sends at once; waits for room only when the socket buffer is full.
-async fn send_to(socket: &TransferSocket, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
-    match socket.get_ref().send_to(bytes, to) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket
-            .async_io(Interest::WRITABLE, |inner| inner.send_to(bytes, to))
-            .await
-            .map(drop),
-        result => result.map(drop),
     }
 }
 
@@ -461,46 +596,6 @@ fn recv_batch(fd: RawFd, batch: &mut Batch) -> io::Result<usize> {
         batch.from[i] = socket_addr(&addrs[i]);
     }
     Ok(count.min(BATCH))
-}
-
-/// A socket of its own for the transfer (RFC 1350 transfer ID), bound to the
-/// address the request came to.
-fn bind_transfer(local: Option<IpAddr>, client: SocketAddr) -> io::Result<TransferSocket> {
-    let unspecified = match client {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let socket = match local {
-        Some(ip) => std::net::UdpSocket::bind((ip, 0))
-            .or_else(|_| std::net::UdpSocket::bind((unspecified, 0)))?,
-        None => std::net::UdpSocket::bind((unspecified, 0))?,
-    };
-    socket.set_nonblocking(true)?;
-    // SAFETY: a std UdpSocket owns its descriptor until dropped, and as_raw_fd
-    // always returns that one.
-    Ok(unsafe { AsyncFd::register(socket) }?)
-}
-
-/// The largest block a datagram to `client` carries without fragmenting: the path
-/// MTU the kernel knows for the route (IP_MTU on a connected socket) less the IP,
-/// UDP and TFTP headers. Falls back to Ethernet's 1500.
-fn path_max_blksize(local: Option<IpAddr>, client: SocketAddr) -> u16 {
-    let (level, name, headers) = match client {
-        SocketAddr::V4(_) => (libc::IPPROTO_IP, libc::IP_MTU, 20 + 8 + 4),
-        SocketAddr::V6(_) => (libc::IPPROTO_IPV6, libc::IPV6_MTU, 40 + 8 + 4),
-    };
-    let mtu = (|| -> io::Result<i32> {
-        let probe = match (local, client) {
-            (Some(ip), _) => std::net::UdpSocket::bind((ip, 0))?,
-            (None, SocketAddr::V4(_)) => std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?,
-            (None, SocketAddr::V6(_)) => std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))?,
-        };
-        probe.connect(client)?;
-        get_int_option(probe.as_raw_fd(), level, name)
-    })()
-    .unwrap_or(1500);
-    u16::try_from((mtu - headers).clamp(i32::from(MIN_BLKSIZE), i32::from(MAX_BLKSIZE)))
-        .unwrap_or(MIN_BLKSIZE)
 }
 
 fn set_int_option(fd: RawFd, level: i32, name: i32, value: i32) -> io::Result<()> {
