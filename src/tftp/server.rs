@@ -339,32 +339,45 @@ impl Sockets {
             SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
-        let new_socket = |ip: IpAddr, port: u16| -> io::Result<std::net::UdpSocket> {
+        let new_socket = |ip: IpAddr, port: u16, reuse_port: bool| -> io::Result<Socket> {
             let socket = Socket::new(
                 Domain::for_address(client),
                 Type::DGRAM,
                 Some(Protocol::UDP),
             )?;
-            socket.set_reuse_port(true)?;
+            socket.set_reuse_port(reuse_port)?;
             socket.set_nonblocking(true)?;
             socket.bind(&SocketAddr::new(ip, port).into())?;
-            Ok(socket.into())
+            Ok(socket)
         };
+        // The port is picked without SO_REUSEPORT: Linux lets a port-0 bind with
+        // SO_REUSEPORT land on a port that other SO_REUSEPORT sockets of the same
+        // user hold, so two transfers could share a transfer ID (measured: 3000
+        // such binds gave 2835 ports). Set after the bind, it admits the twin only.
         let stray = match local {
-            Some(ip) => new_socket(ip, 0).or_else(|_| new_socket(unspecified, 0))?,
-            None => new_socket(unspecified, 0)?,
+            Some(ip) => new_socket(ip, 0, false).or_else(|_| new_socket(unspecified, 0, false))?,
+            None => new_socket(unspecified, 0, false)?,
         };
-        let bound = stray.local_addr()?;
-        let connected = new_socket(bound.ip(), bound.port())
-            .and_then(|socket| socket.connect(client).map(|()| socket))
-            .and_then(register)
+        let bound = stray
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("transfer socket bound to a non-IP address"))?;
+        let connected = stray
+            .set_reuse_port(true)
+            .and_then(|()| new_socket(bound.ip(), bound.port(), true))
+            .and_then(|socket| socket.connect(&client.into()).map(|()| socket))
+            .and_then(|socket| register(socket.into()))
             .inspect_err(|e| {
                 tracing::debug!(%client, "TFTP: no connected socket, serving unconnected: {e}");
+                // Alone, the stray takes SO_REUSEPORT back: no other socket (of
+                // another process of the same user) may join its port and be
+                // handed the client's datagrams.
+                let _ = stray.set_reuse_port(false);
             })
             .ok();
         Ok(Sockets {
             connected,
-            stray: register(stray)?,
+            stray: register(stray.into())?,
             client,
         })
     }
@@ -707,5 +720,76 @@ fn socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
             )))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn recv_within(socket: &std::net::UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 64];
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((len, from)) => return Some((buf[..len].to_vec(), from)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Every transfer has a port of its own (a port-0 bind with SO_REUSEPORT would
+    /// share some), and on it the client's datagrams reach the connected socket and
+    /// anyone else's the stray one.
+    #[tokio::test]
+    async fn each_transfer_has_its_own_port_and_its_twin_takes_only_the_client() {
+        let (_, files) = crate::limits::raise_nofile(1 << 16).expect("open-file limit");
+        // Two descriptors a transfer; 2000 transfers over ~28000 ephemeral ports
+        // share some ~70 times over when ports can be shared.
+        let count = usize::try_from(files.saturating_sub(64) / 2)
+            .unwrap_or(usize::MAX)
+            .min(2000);
+        assert!(count >= 400, "too few descriptors for the test: {files}");
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").expect("client");
+        let other = std::net::UdpSocket::bind("127.0.0.1:0").expect("other");
+        let local = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut ports = HashSet::new();
+        let mut held = Vec::with_capacity(count);
+        for _ in 0..count {
+            let sockets =
+                Sockets::bind(local, client.local_addr().expect("address")).expect("bind");
+            let port = sockets
+                .stray
+                .get_ref()
+                .local_addr()
+                .expect("address")
+                .port();
+            assert!(ports.insert(port), "port {port} given to two transfers");
+            held.push(sockets);
+        }
+        let sockets = held.last().expect("a transfer");
+        let connected = sockets.connected.as_ref().expect("connected twin");
+        let port = sockets.stray.get_ref().local_addr().expect("address");
+        let wait = Duration::from_secs(2);
+        for _ in 0..20 {
+            client.send_to(b"client", port).expect("send");
+            other.send_to(b"other", port).expect("send");
+            let got = recv_within(connected.get_ref(), wait).expect("client datagram");
+            assert_eq!(
+                got,
+                (b"client".to_vec(), client.local_addr().expect("address"))
+            );
+            let got = recv_within(sockets.stray.get_ref(), wait).expect("other datagram");
+            assert_eq!(
+                got,
+                (b"other".to_vec(), other.local_addr().expect("address"))
+            );
+        }
+        assert_eq!(recv_within(connected.get_ref(), Duration::ZERO), None);
+        assert_eq!(recv_within(sockets.stray.get_ref(), Duration::ZERO), None);
     }
 }
