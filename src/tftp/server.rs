@@ -386,6 +386,9 @@ impl Sockets {
     async fn send(&self, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
         match &self.connected {
             Some(socket) if to == self.client => match socket.get_ref().send(bytes) {
+                // The error was about an earlier datagram, and this one was not
+                // sent; the error is consumed, so it goes now.
+                Err(e) if is_icmp_report(&e) => socket.get_ref().send(bytes).map(drop),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket
                     .async_io(Interest::WRITABLE, |inner| inner.send(bytes))
                     .await
@@ -434,6 +437,26 @@ fn register(socket: std::net::UdpSocket) -> io::Result<TransferSocket> {
     // SAFETY: a std UdpSocket owns its descriptor until dropped, and as_raw_fd
     // always returns that one.
     Ok(unsafe { AsyncFd::register(socket) }?)
+}
+
+/// Whether an error is one a connected UDP socket reports for an ICMP message about
+/// an earlier datagram (port unreachable from a client whose port was closed a
+/// moment, and the like). Linux hands it to the next send or receive, which fails
+/// and consumes it. The unconnected socket never sees these; for the transfer each
+/// is a lost packet, not a reason to end.
+fn is_icmp_report(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNREFUSED
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::ENOPROTOOPT
+                | libc::EMSGSIZE
+        )
+    )
 }
 
 /// Datagrams read per wake-up at most. A client sends one ACK per window; more
@@ -534,6 +557,12 @@ fn read(
     let count = match recv_batch(socket.get_ref().as_raw_fd(), batch) {
         Ok(count) => count,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) if is_icmp_report(&e) => {
+            // A lost packet, which the timeout deals with. Datagrams may wait behind
+            // the error: readiness stays, and the next turn reads them.
+            tracing::debug!(client = %transfer.client(), "TFTP: ICMP error on the transfer socket: {e}");
+            return Ok(());
+        }
         Err(e) => return Err(e),
     };
     if count < BATCH {
