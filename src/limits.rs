@@ -1,7 +1,7 @@
 //! Process limits raised at start.
 
 /// Raises the soft limit on open files to the hard limit (at most `cap`): every TFTP
-/// transfer holds a socket and every HTTP download a socket and a file, and a
+/// transfer holds two sockets and every HTTP download a socket and a file, and a
 /// default soft limit of 1024 is reached by a single rack booting at once. Returns
 /// the soft limit before and after.
 pub fn raise_nofile(cap: u64) -> std::io::Result<(u64, u64)> {

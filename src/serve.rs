@@ -163,8 +163,8 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             listen: tftp_config.listen,
             ipxe_dir: config.ipxe.dir.clone(),
             root: tftp_config.root.clone(),
-            // Half the descriptors: HTTP downloads need the rest.
-            max_transfers: usize::try_from(open_files / 2)
+            // A transfer holds two sockets; half the descriptors stay for HTTP.
+            max_transfers: usize::try_from(open_files / 4)
                 .unwrap_or(usize::MAX)
                 .max(16),
         };

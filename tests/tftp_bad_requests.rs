@@ -1,8 +1,9 @@
 //! Bad TFTP requests from a raw UDP socket in a client namespace: each gets the
 //! right ERROR or a clean refusal, the server never panics, and the next normal
 //! request is served. Also the transfer rules a well-behaved client never tests:
-//! a client ERROR ends the transfer at once (the UEFI tsize probe), and a packet
-//! from a wrong port gets ERROR 5 without disturbing the transfer.
+//! a client ERROR ends the transfer at once (the UEFI tsize probe), a packet from a
+//! wrong port gets ERROR 5 without disturbing the transfer, and an ICMP port
+//! unreachable from the client is a lost packet, not the end of the transfer.
 
 mod harness;
 
@@ -386,5 +387,60 @@ fn a_wrong_port_gets_error_5_and_the_transfer_goes_on() {
         }
     }
     assert_eq!(data, test_bytes(SMALL_LEN, 11));
+    net.assert_server_healthy();
+}
+
+#[test]
+fn a_port_unreachable_from_the_client_is_a_lost_packet() {
+    if !should_run("tftp_bad_requests", &["ip"]) {
+        return;
+    }
+    let mut net = serve("tbadicmp");
+    // The client's port is closed for a moment: the server's retransmission draws an
+    // ICMP port unreachable, which a connected UDP socket reports as ECONNREFUSED
+    // on its next call. That is one lost packet, not the end of the transfer.
+    let client = Client::new(&net);
+    let bound = client.socket.local_addr().expect("address");
+    client.request(&rrq("small.bin", &[]));
+    let (reply, transfer) = client.expect_reply("request");
+    let Reply::Data(1, first) = reply else {
+        panic!("expected DATA 1, got {reply:?}");
+    };
+    drop(client);
+    // The first retransmission comes after 1 s, the next 2 s later.
+    std::thread::sleep(Duration::from_millis(1500));
+    let client = Client {
+        socket: udp_socket_in(&net.client_ns, &bound.to_string()),
+        server: transfer,
+    };
+    let mut data = first;
+    let mut block = 1u16;
+    loop {
+        client.send_to(&ack(block), transfer);
+        let Some((reply, from)) = client.recv(Duration::from_secs(5)) else {
+            panic!(
+                "no DATA after ACK {block}:\n{}",
+                tail(&net.server_log(), 20)
+            );
+        };
+        assert_eq!(from, transfer, "same transfer ID throughout");
+        let Reply::Data(n, bytes) = reply else {
+            panic!("expected DATA, got {reply:?}");
+        };
+        if n == block {
+            continue;
+        }
+        assert_eq!(n, block + 1);
+        block = n;
+        let last = bytes.len() < 512;
+        data.extend_from_slice(&bytes);
+        if last {
+            client.send_to(&ack(block), transfer);
+            break;
+        }
+    }
+    assert_eq!(data, test_bytes(SMALL_LEN, 11));
+    let log = net.server_log();
+    assert!(!log.contains("socket failed"), "{}", tail(&log, 20));
     net.assert_server_healthy();
 }
