@@ -157,8 +157,9 @@ enum ControllerArgs {
         url: String,
         #[arg(long)]
         user: String,
-        #[arg(long, default_value = "1")]
-        system_id: String,
+        /// The system's id under /redfish/v1/Systems; by default the BMC's only one.
+        #[arg(long)]
+        system_id: Option<String>,
         /// Accept any TLS certificate (BMCs with self-signed ones).
         #[arg(long)]
         no_verify_tls: bool,
@@ -943,7 +944,7 @@ async fn power_cli(
                     url,
                     user,
                     password: Some(read_password(password_file.as_deref())?),
-                    system_id: Some(system_id),
+                    system_id,
                     verify_tls: Some(!no_verify_tls),
                 },
                 ControllerArgs::Wol => power::ControllerSpec::Wol,

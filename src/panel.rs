@@ -832,7 +832,6 @@ fn power_panel(
         verify_tls: true,
         port: "623".into(),
         cipher_suite: "3".into(),
-        system_id: "1".into(),
         ..PowerPanel::default()
     };
     if let Some(s) = status {

@@ -53,6 +53,7 @@ impl FakeRedfish {
         let bmc = Arc::new(Bmc::default());
         *bmc.boot_target.lock().expect("lock") = "None".into();
         let app = Router::new()
+            .route("/redfish/v1/Systems", get(systems))
             .route("/redfish/v1/Systems/{id}", get(system).patch(system))
             .route(
                 "/redfish/v1/Systems/{id}/Actions/ComputerSystem.Reset",
@@ -130,6 +131,24 @@ fn unauthorized() -> Response {
         ),
     )
         .into_response()
+}
+
+async fn systems(
+    State(bmc): State<Arc<Bmc>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !note(&bmc, &method, "/redfish/v1/Systems".into(), &headers, &body).await {
+        return unauthorized();
+    }
+    axum::Json(json!({
+        "@odata.id": "/redfish/v1/Systems",
+        "@odata.type": "#ComputerSystemCollection.ComputerSystemCollection",
+        "Members@odata.count": 1,
+        "Members": [{"@odata.id": "/redfish/v1/Systems/1"}]
+    }))
+    .into_response()
 }
 
 async fn system(

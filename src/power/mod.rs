@@ -174,7 +174,14 @@ impl Controller {
                 system_id,
                 verify_tls,
                 ..
-            } => format!("redfish {url} system={system_id} user={user} verify_tls={verify_tls}"),
+            } => format!(
+                "redfish {url} system={} user={user} verify_tls={verify_tls}",
+                if system_id.is_empty() {
+                    "(the only one)"
+                } else {
+                    system_id
+                }
+            ),
             Controller::Wol => "wol".into(),
         }
     }
@@ -295,11 +302,12 @@ impl ControllerSpec {
                     return Err("the url must not carry a user or password".into());
                 }
                 plain_token("user", &user)?;
-                let system_id = system_id.unwrap_or_else(|| "1".into());
-                if system_id.is_empty()
-                    || !system_id
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                // Empty: the BMC's only system, found at each call (most BMCs have
+                // one, named `1`, `System.Embedded.1`, a serial number...).
+                let system_id = system_id.map(|s| s.trim().to_string()).unwrap_or_default();
+                if !system_id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
                 {
                     return Err(format!(
                         "system id {system_id:?} must be letters, digits, . _ -"
@@ -1595,5 +1603,32 @@ mod tests {
             Some("wol")
         );
         assert_eq!(column.get(&mac(8).to_string()), None);
+    }
+
+    /// Without a system id the BMC's only system is looked up first, then used.
+    #[tokio::test]
+    async fn without_a_system_id_the_only_system_is_used() {
+        let bmc = fake_redfish::FakeRedfish::start().await;
+        let store = store_with_machine().await;
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+        let spec = ControllerSpec::Redfish {
+            url: bmc.url.clone(),
+            user: "root".into(),
+            password: Some("calvin".into()),
+            system_id: None,
+            verify_tls: None,
+        };
+        let controller = store
+            .call(move |conn| put_controller(conn, mac, spec, "test", 0))
+            .await
+            .expect("controller");
+        assert!(controller.summary().contains("system=(the only one)"));
+        let power = Arc::new(Power::new(PowerConfig::default()));
+        let outcome = run_verb(&store, &power, mac, Verb::Status, "user:ann")
+            .await
+            .expect("status");
+        assert_eq!(outcome.state, Some(PowerState::Off));
+        let paths: Vec<String> = bmc.seen().into_iter().map(|s| s.path).collect();
+        assert_eq!(paths, ["/redfish/v1/Systems", "/redfish/v1/Systems/1"]);
     }
 }

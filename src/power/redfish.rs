@@ -22,10 +22,71 @@ pub struct Request {
     pub body: Option<Value>,
 }
 
-/// The request for `verb` (pure). Cycle is `ForceRestart`, the reset type every
-/// Redfish BMC implements (`PowerCycle` is optional in the schema).
-pub fn request(system_id: &str, verb: Verb) -> Request {
-    let system = format!("/redfish/v1/Systems/{system_id}");
+/// Where the BMC lists its systems.
+pub const SYSTEMS: &str = "/redfish/v1/Systems";
+
+/// The path of system `system_id` (pure).
+pub fn system_path(system_id: &str) -> String {
+    format!("{SYSTEMS}/{system_id}")
+}
+
+/// The one system of a BMC's `Systems` collection (pure): its `@odata.id` path. A BMC
+/// with several (a chassis of blades) needs the controller's system id, and the
+/// error lists the ones it has.
+pub fn only_system(status: u16, body: &str) -> Result<String, PowerError> {
+    if !(200..=299).contains(&status) {
+        return interpret(Verb::Status, "(the only one)", status, body).map(|_| String::new());
+    }
+    let value: Value = serde_json::from_str(body)
+        .map_err(|e| PowerError::Refused(format!("{SYSTEMS} is not JSON: {e}")))?;
+    let members: Vec<&str> = value
+        .get("Members")
+        .and_then(Value::as_array)
+        .map(|m| {
+            m.iter()
+                .filter_map(|member| member.get("@odata.id").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    match members.as_slice() {
+        [only] => {
+            // The path goes into later request URLs: only a plain child of the
+            // collection is taken.
+            let path = only.trim_end_matches('/');
+            let plain = path
+                .strip_prefix(SYSTEMS)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .is_some_and(|id| {
+                    !id.is_empty()
+                        && id
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                });
+            if plain {
+                Ok(path.to_string())
+            } else {
+                Err(PowerError::Refused(format!(
+                    "{SYSTEMS} names its system {only:?}, not a path under {SYSTEMS}/"
+                )))
+            }
+        }
+        [] => Err(PowerError::Refused(format!("{SYSTEMS} lists no system"))),
+        many => Err(PowerError::Refused(format!(
+            "the BMC has {} systems ({}); set the controller's system id to one of them",
+            many.len(),
+            many.iter()
+                .map(|m| m.rsplit('/').next().unwrap_or(m))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// The request for `verb` on the system at `system` (a path, pure). Cycle is
+/// `ForceRestart`, the reset type every Redfish BMC implements (`PowerCycle` is
+/// optional in the schema).
+pub fn request(system: &str, verb: Verb) -> Request {
+    let system = system.to_string();
     let reset = |kind: &str| Request {
         method: "POST",
         path: format!("{system}/Actions/ComputerSystem.Reset"),
@@ -164,9 +225,43 @@ pub async fn run(
     verb: Verb,
     timeout: Duration,
 ) -> Result<Outcome, PowerError> {
-    let req = request(target.system_id, verb);
-    let url = format!("{}{}", target.url, req.path);
-    let method = match req.method {
+    let system = if target.system_id.is_empty() {
+        let (status, body) = send(client, target, password, "GET", SYSTEMS, None, timeout).await?;
+        only_system(status, &body)?
+    } else {
+        system_path(target.system_id)
+    };
+    let req = request(&system, verb);
+    let (status, body) = send(
+        client,
+        target,
+        password,
+        req.method,
+        &req.path,
+        req.body.as_ref(),
+        timeout,
+    )
+    .await?;
+    let named = if target.system_id.is_empty() {
+        system.as_str()
+    } else {
+        target.system_id
+    };
+    interpret(verb, named, status, &body)
+}
+
+/// One request with basic auth, its status and body.
+async fn send(
+    client: &reqwest::Client,
+    target: &Target<'_>,
+    password: &Secret,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<(u16, String), PowerError> {
+    let url = format!("{}{path}", target.url);
+    let method = match method {
         "GET" => reqwest::Method::GET,
         "PATCH" => reqwest::Method::PATCH,
         _ => reqwest::Method::POST,
@@ -176,7 +271,7 @@ pub async fn run(
         .basic_auth(target.user, Some(password.expose()))
         .header(reqwest::header::ACCEPT, "application/json")
         .timeout(timeout);
-    if let Some(body) = &req.body {
+    if let Some(body) = body {
         builder = builder
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string());
@@ -184,7 +279,7 @@ pub async fn run(
     let response = builder.send().await.map_err(|e| classify(&e, timeout))?;
     let status = response.status().as_u16();
     let body = response.text().await.map_err(|e| classify(&e, timeout))?;
-    interpret(verb, target.system_id, status, &body)
+    Ok((status, body))
 }
 
 fn classify(e: &reqwest::Error, timeout: Duration) -> PowerError {
@@ -219,7 +314,7 @@ mod tests {
     #[test]
     fn each_verb_is_one_request() {
         assert_eq!(
-            request("1", Verb::On),
+            request(&system_path("1"), Verb::On),
             Request {
                 method: "POST",
                 path: "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset".into(),
@@ -227,21 +322,21 @@ mod tests {
             }
         );
         assert_eq!(
-            request("1", Verb::Off).body,
+            request(&system_path("1"), Verb::Off).body,
             Some(json!({"ResetType": "ForceOff"}))
         );
         assert_eq!(
-            request("1", Verb::Cycle).body,
+            request(&system_path("1"), Verb::Cycle).body,
             Some(json!({"ResetType": "ForceRestart"}))
         );
-        let pxe = request("System.Embedded.1", Verb::Pxe);
+        let pxe = request(&system_path("System.Embedded.1"), Verb::Pxe);
         assert_eq!(pxe.method, "PATCH");
         assert_eq!(pxe.path, "/redfish/v1/Systems/System.Embedded.1");
         assert_eq!(
             pxe.body.expect("body")["Boot"]["BootSourceOverrideTarget"],
             "Pxe"
         );
-        assert_eq!(request("1", Verb::Status).method, "GET");
+        assert_eq!(request(&system_path("1"), Verb::Status).method, "GET");
     }
 
     #[test]
@@ -270,5 +365,26 @@ mod tests {
                 && missing.to_string().contains("/redfish/v1/Systems"),
             "{missing}"
         );
+    }
+
+    #[test]
+    fn the_only_system_is_found_and_several_are_named() {
+        let one = r#"{"Members":[{"@odata.id":"/redfish/v1/Systems/System.Embedded.1"}]}"#;
+        assert_eq!(
+            only_system(200, one).expect("one"),
+            "/redfish/v1/Systems/System.Embedded.1"
+        );
+        let two = r#"{"Members":[{"@odata.id":"/redfish/v1/Systems/a"},{"@odata.id":"/redfish/v1/Systems/b"}]}"#;
+        let why = only_system(200, two).expect_err("two").to_string();
+        assert!(why.contains("2 systems (a, b)"), "{why}");
+        assert!(only_system(200, r#"{"Members":[]}"#).is_err());
+        let odd = r#"{"Members":[{"@odata.id":"/elsewhere/x"}]}"#;
+        assert!(
+            only_system(200, odd).is_err(),
+            "a path outside Systems is refused"
+        );
+        let sneaky = r#"{"Members":[{"@odata.id":"/redfish/v1/Systems/../../x"}]}"#;
+        assert!(only_system(200, sneaky).is_err());
+        assert!(matches!(only_system(401, ""), Err(PowerError::Auth(_))));
     }
 }
