@@ -139,8 +139,10 @@ pub struct ConfirmRow {
     image: String,
     mode: &'static str,
     power: String,
-    /// Why this machine's action will fail, known before it is tried.
-    problem: String,
+    /// What the operator should know about this machine's action.
+    note: String,
+    /// The note says the action will fail here (known before it is tried).
+    fails: bool,
 }
 
 #[derive(Template)]
@@ -197,21 +199,23 @@ pub async fn confirm(
                     image: String::new(),
                     mode: "",
                     power,
-                    problem: "no such machine".into(),
+                    note: "no such machine".into(),
+                    fails: true,
                 };
             };
-            let problem = match (action, &controller) {
+            let (note, fails) = match (action, &controller) {
                 (Action::Reprovision(Mode::Install), _) if m.image.is_none() => {
-                    "no image assigned: it cannot be reinstalled".to_string()
+                    ("no image assigned: it cannot be reinstalled", true)
                 }
-                (Action::Power(_), None) => "no power controller".to_string(),
+                (Action::Power(_), None) => ("no power controller", true),
                 (Action::Power(verb), Some(power::Controller::Wol)) if verb != Verb::On => {
-                    "Wake-on-LAN can only power on".to_string()
+                    ("Wake-on-LAN can only power on", true)
                 }
-                (Action::Reprovision(_), None) => {
-                    "no power controller: it acts on its next network boot".to_string()
-                }
-                _ => String::new(),
+                (Action::Reprovision(_), None) => (
+                    "no power controller: it acts on its next network boot",
+                    false,
+                ),
+                _ => ("", false),
             };
             ConfirmRow {
                 mac: m.mac.clone(),
@@ -219,14 +223,12 @@ pub async fn confirm(
                 image: m.image.clone().unwrap_or_default(),
                 mode: m.mode.as_str(),
                 power,
-                problem,
+                note: note.to_string(),
+                fails,
             }
         })
         .collect();
-    let problems = rows
-        .iter()
-        .filter(|r| !r.problem.is_empty() && !r.problem.starts_with("no power controller:"))
-        .count();
+    let problems = rows.iter().filter(|r| r.fails).count();
     Ok(render(&ConfirmPage {
         nav: nav(&user),
         notice: None,
