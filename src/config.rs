@@ -91,6 +91,7 @@ struct RawDhcp {
 struct RawSubnet {
     cidr: String,
     pool: String,
+    known_pool: Option<String>,
     router: Option<Ipv4Addr>,
     #[serde(default)]
     dns: Vec<Ipv4Addr>,
@@ -189,6 +190,9 @@ pub struct Subnet {
     pub prefix_len: u8,
     pub pool_start: Ipv4Addr,
     pub pool_end: Ipv4Addr,
+    /// Addresses only inventory machines get (not unknown or merely discovered
+    /// clients), so a flood of new MACs cannot leave them without one.
+    pub known_pool: Option<(Ipv4Addr, Ipv4Addr)>,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub lease_secs: u32,
@@ -237,6 +241,18 @@ impl Subnet {
 
     pub fn in_pool(&self, ip: Ipv4Addr) -> bool {
         (self.pool_start..=self.pool_end).contains(&ip)
+    }
+
+    /// Every range this subnet hands out from: the shared pool, then the known one.
+    pub fn pools(&self) -> Vec<(Ipv4Addr, Ipv4Addr)> {
+        std::iter::once((self.pool_start, self.pool_end))
+            .chain(self.known_pool)
+            .collect()
+    }
+
+    pub fn in_known_pool(&self, ip: Ipv4Addr) -> bool {
+        self.known_pool
+            .is_some_and(|(start, end)| (start..=end).contains(&ip))
     }
 
     pub fn broadcast(&self) -> Ipv4Addr {
@@ -352,12 +368,19 @@ impl Config {
                         parse_cidr(&s.cidr).map_err(|p| invalid(&key("cidr"), p))?;
                     let (pool_start, pool_end) =
                         parse_range(&s.pool).map_err(|p| invalid(&key("pool"), p))?;
+                    let known_pool = s
+                        .known_pool
+                        .as_deref()
+                        .map(parse_range)
+                        .transpose()
+                        .map_err(|p| invalid(&key("known_pool"), p))?;
                     let lease_secs = s.lease_secs.unwrap_or(DEFAULT_LEASE_SECS);
                     let subnet = Subnet {
                         network,
                         prefix_len,
                         pool_start,
                         pool_end,
+                        known_pool,
                         router: s.router,
                         dns: s.dns,
                         lease_secs,
@@ -372,6 +395,20 @@ impl Config {
                             &key("pool"),
                             format!("{} is not inside {}", s.pool, s.cidr),
                         ));
+                    }
+                    if let Some((start, end)) = known_pool {
+                        if !subnet.contains(start) || !subnet.contains(end) {
+                            return Err(invalid(
+                                &key("known_pool"),
+                                format!("{start}-{end} is not inside {}", s.cidr),
+                            ));
+                        }
+                        if start <= pool_end && pool_start <= end {
+                            return Err(invalid(
+                                &key("known_pool"),
+                                format!("{start}-{end} overlaps pool {}", s.pool),
+                            ));
+                        }
                     }
                     if let Some(router) = subnet.router
                         && !subnet.contains(router)
@@ -755,6 +792,18 @@ mod tests {
                 "dhcp.subnets[0].router",
             ),
             (
+                format!("{MINIMAL_DHCP}known_pool = \"192.0.2.150-192.0.2.250\"\n"),
+                "dhcp.subnets[0].known_pool",
+            ),
+            (
+                format!("{MINIMAL_DHCP}known_pool = \"198.18.0.1-198.18.0.9\"\n"),
+                "dhcp.subnets[0].known_pool",
+            ),
+            (
+                format!("{MINIMAL_DHCP}known_pool = \"192.0.2.60\"\n"),
+                "dhcp.subnets[0].known_pool",
+            ),
+            (
                 format!("{MINIMAL_DHCP}lease_secs = 5\n"),
                 "dhcp.subnets[0].lease_secs",
             ),
@@ -924,6 +973,18 @@ mod tests {
         assert!(subnet.contains(Ipv4Addr::new(192, 0, 2, 1)));
         assert!(!subnet.contains(Ipv4Addr::new(192, 0, 3, 1)));
         assert!(subnet.in_pool(Ipv4Addr::new(192, 0, 2, 200)));
+        assert!(
+            !subnet.in_known_pool(Ipv4Addr::new(192, 0, 2, 60)),
+            "none configured"
+        );
+        let with_known = Config::parse(
+            &format!("{MINIMAL_DHCP}known_pool = \"192.0.2.50-192.0.2.99\"\n"),
+            "t",
+        )
+        .expect("valid");
+        let known = &with_known.dhcp.as_ref().expect("dhcp").subnets[0];
+        assert!(known.in_known_pool(Ipv4Addr::new(192, 0, 2, 60)));
+        assert_eq!(known.pools().len(), 2);
         assert!(!subnet.in_pool(Ipv4Addr::new(192, 0, 2, 201)));
         assert_eq!((subnet.renew_secs, subnet.rebind_secs), (1800, 3150));
         // With DHCP on and no url, the url is derived at start from the interface.

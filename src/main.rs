@@ -790,7 +790,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
                     format!("{}/{}", u.network, u.prefix_len),
-                    format!("{}-{}", u.pool_start, u.pool_end),
+                    format!(
+                        "{}-{}{}",
+                        u.pool_start,
+                        u.pool_end,
+                        if u.known_only { " known" } else { "" }
+                    ),
                     u.size,
                     u.bound,
                     u.declined,

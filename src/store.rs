@@ -949,6 +949,8 @@ pub struct PoolUsage {
     pub bound: u64,
     /// Pool addresses declined by a client and held back for probation.
     pub declined: u64,
+    /// The subnet's `known_pool` (inventory machines only), not its shared pool.
+    pub known_only: bool,
 }
 
 impl PoolUsage {
@@ -967,34 +969,37 @@ pub fn pool_usage(
 ) -> Result<Vec<PoolUsage>, StoreError> {
     let mut usage = Vec::with_capacity(subnets.len());
     for subnet in subnets {
-        let (start, end) = (ip_to_db(subnet.pool_start), ip_to_db(subnet.pool_end));
-        let count = |state: &str| -> Result<u64, StoreError> {
-            let n: i64 = conn
+        for (pool_start, pool_end) in subnet.pools() {
+            let (start, end) = (ip_to_db(pool_start), ip_to_db(pool_end));
+            let count = |state: &str| -> Result<u64, StoreError> {
+                let n: i64 = conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM leases WHERE ip BETWEEN ?1 AND ?2
+                         AND state = ?3 AND expires_at > ?4
+                         AND ip NOT IN (SELECT ip FROM machines WHERE ip IS NOT NULL AND mac <> leases.mac)",
+                    )?
+                    .query_row(params![start, end, state, now], |r| r.get(0))?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            };
+            let reserved: i64 = conn
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM leases WHERE ip BETWEEN ?1 AND ?2
-                     AND state = ?3 AND expires_at > ?4
-                     AND ip NOT IN (SELECT ip FROM machines WHERE ip IS NOT NULL AND mac <> leases.mac)",
+                    "SELECT COUNT(*) FROM machines WHERE ip BETWEEN ?1 AND ?2
+                     AND ip NOT IN (SELECT ip FROM leases WHERE state IN ('bound', 'declined')
+                                    AND expires_at > ?3)",
                 )?
-                .query_row(params![start, end, state, now], |r| r.get(0))?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        };
-        let reserved: i64 = conn
-            .prepare_cached(
-                "SELECT COUNT(*) FROM machines WHERE ip BETWEEN ?1 AND ?2
-                 AND ip NOT IN (SELECT ip FROM leases WHERE state IN ('bound', 'declined')
-                                AND expires_at > ?3)",
-            )?
-            .query_row(params![start, end, now], |r| r.get(0))?;
-        usage.push(PoolUsage {
-            network: subnet.network,
-            prefix_len: subnet.prefix_len,
-            pool_start: subnet.pool_start,
-            pool_end: subnet.pool_end,
-            size: u64::from(u32::from(subnet.pool_end) - u32::from(subnet.pool_start)) + 1,
-            reserved: u64::try_from(reserved).unwrap_or(0),
-            bound: count("bound")?,
-            declined: count("declined")?,
-        });
+                .query_row(params![start, end, now], |r| r.get(0))?;
+            usage.push(PoolUsage {
+                network: subnet.network,
+                prefix_len: subnet.prefix_len,
+                pool_start,
+                pool_end,
+                size: u64::from(u32::from(pool_end) - u32::from(pool_start)) + 1,
+                reserved: u64::try_from(reserved).unwrap_or(0),
+                bound: count("bound")?,
+                declined: count("declined")?,
+                known_only: subnet.known_pool == Some((pool_start, pool_end)),
+            });
+        }
     }
     Ok(usage)
 }
@@ -1311,6 +1316,7 @@ mod tests {
             prefix_len: 24,
             pool_start: Ipv4Addr::new(192, 0, 2, 100),
             pool_end: Ipv4Addr::new(192, 0, 2, 109),
+            known_pool: None,
             router: None,
             dns: vec![],
             lease_secs: 3600,

@@ -171,8 +171,10 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A flood of new clients (perfdhcp, 60 MACs) fills a 20-address pool: the log says
-/// the pool is full, `lease pools` shows it, no lease is taken from anyone, and the
-/// inventory machine whose fixed address lies inside the pool still gets it.
+/// the pool is full, `lease pools` shows it, no lease is taken from anyone, the
+/// inventory machine whose fixed address lies inside the pool still gets it, and an
+/// inventory machine without one gets an address from the subnet's `known_pool`,
+/// which the flood could not touch.
 #[test]
 fn a_flood_fills_the_pool_but_never_takes_fixed_addresses() {
     if !should_run("dhcp_relay starvation", &["ip", "perfdhcp"]) {
@@ -180,10 +182,12 @@ fn a_flood_fills_the_pool_but_never_takes_fixed_addresses() {
     }
     let mut net = DhcpNet::new(
         "starve",
-        "[[dhcp.subnets]]\ncidr = \"192.0.2.0/24\"\npool = \"192.0.2.100-192.0.2.119\"\n",
+        "[[dhcp.subnets]]\ncidr = \"192.0.2.0/24\"\npool = \"192.0.2.100-192.0.2.119\"\n\
+         known_pool = \"192.0.2.50-192.0.2.51\"\n",
     );
     let known = "52:54:00:aa:00:01";
     net.cli(&["machine", "add", known, "--ip", "192.0.2.110"]);
+    net.cli(&["machine", "add", "52:54:00:aa:00:02"]);
     net.start();
     // perfdhcp exits 3 when requests went unanswered, which is the point here.
     let flood = net
@@ -240,6 +244,17 @@ fn a_flood_fills_the_pool_but_never_takes_fixed_addresses() {
         .collect();
     // SUBNET POOL SIZE BOUND DECLINED RESERVED FREE
     assert_eq!(&row[2..], &["20", "19", "0", "1", "0"], "{pools}");
+    let known_row: Vec<&str> = pools
+        .lines()
+        .nth(2)
+        .expect("a known-pool row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &known_row[1..],
+        &["192.0.2.50-192.0.2.51", "known", "2", "0", "0", "0", "2"],
+        "{pools}"
+    );
 
     let xid = 0x5747;
     let mac = [0x52, 0x54, 0, 0xaa, 0, 1];
@@ -255,4 +270,21 @@ fn a_flood_fills_the_pool_but_never_takes_fixed_addresses() {
     );
     let offer = replies.first().expect("the known machine is answered");
     assert_eq!(offer.yiaddr, Ipv4Addr::new(192, 0, 2, 110));
+
+    let xid = 0x5748;
+    let replies = harness::dhcp_exchange(
+        &net.client_ns,
+        "rbc",
+        Some(relay),
+        Ipv4Addr::new(192, 0, 2, 1),
+        harness::RawDhcp::new(1, [0x52, 0x54, 0, 0xaa, 0, 2], xid)
+            .giaddr(relay)
+            .end(),
+        xid,
+        std::time::Duration::from_secs(3),
+    );
+    let offer = replies
+        .first()
+        .expect("the inventory machine without a fixed address is answered");
+    assert_eq!(offer.yiaddr, Ipv4Addr::new(192, 0, 2, 50));
 }

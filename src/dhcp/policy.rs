@@ -150,8 +150,17 @@ fn assignable(ip: Ipv4Addr, request: &ClientRequest, ctx: &Context<'_>) -> bool 
     }
     match ctx.fixed.get(&ip) {
         Some(owner) => *owner == request.mac,
-        None => subnet.in_pool(ip) && fixed_for(request, ctx).is_none(),
+        None => {
+            (subnet.in_pool(ip) || (subnet.in_known_pool(ip) && is_inventory_machine(ctx)))
+                && fixed_for(request, ctx).is_none()
+        }
     }
+}
+
+/// A machine an operator added: it may take addresses from the subnet's
+/// `known_pool`. Unknown clients and merely discovered ones may not.
+fn is_inventory_machine(ctx: &Context<'_>) -> bool {
+    ctx.machine.is_some_and(|m| !m.discovered)
 }
 
 fn available(ip: Ipv4Addr, request: &ClientRequest, ctx: &Context<'_>, book: &LeaseBook) -> bool {
@@ -176,9 +185,17 @@ fn choose_address(
     {
         return Some(ip);
     }
-    book.find_free(ctx.subnet.pool_start, ctx.now, &key, |ip| {
-        assignable(ip, request, ctx)
-    })
+    // Inventory machines take from their own pool first, leaving the shared one to
+    // everybody else.
+    let known_pool = ctx
+        .subnet
+        .known_pool
+        .filter(|_| is_inventory_machine(ctx))
+        .map(|(start, _)| start);
+    known_pool
+        .into_iter()
+        .chain([ctx.subnet.pool_start])
+        .find_map(|start| book.find_free(start, ctx.now, &key, |ip| assignable(ip, request, ctx)))
 }
 
 fn base_reply(msg_type: MessageType, ctx: &Context<'_>) -> ReplySpec {
@@ -544,6 +561,7 @@ mod tests {
             prefix_len: 24,
             pool_start: ip(100),
             pool_end: ip(102),
+            known_pool: None,
             router: Some(ip(1)),
             dns: vec![ip(1)],
             lease_secs: 3600,
@@ -558,6 +576,7 @@ mod tests {
             prefix_len: 24,
             pool_start: Ipv4Addr::new(198, 18, 0, 10),
             pool_end: Ipv4Addr::new(198, 18, 0, 20),
+            known_pool: None,
             router: None,
             dns: vec![],
             lease_secs: 600,
@@ -611,12 +630,8 @@ mod tests {
 
         fn with(match_client_id: bool, policy: AnswerPolicy) -> Self {
             let subnet = subnet();
-            let book = LeaseBook::load(
-                match_client_id,
-                &[(subnet.pool_start, subnet.pool_end)],
-                HashSet::new(),
-                Vec::new(),
-            );
+            let book =
+                LeaseBook::load(match_client_id, &subnet.pools(), HashSet::new(), Vec::new());
             World {
                 subnet,
                 boot: boot_config(),
@@ -636,8 +651,15 @@ mod tests {
             }
             self.machines.push(machine(mac, fixed));
             let reserved = self.fixed.keys().copied().collect();
-            let pools = [(self.subnet.pool_start, self.subnet.pool_end)];
-            self.book.set_pools(&pools, reserved);
+            self.book.set_pools(&self.subnet.pools(), reserved);
+            self
+        }
+
+        /// Gives the subnet a pool for inventory machines only.
+        fn known_pool(mut self, start: Ipv4Addr, end: Ipv4Addr) -> Self {
+            self.subnet.known_pool = Some((start, end));
+            let reserved = self.fixed.keys().copied().collect();
+            self.book.set_pools(&self.subnet.pools(), reserved);
             self
         }
 
@@ -678,7 +700,7 @@ mod tests {
             let reserved = self.fixed.keys().copied().collect();
             self.book = LeaseBook::load(
                 self.book_matches_client_id(),
-                &[(self.subnet.pool_start, self.subnet.pool_end)],
+                &self.subnet.pools(),
                 reserved,
                 self.table.values().cloned(),
             );
@@ -806,6 +828,61 @@ mod tests {
         }
         assert_eq!(got, [ip(100), ip(102)].into_iter().collect());
         assert_eq!(world.dora(MAC1), ip(101));
+    }
+
+    /// With a `known_pool`, inventory machines without a fixed address still get an
+    /// address after new MACs have taken the whole shared pool; those MACs can never
+    /// get a known-pool address, not even by asking for one; a discovered (not yet
+    /// adopted) machine is not an inventory machine.
+    #[test]
+    fn random_macs_cannot_take_the_pool_kept_for_inventory_machines() {
+        let mut world = World::new()
+            .machine(MAC1, None)
+            .machine(MAC2, None)
+            .known_pool(ip(50), ip(51));
+        let mut discovered = machine(MacAddr([0x02, 0xdd, 0, 0, 0, 1]), None);
+        discovered.discovered = true;
+        world.machines.push(discovered);
+        let mut flood = HashSet::new();
+        for n in 0..20u8 {
+            let mac = [0x02, 0xee, 0, 0, n, n];
+            let offer = world.send(Packet::new(1, mac).option(50, &ip(50).octets()));
+            match offer.reply {
+                Some(reply) => {
+                    world.send(
+                        Packet::new(3, mac)
+                            .option(54, &SERVER)
+                            .option(50, &reply.yiaddr.octets()),
+                    );
+                    flood.insert(reply.yiaddr);
+                }
+                None => assert!(offer.pool_full, "{}", offer.why),
+            }
+        }
+        assert_eq!(flood, [ip(100), ip(101), ip(102)].into_iter().collect());
+        // Asking for a known-pool address outright gets a NAK for a stranger.
+        let grab = world.send(
+            Packet::new(3, [0x02, 0xee, 0, 0, 99, 99])
+                .option(54, &SERVER)
+                .option(50, &ip(51).octets()),
+        );
+        assert_eq!(
+            grab.reply.map(|r| r.msg_type),
+            Some(MessageType::Nak),
+            "{}",
+            grab.why
+        );
+        let adopted = world.send(Packet::new(1, [0x02, 0xdd, 0, 0, 0, 1]));
+        assert!(
+            adopted.reply.is_none() && adopted.pool_full,
+            "{}",
+            adopted.why
+        );
+        assert_eq!(world.dora(MAC1), ip(50));
+        assert_eq!(world.dora(MAC2), ip(51));
+        // After a restart, each keeps its address.
+        world.restart();
+        assert_eq!(world.dora(MAC1), ip(50));
     }
 
     #[test]

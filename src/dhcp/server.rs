@@ -331,7 +331,7 @@ fn pools_and_reserved(
     server_ip: Ipv4Addr,
     fixed: &HashMap<Ipv4Addr, MacAddr>,
 ) -> (Vec<(Ipv4Addr, Ipv4Addr)>, HashSet<Ipv4Addr>) {
-    let pools = subnets.iter().map(|s| (s.pool_start, s.pool_end)).collect();
+    let pools = subnets.iter().flat_map(Subnet::pools).collect();
     let mut reserved: HashSet<Ipv4Addr> = fixed.keys().copied().collect();
     reserved.insert(server_ip);
     for s in subnets {
@@ -1007,6 +1007,7 @@ mod throughput {
             prefix_len: 15,
             pool_start: Ipv4Addr::new(198, 18, 0, 10),
             pool_end: Ipv4Addr::new(198, 19, 255, 250),
+            known_pool: None,
             router: None,
             dns: vec![],
             lease_secs: 3600,
