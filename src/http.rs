@@ -40,6 +40,9 @@ pub struct AppState {
     pub imports: Arc<crate::bulk::StagedImports>,
     /// Sends power verbs to BMCs, with the `[power]` limits.
     pub power: Arc<crate::power::Power>,
+    /// The DHCP subnets served (none without `[dhcp]` or in proxy mode), for the
+    /// panel's pool usage.
+    pub subnets: Arc<Vec<crate::config::Subnet>>,
 }
 
 impl AppState {
@@ -62,6 +65,7 @@ impl AppState {
             power: Arc::new(crate::power::Power::new(
                 crate::power::PowerConfig::default(),
             )),
+            subnets: Arc::default(),
         }
     }
 }

@@ -595,6 +595,8 @@ struct DashboardPage {
     boots_last_hour: u64,
     /// Median and slowest boot of the last day, in seconds.
     boot_times: Option<(String, String)>,
+    /// Address ranges with nothing left for a new client.
+    full_pools: Vec<String>,
     events: Vec<EventView>,
 }
 
@@ -604,12 +606,14 @@ async fn dashboard(
     Query(q): Query<NoticeQuery>,
 ) -> PanelResult {
     let now = clock::now_ms();
-    let (by_mode, boots, times, events) = call(&app, move |conn| {
+    let subnets = app.subnets.clone();
+    let (by_mode, boots, times, events, pools) = call(&app, move |conn| {
         Ok((
             inventory::count_by_mode(conn)?,
             inventory::boots_since(conn, now - 3_600_000)?,
             inventory::boot_summary(conn, now - 86_400_000)?,
             inventory::events(conn, None, false, 25)?,
+            store::pool_usage(conn, &subnets, now / 1000)?,
         ))
     })
     .await?;
@@ -626,9 +630,27 @@ async fn dashboard(
                 format!("{:.1}", slowest as f64 / 1000.0),
             )
         }),
+        full_pools: pools
+            .iter()
+            .filter(|p| p.free() == 0)
+            .map(pool_label)
+            .collect(),
         events: event_views(events),
     })
     .into_response())
+}
+
+fn pool_label(p: &store::PoolUsage) -> String {
+    format!(
+        "{}-{}{}",
+        p.pool_start,
+        p.pool_end,
+        if p.known_only {
+            " (inventory machines)"
+        } else {
+            ""
+        }
+    )
 }
 
 // ---- machines ----
@@ -1642,16 +1664,56 @@ struct LeasesPage {
     nav: Option<Nav>,
     notice: Option<String>,
     error: Option<String>,
+    pools: Vec<PoolRow>,
     leases: Vec<LeaseRow>,
 }
 
+pub struct PoolRow {
+    subnet: String,
+    range: String,
+    size: u64,
+    bound: u64,
+    declined: u64,
+    reserved: u64,
+    free: u64,
+}
+
 async fn leases(State(app): State<AppState>, User(user): User) -> PanelResult {
-    let leases = call(&app, |conn| store::list_leases(conn)).await?;
     let now = clock::now_ms() / 1000;
+    let subnets = app.subnets.clone();
+    let (leases, pools) = call(&app, move |conn| {
+        Ok((
+            store::list_leases(conn)?,
+            store::pool_usage(conn, &subnets, now)?,
+        ))
+    })
+    .await?;
+    let full: Vec<String> = pools
+        .iter()
+        .filter(|p| p.free() == 0)
+        .map(pool_label)
+        .collect();
     Ok(render(&LeasesPage {
         nav: nav(&user),
         notice: None,
-        error: None,
+        error: (!full.is_empty()).then(|| {
+            format!(
+                "Full: {}. New clients get no address there (no existing lease is taken).",
+                full.join(", ")
+            )
+        }),
+        pools: pools
+            .iter()
+            .map(|p| PoolRow {
+                subnet: format!("{}/{}", p.network, p.prefix_len),
+                range: pool_label(p),
+                size: p.size,
+                bound: p.bound,
+                declined: p.declined,
+                reserved: p.reserved,
+                free: p.free(),
+            })
+            .collect(),
         leases: leases
             .into_iter()
             .map(|l| LeaseRow {

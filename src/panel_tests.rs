@@ -1029,3 +1029,89 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
             .contains("Select%20machines%20first")
     );
 }
+
+/// A full pool is said on the dashboard and the leases page, which lists every pool
+/// with its use; a pool with room left raises nothing.
+#[tokio::test]
+async fn a_full_pool_is_reported_in_the_panel() {
+    use crate::store::{DhcpBatch, LeaseOp, LeaseRecord, LeaseState, commit_dhcp_batch};
+    use std::net::Ipv4Addr;
+    let mut app = app().await;
+    let ip = |n: u8| Ipv4Addr::new(192, 0, 2, n);
+    let mut state = app.state.clone();
+    state.subnets = std::sync::Arc::new(vec![crate::config::Subnet {
+        network: ip(0),
+        prefix_len: 24,
+        pool_start: ip(100),
+        pool_end: ip(101),
+        known_pool: Some((ip(50), ip(59))),
+        router: None,
+        dns: vec![],
+        lease_secs: 3600,
+        renew_secs: 1800,
+        rebind_secs: 3150,
+    }]);
+    app.router = crate::http::router(state, app._dir.path().to_path_buf()).layer(
+        axum::extract::connect_info::MockConnectInfo(std::net::SocketAddr::from((
+            [192, 0, 2, 10],
+            40000,
+        ))),
+    );
+    add_user(&app, "ann", Role::Viewer).await;
+    let (cookie, _) = login(&app, "ann").await;
+    let dashboard = send(&app, get("/", Some(&cookie))).await;
+    assert!(
+        !dashboard.body.contains("DHCP pool full"),
+        "{}",
+        dashboard.body
+    );
+
+    let far = clock::now_ms() / 1000 + 3600;
+    app.state
+        .store
+        .call(move |conn| {
+            let batch = DhcpBatch {
+                leases: [(100u8, 0xa1u8), (101, 0xa2)]
+                    .into_iter()
+                    .map(|(n, m)| {
+                        LeaseOp::Put(LeaseRecord {
+                            ip: ip(n),
+                            mac: crate::mac::MacAddr([2, 0, 0, 0, 0, m]),
+                            expires_at: far,
+                            state: LeaseState::Bound,
+                            hostname: None,
+                            client_id: None,
+                        })
+                    })
+                    .collect(),
+                ..DhcpBatch::default()
+            };
+            commit_dhcp_batch(conn, &batch, 0)?;
+            Ok(())
+        })
+        .await
+        .expect("leases");
+    let dashboard = send(&app, get("/", Some(&cookie))).await;
+    assert!(
+        dashboard
+            .body
+            .contains("DHCP pool full: 192.0.2.100-192.0.2.101."),
+        "{}",
+        dashboard.body
+    );
+    let leases = send(&app, get("/leases", Some(&cookie))).await;
+    assert!(
+        leases
+            .body
+            .contains("Full: 192.0.2.100-192.0.2.101. New clients get no address there"),
+        "{}",
+        leases.body
+    );
+    assert!(
+        leases.body.contains(
+            r#"<td class="mono">192.0.2.50-192.0.2.59 (inventory machines)</td><td>10</td><td>0</td><td>0</td><td>0</td><td>10</td>"#
+        ),
+        "{}",
+        leases.body
+    );
+}

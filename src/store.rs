@@ -1316,7 +1316,7 @@ mod tests {
             prefix_len: 24,
             pool_start: Ipv4Addr::new(192, 0, 2, 100),
             pool_end: Ipv4Addr::new(192, 0, 2, 109),
-            known_pool: None,
+            known_pool: Some((Ipv4Addr::new(192, 0, 2, 50), Ipv4Addr::new(192, 0, 2, 51))),
             router: None,
             dns: vec![],
             lease_secs: 3600,
@@ -1347,10 +1347,14 @@ mod tests {
         };
         commit_dhcp_batch(&mut conn, &batch, 1).expect("commit");
         let usage = pool_usage(&conn, &[subnet], 100).expect("usage");
-        assert_eq!(usage.len(), 1);
+        assert_eq!(usage.len(), 2, "the shared pool and the known one");
         let u = &usage[0];
+        assert!(!u.known_only);
         assert_eq!((u.size, u.bound, u.declined, u.reserved), (10, 2, 1, 1));
         assert_eq!(u.free(), 6);
+        let known = &usage[1];
+        assert!(known.known_only);
+        assert_eq!((known.size, known.bound, known.free()), (2, 1, 1));
     }
 
     #[test]
