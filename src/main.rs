@@ -21,11 +21,13 @@
 //!   `inventory`: those decisions carried out on the database, with the audit trail.
 //! - `timeline`: boots reconstructed from events, and their SVG drawing (pure).
 //! - `auth`: users, passwords, sessions, API tokens, login rate limiting.
-//! - `panel`: the admin panel pages; `api`: the JSON API and its OpenAPI document;
+//! - `panel`: the admin panel pages (and `panel::selection`, actions on many machines
+//!   at once); `api`: the JSON API and its OpenAPI document;
 //!   `bulk`: CSV/XLSX import and export, image uploads.
 //! - `power`: power controllers (IPMI through `ipmitool`, Redfish, Wake-on-LAN), the
 //!   power verbs, reinstall/rescue/wipe as one action (mode, network boot, power
-//!   cycle), and the background poll of every machine's power state.
+//!   cycle), one at a time or many at once, and the background poll of every
+//!   machine's power state.
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
 //! - `limits`: raises the open-file limit at start.
 

@@ -1,6 +1,6 @@
 //! The admin panel (axum + askama, server-rendered, no JavaScript): login, dashboard,
-//! machines, a machine, images, leases, audit log, bulk import/export, users and
-//! tokens. Every route needs a session but login and the one-time setup link; every
+//! machines, a machine, images, leases and pools, audit log, bulk import/export, users
+//! and tokens. `selection`: actions on many machines ticked on the machines list. Every route needs a session but login and the one-time setup link; every
 //! state-changing form carries the session's CSRF token. The JSON API (`api`) is
 //! mounted here too, behind bearer tokens.
 
