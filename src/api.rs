@@ -37,6 +37,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/machines/{mac}/mode", put(set_mode))
         .route("/api/v1/machines/{mac}/reinstall", post(reinstall))
         .route("/api/v1/machines/{mac}/reprovision", post(reprovision))
+        .route("/api/v1/reprovision", post(reprovision_many))
         .route(
             "/api/v1/machines/{mac}/power",
             get(get_power).put(put_power).delete(delete_power),
@@ -407,6 +408,76 @@ async fn run_reprovision(app: &AppState, user: &Principal, mac: &str, mode: Mode
                 (StatusCode::BAD_GATEWAY, Json(body)).into_response()
             }
         },
+    }
+}
+
+#[derive(Deserialize)]
+struct ReprovisionMany {
+    mode: Mode,
+    #[serde(default)]
+    macs: Vec<String>,
+    rack: Option<String>,
+}
+
+/// Reinstall or rescue many machines at once: one result per machine, in the order
+/// named (or by MAC for a rack). 200 whatever each machine's outcome; `failed` lists
+/// the machines whose action failed. Wipe stays one machine at a time.
+async fn reprovision_many(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Json(body): Json<ReprovisionMany>,
+) -> Response {
+    let result = async {
+        require_change(&user)?;
+        if !matches!(body.mode, Mode::Install | Mode::Rescue) {
+            return Err(ApiError::bad_request(
+                "reprovision of many machines takes mode install or rescue (wipe one machine at a time)",
+            ));
+        }
+        let macs = body
+            .macs
+            .iter()
+            .map(|m| parse_mac(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rack = body.rack.clone();
+        let macs = app
+            .store
+            .call(move |conn| crate::power::targets(conn, &macs, rack.as_deref()))
+            .await?;
+        Ok(crate::power::reprovision_many(
+            &app.store,
+            &app.power,
+            &app.lifecycle,
+            &macs,
+            body.mode,
+            &user.actor(),
+        )
+        .await)
+    }
+    .await;
+    match result {
+        Err(e) => e.into_response(),
+        Ok(results) => {
+            let mut failed = Vec::new();
+            let results: Vec<serde_json::Value> = results
+                .into_iter()
+                .map(|(mac, result)| match result {
+                    Ok(report) => {
+                        if report.power_error.is_some() {
+                            failed.push(mac.to_string());
+                        }
+                        let mut value = serde_json::to_value(&report).unwrap_or_default();
+                        value["ok"] = json!(report.power_error.is_none());
+                        value
+                    }
+                    Err(e) => {
+                        failed.push(mac.to_string());
+                        json!({ "mac": mac.to_string(), "ok": false, "error": e.to_string() })
+                    }
+                })
+                .collect();
+            Json(json!({ "mode": body.mode, "results": results, "failed": failed })).into_response()
+        }
     }
 }
 

@@ -885,17 +885,10 @@ async fn reprovision_cli(
 
 /// The machines named by MAC (each must exist), or every machine of a rack.
 async fn resolve_targets(store: &Store, targets: Targets) -> anyhow::Result<Vec<MacAddr>> {
-    if targets.macs.is_empty() && targets.rack.is_none() {
-        anyhow::bail!("name machines by MAC, or a rack with --rack");
-    }
-    let (macs, rack) = (targets.macs, targets.rack.clone());
-    let found = store
-        .call(move |conn| power::controllers(conn, &macs, rack.as_deref()))
-        .await?;
-    if found.is_empty() {
-        anyhow::bail!("no machine in rack {}", targets.rack.unwrap_or_default());
-    }
-    Ok(found.into_iter().map(|(mac, _)| mac).collect())
+    let (macs, rack) = (targets.macs, targets.rack);
+    Ok(store
+        .call(move |conn| power::targets(conn, &macs, rack.as_deref()))
+        .await?)
 }
 
 fn read_password(file: Option<&Path>) -> anyhow::Result<String> {

@@ -538,6 +538,9 @@ async fn openapi_document_matches_the_routes() {
                 ("post", "/machines") => Some(r#"{"mac":"52:54:00:cc:00:01"}"#),
                 ("put", "/machines/{mac}/power") => Some(controller.as_str()),
                 ("post", "/machines/{mac}/reprovision") => Some(r#"{"mode":"rescue"}"#),
+                ("post", "/reprovision") => {
+                    Some(r#"{"mode":"rescue","macs":["52:54:00:12:34:56"]}"#)
+                }
                 ("put", "/machines/{mac}/image") => Some(r#"{"image":"debian"}"#),
                 ("put", "/machines/{mac}/mode") => Some(r#"{"mode":"install"}"#),
                 ("patch", _) => Some(r#"{"rack":"r1"}"#),
@@ -579,6 +582,7 @@ async fn openapi_document_matches_the_routes() {
         "PUT /machines/{mac}/mode",
         "POST /machines/{mac}/reinstall",
         "POST /machines/{mac}/reprovision",
+        "POST /reprovision",
         "GET /machines/{mac}/power",
         "PUT /machines/{mac}/power",
         "DELETE /machines/{mac}/power",
@@ -1114,4 +1118,71 @@ async fn a_full_pool_is_reported_in_the_panel() {
         "{}",
         leases.body
     );
+}
+
+/// The API reinstalls many machines in one call: a result per machine, the failures
+/// named, 200 whatever each outcome; bulk wipe and an empty selection are refused.
+#[tokio::test]
+async fn the_api_reinstalls_many_machines_in_one_call() {
+    let app = app().await;
+    let op = token(&app, "ci", Role::Operator).await;
+    let viewer = token(&app, "look", Role::Viewer).await;
+    app.state
+        .store
+        .call(|conn| {
+            let new = crate::store::NewMachine {
+                mac: Some(crate::mac::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x60])),
+                ..Default::default()
+            };
+            crate::inventory::add(
+                conn,
+                &new,
+                &crate::inventory::MachineExtra::default(),
+                &crate::lifecycle::LifecycleConfig::default(),
+                "test",
+                0,
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("machine without an image");
+    let body = r#"{"mode":"install","macs":["52:54:00:12:34:56","52-54-00-12-34-60"]}"#;
+    let reply = send(
+        &app,
+        api(Method::POST, "/api/v1/reprovision", Some(&op), Some(body)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let v: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+    assert_eq!(v["results"][0]["ok"], true, "{v}");
+    assert_eq!(v["results"][0]["mode"], "install", "{v}");
+    assert_eq!(v["results"][1]["ok"], false, "{v}");
+    assert!(
+        v["results"][1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("image")),
+        "{v}"
+    );
+    assert_eq!(v["failed"], serde_json::json!(["52:54:00:12:34:60"]));
+    for (token, body, status) in [
+        (
+            &op,
+            r#"{"mode":"wipe","macs":["52:54:00:12:34:56"]}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (&op, r#"{"mode":"install"}"#, StatusCode::CONFLICT),
+        (
+            &op,
+            r#"{"mode":"install","rack":"nowhere"}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (&viewer, body, StatusCode::FORBIDDEN),
+    ] {
+        let reply = send(
+            &app,
+            api(Method::POST, "/api/v1/reprovision", Some(token), Some(body)),
+        )
+        .await;
+        assert_eq!(reply.status, status, "{body}: {}", reply.body);
+    }
 }

@@ -701,6 +701,28 @@ pub fn controllers(
     Ok(found)
 }
 
+/// The machines named by MAC (each must exist), or every machine of `rack`: the
+/// targets of an action on many machines.
+pub fn targets(
+    conn: &Connection,
+    macs: &[MacAddr],
+    rack: Option<&str>,
+) -> Result<Vec<MacAddr>, StoreError> {
+    if macs.is_empty() && rack.is_none() {
+        return Err(StoreError::Conflict(
+            "name machines by MAC, or a rack".into(),
+        ));
+    }
+    let found = controllers(conn, macs, rack)?;
+    if found.is_empty() {
+        return Err(StoreError::NotFound(format!(
+            "no machine in rack {}",
+            rack.unwrap_or_default()
+        )));
+    }
+    Ok(found.into_iter().map(|(mac, _)| mac).collect())
+}
+
 /// The last power state read, with when, or the error that read ended in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CachedStatus {
