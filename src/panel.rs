@@ -765,7 +765,7 @@ async fn machines(
         select_all: q.select.as_deref() == Some("all"),
         select_all_url: format!("{}&select=all", link(page)),
         select_none_url: link(page),
-        actions: selection::ACTIONS.to_vec(),
+        actions: selection::offered(),
         machines: found
             .into_iter()
             .map(|m| MachineRow {

@@ -21,44 +21,52 @@ use axum::response::IntoResponse;
 /// A bulk request is a form, not an upload: a page of machines, with room to spare.
 const MAX_SELECTED: usize = 1000;
 
-/// The actions offered on the machines list: (form value, button label).
-pub const ACTIONS: [(&str, &str); 6] = [
-    ("reinstall", "Reinstall"),
-    ("rescue", "Rescue"),
-    ("on", "Power on"),
-    ("off", "Power off"),
-    ("cycle", "Power cycle"),
-    ("status", "Read power state"),
-];
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Reprovision(Mode),
     Power(Verb),
 }
 
+/// The actions offered on the machines list: form value, button label, action.
+const OFFERED: [(&str, &str, Action); 6] = [
+    ("reinstall", "Reinstall", Action::Reprovision(Mode::Install)),
+    ("rescue", "Rescue", Action::Reprovision(Mode::Rescue)),
+    ("on", "Power on", Action::Power(Verb::On)),
+    ("off", "Power off", Action::Power(Verb::Off)),
+    ("cycle", "Power cycle", Action::Power(Verb::Cycle)),
+    ("status", "Read power state", Action::Power(Verb::Status)),
+];
+
+/// (form value, button label) of each action, for the machines list's menu.
+pub fn offered() -> Vec<(&'static str, &'static str)> {
+    OFFERED
+        .iter()
+        .map(|(value, label, _)| (*value, *label))
+        .collect()
+}
+
 impl Action {
     fn parse(text: &str) -> Option<Action> {
-        match text {
-            "reinstall" => Some(Action::Reprovision(Mode::Install)),
-            "rescue" => Some(Action::Reprovision(Mode::Rescue)),
-            "on" => Some(Action::Power(Verb::On)),
-            "off" => Some(Action::Power(Verb::Off)),
-            "cycle" => Some(Action::Power(Verb::Cycle)),
-            "status" => Some(Action::Power(Verb::Status)),
-            _ => None,
-        }
+        OFFERED
+            .iter()
+            .find(|(value, _, _)| *value == text)
+            .map(|(_, _, action)| *action)
+    }
+
+    /// Its entry in `OFFERED` (every action is made by `parse` from there).
+    fn offered(self) -> (&'static str, &'static str) {
+        OFFERED
+            .iter()
+            .find(|(_, _, action)| *action == self)
+            .map_or(("", ""), |(value, label, _)| (*value, *label))
+    }
+
+    fn value(self) -> &'static str {
+        self.offered().0
     }
 
     fn label(self) -> &'static str {
-        match self {
-            Action::Reprovision(Mode::Install) => "Reinstall",
-            Action::Reprovision(_) => "Rescue",
-            Action::Power(Verb::On) => "Power on",
-            Action::Power(Verb::Off) => "Power off",
-            Action::Power(Verb::Cycle) => "Power cycle",
-            Action::Power(_) => "Read power state",
-        }
+        self.offered().1
     }
 
     /// What the confirmation page says the action will do.
@@ -153,7 +161,7 @@ struct ConfirmPage {
     error: Option<String>,
     csrf: String,
     action: &'static str,
-    action_value: String,
+    action_value: &'static str,
     explanation: &'static str,
     rows: Vec<ConfirmRow>,
     problems: usize,
@@ -235,11 +243,7 @@ pub async fn confirm(
         error: None,
         csrf: user.csrf.clone().unwrap_or_default(),
         action: action.label(),
-        action_value: fields
-            .iter()
-            .find(|(k, _)| k == "action")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default(),
+        action_value: action.value(),
         explanation: action.explanation(),
         rows,
         problems,
@@ -369,9 +373,10 @@ mod tests {
 
     #[test]
     fn every_offered_action_parses_and_is_labelled_as_offered() {
-        for (value, label) in ACTIONS {
+        for (value, label) in offered() {
             let action = Action::parse(value).expect(value);
             assert_eq!(action.label(), label);
+            assert_eq!(action.value(), value);
         }
         assert_eq!(Action::parse("wipe"), None, "wipe is one machine at a time");
         assert_eq!(Action::parse(""), None);

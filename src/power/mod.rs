@@ -1322,24 +1322,7 @@ mod tests {
 
     async fn store_with_machine() -> Store {
         let store = Store::open_in_memory().expect("store");
-        store
-            .call(|conn| {
-                let new = crate::store::NewMachine {
-                    mac: Some(MacAddr([0x52, 0x54, 0, 0, 0, 1])),
-                    ..Default::default()
-                };
-                inventory::add(
-                    conn,
-                    &new,
-                    &inventory::MachineExtra::default(),
-                    &LifecycleConfig::default(),
-                    "test",
-                    0,
-                )?;
-                Ok(())
-            })
-            .await
-            .expect("machine");
+        add_machine(&store, MacAddr([0x52, 0x54, 0, 0, 0, 1])).await;
         store
     }
 
