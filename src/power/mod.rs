@@ -1089,39 +1089,55 @@ pub async fn reprovision_many(
     mode: Mode,
     actor: &str,
 ) -> Vec<(MacAddr, Result<Reprovision, StoreError>)> {
+    for_each_machine(
+        macs,
+        |mac| {
+            let (store, power, life, actor) = (
+                store.clone(),
+                power.clone(),
+                life.clone(),
+                actor.to_string(),
+            );
+            async move { reprovision(&store, &power, &life, mac, mode, &actor).await }
+        },
+        || Err(StoreError::Conflict("the action ended abnormally".into())),
+    )
+    .await
+}
+
+/// Runs `action` for every machine at once, each in a task of its own, and returns
+/// every result in the order given. A task that panicked is reported through
+/// `ended_abnormally`, never dropped: the operator hears about every machine.
+async fn for_each_machine<T, Fut>(
+    macs: &[MacAddr],
+    action: impl Fn(MacAddr) -> Fut,
+    ended_abnormally: impl Fn() -> T,
+) -> Vec<(MacAddr, T)>
+where
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     let mut tasks = tokio::task::JoinSet::new();
     for (index, mac) in macs.iter().copied().enumerate() {
-        let (store, power, life, actor) = (
-            store.clone(),
-            power.clone(),
-            life.clone(),
-            actor.to_string(),
-        );
-        tasks.spawn(async move {
-            let report = reprovision(&store, &power, &life, mac, mode, &actor).await;
-            (index, mac, report)
-        });
+        let work = action(mac);
+        tasks.spawn(async move { (index, work.await) });
     }
-    let mut results = Vec::with_capacity(macs.len());
+    let mut slots: Vec<Option<T>> = macs.iter().map(|_| None).collect();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(result) => results.push(result),
-            // A task that panicked: its machine is reported, not dropped.
-            Err(e) => tracing::error!("a reprovision task ended abnormally: {e}"),
+            Ok((index, result)) => {
+                if let Some(slot) = slots.get_mut(index) {
+                    *slot = Some(result);
+                }
+            }
+            Err(e) => tracing::error!("the action on one machine ended abnormally: {e}"),
         }
     }
-    results.sort_by_key(|(index, _, _)| *index);
-    let mut reported: Vec<(MacAddr, Result<Reprovision, StoreError>)> =
-        results.into_iter().map(|(_, mac, r)| (mac, r)).collect();
-    for mac in macs {
-        if !reported.iter().any(|(m, _)| m == mac) {
-            reported.push((
-                *mac,
-                Err(StoreError::Conflict("the action ended abnormally".into())),
-            ));
-        }
-    }
-    reported
+    macs.iter()
+        .copied()
+        .zip(slots)
+        .map(|(mac, result)| (mac, result.unwrap_or_else(&ended_abnormally)))
+        .collect()
 }
 
 // ---- polling ----
@@ -1199,22 +1215,19 @@ pub async fn run_many(
     verb: Verb,
     actor: &str,
 ) -> Vec<(MacAddr, Result<Outcome, VerbError>)> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, mac) in macs.into_iter().enumerate() {
-        let (store, power, actor) = (store.clone(), power.clone(), actor.to_string());
-        tasks.spawn(async move {
-            let result = run_verb(&store, &power, mac, verb, &actor).await;
-            (index, mac, result)
-        });
-    }
-    let mut results = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(r) = joined {
-            results.push(r);
-        }
-    }
-    results.sort_by_key(|(i, _, _)| *i);
-    results.into_iter().map(|(_, m, r)| (m, r)).collect()
+    for_each_machine(
+        &macs,
+        |mac| {
+            let (store, power, actor) = (store.clone(), power.clone(), actor.to_string());
+            async move { run_verb(&store, &power, mac, verb, &actor).await }
+        },
+        || {
+            Err(VerbError::Store(StoreError::Conflict(
+                "the action ended abnormally".into(),
+            )))
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
