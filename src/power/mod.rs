@@ -412,6 +412,7 @@ pub struct Power {
     pub config: PowerConfig,
     limit: tokio::sync::Semaphore,
     clients: std::sync::OnceLock<Result<redfish::Clients, String>>,
+    redfish_systems: redfish::FoundSystems,
 }
 
 impl Power {
@@ -420,6 +421,7 @@ impl Power {
             limit: tokio::sync::Semaphore::new(config.concurrency.max(1)),
             config,
             clients: std::sync::OnceLock::new(),
+            redfish_systems: redfish::FoundSystems::default(),
         }
     }
 
@@ -494,7 +496,15 @@ impl Power {
                     user,
                     system_id,
                 };
-                redfish::run(client, &target, password, verb, timeout).await
+                redfish::run(
+                    client,
+                    &self.redfish_systems,
+                    &target,
+                    password,
+                    verb,
+                    timeout,
+                )
+                .await
             }
             Controller::Wol => match verb {
                 Verb::On => {
@@ -1648,5 +1658,11 @@ mod tests {
         assert_eq!(outcome.state, Some(PowerState::Off));
         let paths: Vec<String> = bmc.seen().into_iter().map(|s| s.path).collect();
         assert_eq!(paths, ["/redfish/v1/Systems", "/redfish/v1/Systems/1"]);
+        // Found once: the next call goes straight to the system.
+        run_verb(&store, &power, mac, Verb::Status, "user:ann")
+            .await
+            .expect("status again");
+        assert_eq!(bmc.seen().len(), 3);
+        assert_eq!(bmc.seen()[2].path, "/redfish/v1/Systems/1");
     }
 }

@@ -218,18 +218,33 @@ impl Clients {
     }
 }
 
+/// Systems found by looking (controllers without a system id), by BMC URL: looked
+/// up once, not before every call, and forgotten when the BMC answers 404 for one.
+pub type FoundSystems = std::sync::Mutex<std::collections::HashMap<String, String>>;
+
 pub async fn run(
     client: &reqwest::Client,
+    found: &FoundSystems,
     target: &Target<'_>,
     password: &Secret,
     verb: Verb,
     timeout: Duration,
 ) -> Result<Outcome, PowerError> {
-    let system = if target.system_id.is_empty() {
-        let (status, body) = send(client, target, password, "GET", SYSTEMS, None, timeout).await?;
-        only_system(status, &body)?
-    } else {
+    let lock = || {
+        found
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    let looked_up = target.system_id.is_empty();
+    let system = if !looked_up {
         system_path(target.system_id)
+    } else if let Some(known) = lock().get(target.url).cloned() {
+        known
+    } else {
+        let (status, body) = send(client, target, password, "GET", SYSTEMS, None, timeout).await?;
+        let only = only_system(status, &body)?;
+        lock().insert(target.url.to_string(), only.clone());
+        only
     };
     let req = request(&system, verb);
     let (status, body) = send(
@@ -242,6 +257,9 @@ pub async fn run(
         timeout,
     )
     .await?;
+    if looked_up && status == 404 {
+        lock().remove(target.url);
+    }
     let named = if target.system_id.is_empty() {
         system.as_str()
     } else {
