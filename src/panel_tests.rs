@@ -67,6 +67,28 @@ fn api(method: Method, uri: &str, token: Option<&str>, json: Option<&str>) -> Re
     .expect("request")
 }
 
+/// Adds a machine the way an operator does (mode from its image), by `test`.
+fn add_machine(
+    conn: &mut rusqlite::Connection,
+    mac: crate::mac::MacAddr,
+    image: Option<&str>,
+) -> Result<(), crate::store::StoreError> {
+    let new = crate::store::NewMachine {
+        mac: Some(mac),
+        image: image.map(str::to_string),
+        ..Default::default()
+    };
+    crate::inventory::add(
+        conn,
+        &new,
+        &crate::inventory::MachineExtra::default(),
+        &crate::lifecycle::LifecycleConfig::default(),
+        "test",
+        0,
+    )?;
+    Ok(())
+}
+
 async fn add_user(app: &TestApp, name: &str, role: Role) {
     let hash = auth::hash_password("a-long-password").expect("hash");
     let name = name.to_string();
@@ -822,19 +844,7 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
         .store
         .call(move |conn| {
             for (last, image) in [(0x57, true), (0x58, true), (0x59, false), (0x5a, true)] {
-                let new = crate::store::NewMachine {
-                    mac: Some(mac(last)),
-                    image: image.then(|| "debian".to_string()),
-                    ..Default::default()
-                };
-                crate::inventory::add(
-                    conn,
-                    &new,
-                    &crate::inventory::MachineExtra::default(),
-                    &crate::lifecycle::LifecycleConfig::default(),
-                    "test",
-                    0,
-                )?;
+                add_machine(conn, mac(last), image.then_some("debian"))?;
             }
             for (last, password) in [
                 (0x56, "calvin"),
@@ -1130,19 +1140,11 @@ async fn the_api_reinstalls_many_machines_in_one_call() {
     app.state
         .store
         .call(|conn| {
-            let new = crate::store::NewMachine {
-                mac: Some(crate::mac::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x60])),
-                ..Default::default()
-            };
-            crate::inventory::add(
+            add_machine(
                 conn,
-                &new,
-                &crate::inventory::MachineExtra::default(),
-                &crate::lifecycle::LifecycleConfig::default(),
-                "test",
-                0,
-            )?;
-            Ok(())
+                crate::mac::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x60]),
+                None,
+            )
         })
         .await
         .expect("machine without an image");

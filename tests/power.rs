@@ -67,6 +67,25 @@ fn cli_in(ns: &Netns, config: &Path, args: &[&str], stdin: Option<&str>) -> Outp
     }
 }
 
+/// `rackboot power set MAC ipmi` for the BMC at `host:port`, user `admin`, the
+/// password given on standard input (as an operator pipes it in).
+fn set_ipmi(
+    ns: &Netns,
+    config: &Path,
+    mac: &str,
+    (host, port): (&str, &str),
+    password: &str,
+) -> Output {
+    cli_in(
+        ns,
+        config,
+        &[
+            "power", "set", mac, "ipmi", "--host", host, "--port", port, "--user", "admin",
+        ],
+        Some(&format!("{password}\n")),
+    )
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -215,22 +234,12 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
         "installer",
     ]);
     net.cli(&["machine", "set-mode", MAC, "local"]);
-    let set = cli_in(
+    let set = set_ipmi(
         &net.ns,
         &net.config,
-        &[
-            "power",
-            "set",
-            MAC,
-            "ipmi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            IPMI_PORT,
-            "--user",
-            "admin",
-        ],
-        Some("secret\n"),
+        MAC,
+        ("127.0.0.1", IPMI_PORT),
+        "secret",
     );
     assert!(set.status.success(), "{}", text(&set));
     assert!(!text(&set).contains("secret"), "{}", text(&set));
@@ -340,23 +349,7 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
     // 3. The same from the panel, in a real browser. The VM powered itself off after
     // its second install. The CLI leaves a wrong password: the operator's form must
     // really store the new one, or the reinstall fails at the BMC.
-    let stale = cli_in(
-        &net.ns,
-        &net.config,
-        &[
-            "power",
-            "set",
-            MAC,
-            "ipmi",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            IPMI_PORT,
-            "--user",
-            "admin",
-        ],
-        Some("stale\n"),
-    );
+    let stale = set_ipmi(&net.ns, &net.config, MAC, ("127.0.0.1", IPMI_PORT), "stale");
     assert!(stale.status.success(), "{}", text(&stale));
     let user = cli_in(
         &net.ns,
@@ -556,12 +549,7 @@ fn bmc_failures_are_clear_bounded_and_keep_the_mode() {
     ];
     for (host, port, password, words, bound) in cases {
         ok(cli(&["machine", "set-mode", MAC, "local"], None));
-        ok(cli(
-            &[
-                "power", "set", MAC, "ipmi", "--host", host, "--port", port, "--user", "admin",
-            ],
-            Some(&format!("{password}\n")),
-        ));
+        ok(set_ipmi(&ns, &config, MAC, (host, port), password));
         let started = Instant::now();
         let out = cli(&["machine", "reinstall", MAC], None);
         let took = started.elapsed().as_secs_f64();
@@ -607,21 +595,7 @@ fn bmc_failures_are_clear_bounded_and_keep_the_mode() {
         ));
         ok(cli(&["machine", "set-mode", mac, "local"], None));
         if let Some((port, password)) = bmc {
-            ok(cli(
-                &[
-                    "power",
-                    "set",
-                    mac,
-                    "ipmi",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    port,
-                    "--user",
-                    "admin",
-                ],
-                Some(&format!("{password}\n")),
-            ));
+            ok(set_ipmi(&ns, &config, mac, ("127.0.0.1", port), password));
         }
     }
     let started = Instant::now();

@@ -198,6 +198,22 @@ pub fn boot_fixtures() -> PathBuf {
         .unwrap_or_else(|e| panic!("boot fixtures: {e}"))
 }
 
+/// Starts `rackboot serve` (`cmd`, logging at debug into `log`) and waits until it
+/// says it is ready.
+pub fn spawn_ready(mut cmd: Command, log: &Path) -> Proc {
+    cmd.env("RUST_LOG", "info,rackboot=debug");
+    let mut proc = Proc::spawn(cmd, log);
+    let ready = wait_until(Duration::from_secs(20), || {
+        proc.log_text().contains("rackboot ready") || proc.exited()
+    });
+    assert!(
+        ready && !proc.exited(),
+        "rackboot serve did not become ready:\n{}",
+        proc.log_text()
+    );
+    proc
+}
+
 /// A rackboot instance serving DHCP, TFTP and HTTP on a bridge inside its own
 /// namespace, with tap devices for VMs.
 pub struct BootNet {
@@ -265,17 +281,7 @@ ipxe_dir = "/usr/lib/ipxe"
     pub fn start(&mut self) {
         let mut cmd = self.ns.command(RACKBOOT);
         cmd.arg("--config").arg(&self.config).arg("serve");
-        cmd.env("RUST_LOG", "info,rackboot=debug");
-        let mut proc = Proc::spawn(cmd, &self.dir.path().join("serve.log"));
-        let ready = wait_until(Duration::from_secs(20), || {
-            proc.log_text().contains("rackboot ready") || proc.exited()
-        });
-        assert!(
-            ready && !proc.exited(),
-            "rackboot serve did not become ready:\n{}",
-            proc.log_text()
-        );
-        self.server = Some(proc);
+        self.server = Some(spawn_ready(cmd, &self.dir.path().join("serve.log")));
     }
 
     pub fn server_log(&self) -> String {
@@ -456,18 +462,8 @@ root = "{root}"
         self.start_command(cmd);
     }
 
-    fn start_command(&mut self, mut cmd: Command) {
-        cmd.env("RUST_LOG", "info,rackboot=debug");
-        let mut proc = Proc::spawn(cmd, &self.path("serve.log"));
-        let ready = wait_until(Duration::from_secs(20), || {
-            proc.log_text().contains("rackboot ready") || proc.exited()
-        });
-        assert!(
-            ready && !proc.exited(),
-            "rackboot serve did not become ready:\n{}",
-            proc.log_text()
-        );
-        self.server = Some(proc);
+    fn start_command(&mut self, cmd: Command) {
+        self.server = Some(spawn_ready(cmd, &self.path("serve.log")));
     }
 
     pub fn server_log(&self) -> String {
@@ -658,18 +654,8 @@ impl DhcpNet {
         self.starts += 1;
         let mut cmd = self.server_ns.command(RACKBOOT);
         cmd.arg("--config").arg(&self.config).arg("serve");
-        cmd.env("RUST_LOG", "info,rackboot=debug");
         let log = self.dir.path().join(format!("serve-{}.log", self.starts));
-        let mut proc = Proc::spawn(cmd, &log);
-        let ready = wait_until(Duration::from_secs(20), || {
-            proc.log_text().contains("rackboot ready") || proc.exited()
-        });
-        assert!(
-            ready && !proc.exited(),
-            "rackboot serve did not become ready:\n{}",
-            proc.log_text()
-        );
-        self.server = Some(proc);
+        self.server = Some(spawn_ready(cmd, &log));
     }
 
     /// SIGKILL: no shutdown path runs, as in a power cut of the process.
