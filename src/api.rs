@@ -221,7 +221,7 @@ async fn create_machine(
     require_change(&user)?;
     let mac = parse_mac(&body.mac)?;
     if let Some(h) = &body.hostname
-        && !crate::valid_hostname(h)
+        && !crate::validate::valid_hostname(h)
     {
         return Err(ApiError::bad_request(format!(
             "hostname {h:?} is not a valid host name"
@@ -270,7 +270,7 @@ async fn update_machine(
     require_change(&user)?;
     let mac = parse_mac(&mac)?;
     if let Some(Some(h)) = &patch.hostname
-        && !crate::valid_hostname(h)
+        && !crate::validate::valid_hostname(h)
     {
         return Err(ApiError::bad_request(format!(
             "hostname {h:?} is not a valid host name"

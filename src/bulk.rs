@@ -233,7 +233,7 @@ pub fn check_rows(conn: &Connection, rows: Vec<RawRow>) -> Result<Vec<CheckedRow
             _ => Action::Add,
         };
         if !row.hostname.is_empty() {
-            if !crate::valid_hostname(&row.hostname) {
+            if !crate::validate::valid_hostname(&row.hostname) {
                 errors.push(format!("{:?} is not a valid host name", row.hostname));
             } else if let Some(first) = seen_hosts.insert(row.hostname.to_lowercase(), row.line) {
                 errors.push(format!("hostname also on line {first}"));
@@ -364,7 +364,7 @@ fn export_cells(m: &MachineDetail) -> [String; 10] {
         m.arch.clone().unwrap_or_default(),
         m.lease_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         m.last_seen_ms
-            .map(|ms| crate::format_ms(Some(ms)))
+            .map(|ms| crate::text::format_ms(Some(ms)))
             .unwrap_or_default(),
     ]
 }

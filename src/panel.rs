@@ -331,7 +331,7 @@ struct NoticeQuery {
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {
-    crate::format_ms(ms)
+    crate::text::format_ms(ms)
 }
 
 // ---- login, logout, setup ----
@@ -1273,7 +1273,7 @@ fn optional(text: &str) -> Option<String> {
 fn validate_settings(form: &SettingsForm) -> Result<MachinePatch, String> {
     let hostname = optional(&form.hostname);
     if let Some(h) = &hostname
-        && !crate::valid_hostname(h)
+        && !crate::validate::valid_hostname(h)
     {
         return Err(format!("Hostname {h:?} is not a valid host name."));
     }

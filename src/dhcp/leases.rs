@@ -134,6 +134,10 @@ impl LeaseBook {
         self.by_ip.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_ip.is_empty()
+    }
+
     fn pool_index(&self, ip: Ipv4Addr) -> Option<usize> {
         let n = u32::from(ip);
         self.pools

@@ -1,0 +1,942 @@
+//! The command line: each subcommand translated into calls on the library, and the
+//! results printed.
+
+use crate::config::Config;
+use crate::mac::MacAddr;
+use crate::store::Store;
+use crate::text::format_ms;
+use crate::validate::valid_hostname;
+use crate::{auth, bulk, clock, images, inventory, lifecycle, power, serve, store};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "./rackboot.toml";
+
+#[derive(Parser)]
+#[command(version, about = "Network-boot bare metal from an inventory")]
+pub struct Cli {
+    /// Configuration file. Without one, rackboot runs on its embedded default
+    /// (data in ./rackboot-data, HTTP on 127.0.0.1:8080, DHCP and TFTP off).
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the DHCP, TFTP and HTTP servers.
+    Serve,
+    /// Manage OS images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manage machines.
+    #[command(subcommand)]
+    Machine(MachineCommand),
+    /// Show DHCP leases.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Show boot events.
+    #[command(subcommand)]
+    Event(EventCommand),
+    /// Manage panel users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Power control through each machine's BMC (IPMI, Redfish) or Wake-on-LAN.
+    #[command(subcommand)]
+    Power(PowerCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PowerCommand {
+    /// Set a machine's power controller. Passwords are read from standard input
+    /// (or --password-file), never from the command line.
+    Set {
+        mac: MacAddr,
+        #[command(subcommand)]
+        controller: ControllerArgs,
+    },
+    /// Remove a machine's power controller.
+    Remove { mac: MacAddr },
+    /// Show a machine's power controller (never its password) and last state.
+    Show { mac: MacAddr },
+    /// Power on (IPMI, Redfish, Wake-on-LAN).
+    On(Targets),
+    /// Power off.
+    Off(Targets),
+    /// Power-cycle.
+    Cycle(Targets),
+    /// Read the power state.
+    Status(Targets),
+    /// Boot from the network next time (once).
+    Pxe(Targets),
+}
+
+/// Machines to act on: MACs, or every machine of a rack.
+#[derive(clap::Args)]
+pub struct Targets {
+    pub macs: Vec<MacAddr>,
+    #[arg(long, conflicts_with = "macs")]
+    pub rack: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum ControllerArgs {
+    /// IPMI over LAN (lanplus), through ipmitool.
+    Ipmi {
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 623)]
+        port: u16,
+        #[arg(long)]
+        user: String,
+        /// IPMI cipher suite (3 is what most BMCs and ipmi_sim accept; 17 for newer).
+        #[arg(long, default_value_t = 3)]
+        cipher_suite: u8,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Redfish over HTTPS.
+    Redfish {
+        /// The BMC's base URL, e.g. https://10.0.0.9
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        user: String,
+        /// The system's id under /redfish/v1/Systems; by default the BMC's only one.
+        #[arg(long)]
+        system_id: Option<String>,
+        /// Accept any TLS certificate (BMCs with self-signed ones).
+        #[arg(long)]
+        no_verify_tls: bool,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Wake-on-LAN (power on only) on the boot network.
+    Wol,
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a user; the password is read from standard input.
+    Add {
+        name: String,
+        #[arg(long, default_value = "operator")]
+        role: auth::Role,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token; its secret is printed once.
+    Create {
+        name: String,
+        #[arg(long, default_value = "operator")]
+        role: auth::Role,
+    },
+    List,
+    Revoke {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Copy a kernel and initrd into the data directory as image NAME.
+    Add {
+        name: String,
+        #[arg(long)]
+        kernel: PathBuf,
+        #[arg(long)]
+        initrd: PathBuf,
+        /// Kernel command line.
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// An unattended-install template (kickstart, preseed, cloud-init...), served
+        /// rendered per machine at /machines/MAC/files/NAME. Repeatable.
+        #[arg(long = "file")]
+        files: Vec<PathBuf>,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum MachineCommand {
+    /// Add a machine by its MAC address.
+    Add {
+        mac: MacAddr,
+        #[arg(long)]
+        hostname: Option<String>,
+        #[arg(long)]
+        image: Option<String>,
+        /// A fixed address, handed to this machine only.
+        #[arg(long)]
+        ip: Option<Ipv4Addr>,
+        #[arg(long)]
+        rack: Option<String>,
+        #[arg(long)]
+        position: Option<String>,
+        /// How iPXE leaves network boot: exit, "exit 1" or sanboot.
+        #[arg(long)]
+        exit_method: Option<lifecycle::ExitMethod>,
+    },
+    List,
+    /// Reinstall: set install mode and, with a power controller, boot the machine
+    /// from the network now (power-cycle, or power on when off). Several MACs, or
+    /// --rack R, reinstall many machines at once, with a summary of what failed.
+    Reinstall(Targets),
+    /// Rescue: like reinstall, with the rescue image.
+    Rescue(Targets),
+    /// Wipe the machine's disks: like reinstall, with the wipe image.
+    Wipe {
+        mac: MacAddr,
+        /// The same MAC again: wiping cannot be undone.
+        #[arg(long)]
+        confirm: MacAddr,
+    },
+    /// The machine's last boots, with the time each phase took.
+    Boots {
+        mac: MacAddr,
+        #[arg(long, default_value_t = 5)]
+        limit: usize,
+    },
+    /// Set the boot mode: local, install, rescue, boot or wipe.
+    SetMode {
+        mac: MacAddr,
+        mode: lifecycle::Mode,
+    },
+    /// Assign an image (or `--none`).
+    SetImage {
+        mac: MacAddr,
+        image: Option<String>,
+        #[arg(long, conflicts_with = "image")]
+        none: bool,
+    },
+    /// Import machines from a CSV or XLSX file (columns: mac, hostname, ip, image,
+    /// rack, position). Nothing is written unless every row is valid.
+    Import {
+        file: PathBuf,
+    },
+    /// Export the inventory.
+    Export {
+        #[arg(long, value_parser = ["csv", "xlsx"], default_value = "csv")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LeaseCommand {
+    List,
+    /// How full each subnet's pool is.
+    Pools,
+}
+
+#[derive(Subcommand)]
+pub enum EventCommand {
+    List {
+        /// Only this machine's events.
+        #[arg(long)]
+        mac: Option<MacAddr>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// The error and its causes, leaving out a cause its parent's message already shows.
+pub fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if !text.ends_with(&message) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&message);
+        }
+    }
+    text
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    // Only the default path may be missing: a named file that is not there is a mistake.
+    let missing_ok = path == Path::new(DEFAULT_CONFIG);
+    Ok(Config::load(path, missing_ok)?)
+}
+
+fn open_store(config: &Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("data_dir: cannot create {}", config.data_dir.display()))?;
+    let path = config.data_dir.join("rackboot.db");
+    Store::open(&path).with_context(|| format!("opening inventory {}", path.display()))
+}
+
+/// How CLI changes appear in the audit log: who ran sudo, else who runs the command.
+/// `$USER` is unset under `docker exec`, systemd and cron; the account of the
+/// process's uid names them there.
+fn cli_actor() -> String {
+    let who = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(uid_name);
+    format!("cli:{who}")
+}
+
+/// The account name of the effective uid, or `uid<N>` when it has none.
+fn uid_name() -> String {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let mut entry = std::mem::MaybeUninit::<libc::passwd>::uninit();
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; on success `found` points at
+    // `entry`, whose strings point into `buf`, both alive until the name is copied.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            uid,
+            entry.as_mut_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc == 0 && !found.is_null() {
+        // SAFETY: see above; pw_name is a NUL-terminated string in `buf`.
+        let name = unsafe { std::ffi::CStr::from_ptr((*found).pw_name) };
+        if let Ok(name) = name.to_str()
+            && !name.is_empty()
+        {
+            return name.to_string();
+        }
+    }
+    format!("uid{uid}")
+}
+
+fn print_machine(m: &inventory::MachineDetail) {
+    println!(
+        "{} mode={} image={} ip={}",
+        m.mac,
+        m.mode,
+        m.image.as_deref().unwrap_or("-"),
+        m.current_ip().map_or("-".into(), |ip| ip.to_string())
+    );
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli.config)?;
+    let store = open_store(&config)?;
+    let life = config.lifecycle.clone();
+    let actor = cli_actor();
+    match cli.command {
+        Command::Serve => serve::run(config, store).await,
+        Command::Image(ImageCommand::Add {
+            name,
+            kernel,
+            initrd,
+            cmdline,
+            files,
+        }) => {
+            let data_dir = config.data_dir.clone();
+            let (image, names) = tokio::task::spawn_blocking(move || {
+                let image = images::import(&data_dir, &name, &kernel, &initrd, &cmdline)?;
+                let names = files
+                    .iter()
+                    .map(|f| images::add_file(&data_dir, &name, f))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, images::ImageError>((image, names))
+            })
+            .await??;
+            if !names.is_empty() {
+                println!("install files: {}", names.join(", "));
+            }
+            let saved = image.clone();
+            let detail = format!(
+                "{} kernel={} files={}",
+                image.name,
+                image.kernel_sha256,
+                names.join(",")
+            );
+            // Audited like an upload from the panel: replacing an image changes what
+            // its machines boot.
+            store
+                .call(move |conn| {
+                    let now = clock::now_ms();
+                    let tx = conn.transaction()?;
+                    store::put_image(&tx, &saved, now)?;
+                    store::insert_event_by(&tx, now, None, "image.added", detail, Some(&actor))?;
+                    tx.commit()?;
+                    Ok(())
+                })
+                .await?;
+            println!(
+                "image {} added\n  kernel sha256 {}\n  initrd sha256 {}",
+                image.name, image.kernel_sha256, image.initrd_sha256
+            );
+            Ok(())
+        }
+        Command::Image(ImageCommand::List) => {
+            let images = store.call(|conn| store::list_images(conn)).await?;
+            println!("{:<24} {:<16} {:<16} CMDLINE", "NAME", "KERNEL", "INITRD");
+            for image in images {
+                println!(
+                    "{:<24} {:<16} {:<16} {}",
+                    image.name,
+                    image.kernel_sha256.get(..12).unwrap_or("-"),
+                    image.initrd_sha256.get(..12).unwrap_or("-"),
+                    image.cmdline
+                );
+            }
+            Ok(())
+        }
+        Command::Machine(MachineCommand::Add {
+            mac,
+            hostname,
+            image,
+            ip,
+            rack,
+            position,
+            exit_method,
+        }) => {
+            if let Some(name) = &hostname
+                && !valid_hostname(name)
+            {
+                anyhow::bail!("--hostname {name:?} is not a valid host name");
+            }
+            if let (Some(ip), Some(dhcp)) = (ip, &config.dhcp)
+                && !dhcp.subnets.iter().any(|s| s.contains(ip))
+            {
+                anyhow::bail!("--ip {ip} is not inside any configured dhcp.subnets");
+            }
+            let new = store::NewMachine {
+                mac: Some(mac),
+                hostname,
+                image,
+                ip,
+            };
+            let extra = inventory::MachineExtra {
+                rack,
+                position,
+                exit_method,
+                ssh_keys: None,
+            };
+            let added = store
+                .call(move |conn| {
+                    inventory::add(conn, &new, &extra, &life, &actor, clock::now_ms())
+                })
+                .await?;
+            print!("machine added: ");
+            print_machine(&added);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::Reinstall(targets)) => {
+            let macs = resolve_targets(&store, targets).await?;
+            reprovision_cli(&store, &config, macs, lifecycle::Mode::Install, &actor).await
+        }
+        Command::Machine(MachineCommand::Rescue(targets)) => {
+            let macs = resolve_targets(&store, targets).await?;
+            reprovision_cli(&store, &config, macs, lifecycle::Mode::Rescue, &actor).await
+        }
+        Command::Machine(MachineCommand::Wipe { mac, confirm }) => {
+            // One machine at a time: wiping cannot be undone.
+            if confirm != mac {
+                anyhow::bail!("--confirm {confirm} is not {mac}: nothing was wiped");
+            }
+            reprovision_cli(&store, &config, vec![mac], lifecycle::Mode::Wipe, &actor).await
+        }
+        Command::Machine(MachineCommand::Boots { mac, limit }) => {
+            let boots = store
+                .call(move |conn| inventory::boots(conn, mac, limit))
+                .await?;
+            if boots.is_empty() {
+                println!("no network boot recorded for {mac}");
+            }
+            for boot in boots {
+                print!(
+                    "{}  total {:>6.1} s:",
+                    format_ms(Some(boot.start_ms)),
+                    boot.total_ms() as f64 / 1000.0
+                );
+                for p in &boot.phases {
+                    print!(
+                        "  {} {:.1} s",
+                        p.phase.label(),
+                        p.duration_ms as f64 / 1000.0
+                    );
+                }
+                println!();
+            }
+            Ok(())
+        }
+        Command::Machine(MachineCommand::SetMode { mac, mode }) => {
+            let m = store
+                .call(move |conn| {
+                    inventory::set_mode(conn, mac, mode, &life, &actor, clock::now_ms())
+                })
+                .await?;
+            print_machine(&m);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::SetImage { mac, image, none }) => {
+            if image.is_none() && !none {
+                anyhow::bail!("name an image, or pass --none to clear it");
+            }
+            let m = store
+                .call(move |conn| {
+                    inventory::set_image(conn, mac, image.as_deref(), &actor, clock::now_ms())
+                })
+                .await?;
+            print_machine(&m);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::Import { file }) => {
+            let name = file.display().to_string();
+            let bytes = tokio::fs::read(&file)
+                .await
+                .with_context(|| format!("reading {name}"))?;
+            let rows =
+                bulk::parse_upload(&name, &bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let checked = store.call(move |conn| bulk::check_rows(conn, rows)).await?;
+            let bad: Vec<_> = checked.iter().filter(|r| !r.errors.is_empty()).collect();
+            if !bad.is_empty() {
+                for row in &bad {
+                    eprintln!("{name}: line {}: {}", row.line, row.errors.join("; "));
+                }
+                anyhow::bail!(
+                    "{} of {} rows have errors; nothing was imported",
+                    bad.len(),
+                    checked.len()
+                );
+            }
+            let summary = store
+                .call(move |conn| bulk::apply_rows(conn, &checked, &life, &actor, clock::now_ms()))
+                .await?;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Machine(MachineCommand::Export { format, output }) => {
+            let machines = store.call(bulk::all_machines).await?;
+            let bytes = match format.as_str() {
+                "xlsx" => bulk::to_xlsx(&machines),
+                _ => bulk::to_csv(&machines),
+            }
+            .map_err(|e| anyhow::anyhow!("export: {e}"))?;
+            match output {
+                Some(path) => tokio::fs::write(&path, bytes)
+                    .await
+                    .with_context(|| format!("writing {}", path.display()))?,
+                None => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&bytes)?;
+                }
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Add { name, role }) => {
+            auth::validate_user_name(&name).map_err(anyhow::Error::msg)?;
+            let mut password = String::new();
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("password for {name} (input is shown; pipe it in to hide it): ");
+            }
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']).to_string();
+            auth::validate_password(&password).map_err(anyhow::Error::msg)?;
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await?
+                .map_err(anyhow::Error::msg)?;
+            let who = name.clone();
+            store
+                .call(move |conn| auth::add_user(conn, &who, &hash, role, &actor, clock::now_ms()))
+                .await?;
+            println!("user {name} added ({})", role.as_str());
+            Ok(())
+        }
+        Command::User(UserCommand::List) => {
+            for u in store.call(|conn| auth::list_users(conn)).await? {
+                println!(
+                    "{:<24} {:<9} {}",
+                    u.name,
+                    u.role.as_str(),
+                    format_ms(Some(u.created_ms))
+                );
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Create { name, role }) => {
+            let secret = store
+                .call(move |conn| auth::create_token(conn, &name, role, &actor, clock::now_ms()))
+                .await?;
+            println!("{secret}");
+            eprintln!("keep this token: it is shown only once");
+            Ok(())
+        }
+        Command::Token(TokenCommand::List) => {
+            for t in store.call(|conn| auth::list_tokens(conn)).await? {
+                println!(
+                    "{:<24} {:<9} created {} last used {}{}",
+                    t.name,
+                    t.role.as_str(),
+                    format_ms(Some(t.created_ms)),
+                    format_ms(t.last_used_ms),
+                    if t.revoked_ms.is_some() {
+                        " REVOKED"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
+        Command::Token(TokenCommand::Revoke { name }) => {
+            let which = name.clone();
+            store
+                .call(move |conn| auth::revoke_token(conn, &which, &actor, clock::now_ms()))
+                .await?;
+            println!("token {name} revoked");
+            Ok(())
+        }
+        Command::Power(command) => power_cli(&store, &config, command, &actor).await,
+        Command::Machine(MachineCommand::List) => {
+            let machines = store.call(bulk::all_machines).await?;
+            println!(
+                "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {:<10} {:<25} VENDOR CLASS",
+                "MAC", "HOSTNAME", "IMAGE", "MODE", "IP", "FIRMWARE", "STATE", "LAST SEEN"
+            );
+            for m in machines {
+                println!(
+                    "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {:<10} {:<25} {}",
+                    m.mac,
+                    m.hostname.as_deref().unwrap_or("-"),
+                    m.image.as_deref().unwrap_or("-"),
+                    m.mode,
+                    m.current_ip().map_or("-".into(), |ip| ip.to_string()),
+                    m.arch.as_deref().unwrap_or("-"),
+                    if m.discovered { "discovered" } else { "added" },
+                    format_ms(m.last_seen_ms),
+                    m.vendor_class.as_deref().unwrap_or("-"),
+                );
+            }
+            Ok(())
+        }
+        Command::Lease(LeaseCommand::List) => {
+            let leases = store.call(|conn| store::list_leases(conn)).await?;
+            let now = clock::now_ms() / 1000;
+            println!(
+                "{:<15} {:<17} {:<9} {:<25} HOSTNAME",
+                "IP", "MAC", "STATE", "EXPIRES"
+            );
+            for l in leases {
+                let state = match l.state {
+                    store::LeaseState::Bound if l.expires_at <= now => "expired",
+                    store::LeaseState::Bound => "bound",
+                    store::LeaseState::Released => "released",
+                    store::LeaseState::Declined => "declined",
+                    store::LeaseState::Observed => "observed",
+                };
+                println!(
+                    "{:<15} {:<17} {:<9} {:<25} {}",
+                    l.ip,
+                    l.mac,
+                    state,
+                    format_ms(Some(l.expires_at * 1000)),
+                    l.hostname.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(())
+        }
+        Command::Lease(LeaseCommand::Pools) => {
+            let subnets = config.dhcp.map(|d| d.subnets).unwrap_or_default();
+            let now = clock::now_ms() / 1000;
+            let usage = store
+                .call(move |conn| store::pool_usage(conn, &subnets, now))
+                .await?;
+            println!(
+                "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
+                "SUBNET", "POOL", "SIZE", "BOUND", "DECLINED", "RESERVED", "FREE"
+            );
+            for u in usage {
+                println!(
+                    "{:<18} {:<31} {:>7} {:>7} {:>8} {:>8} {:>7}",
+                    format!("{}/{}", u.network, u.prefix_len),
+                    format!(
+                        "{}-{}{}",
+                        u.pool_start,
+                        u.pool_end,
+                        if u.known_only { " known" } else { "" }
+                    ),
+                    u.size,
+                    u.bound,
+                    u.declined,
+                    u.reserved,
+                    u.free()
+                );
+            }
+            Ok(())
+        }
+        Command::Event(EventCommand::List { mac, limit }) => {
+            let events = store
+                .call(move |conn| store::list_events(conn, mac, limit))
+                .await?;
+            for e in events {
+                // Who did it closes the line: the detail before it is free text.
+                println!(
+                    "{} {} {:<14} {}{}",
+                    format_ms(Some(e.at_ms)),
+                    e.mac.map_or("-".into(), |m| m.to_string()),
+                    e.kind,
+                    e.detail,
+                    e.actor.map(|a| format!("  [by {a}]")).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Reinstall, rescue or wipe from the CLI: every step printed; a failed power step
+/// fails the command (the mode change stays, and the output says so).
+/// Reinstall, rescue or wipe each machine, all at once (BMC calls are bounded by
+/// `[power] concurrency`), printing each machine's steps in the order given and,
+/// for more than one machine, a summary naming the failures.
+async fn reprovision_cli(
+    store: &Store,
+    config: &Config,
+    macs: Vec<MacAddr>,
+    mode: lifecycle::Mode,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let power = std::sync::Arc::new(power::Power::new(config.power.clone()));
+    let results =
+        power::reprovision_many(store, &power, &config.lifecycle, &macs, mode, actor).await;
+    let mut failed = Vec::new();
+    let mut last_error = None;
+    for (mac, result) in results {
+        let why = match result {
+            Ok(report) => {
+                print!("{mode}: ");
+                print_machine(&report.machine);
+                for step in &report.steps {
+                    println!("  {:<7} {:<8} {}", step.step, step.result, step.detail);
+                }
+                report.power_error
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            if macs.len() > 1 {
+                println!("{mac} {mode} FAILED: {why}");
+            }
+            failed.push(mac.to_string());
+            last_error = Some(format!("{mac}: {why}"));
+        }
+    }
+    if macs.len() > 1 {
+        println!(
+            "{} of {} machines: {mode} started{}",
+            macs.len() - failed.len(),
+            macs.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; failed: {}", failed.join(" "))
+            }
+        );
+    }
+    match (failed.len(), last_error) {
+        (0, _) => Ok(()),
+        (1, Some(why)) if macs.len() == 1 => anyhow::bail!(why),
+        (n, _) => anyhow::bail!("{mode} failed for {n} of {} machines", macs.len()),
+    }
+}
+
+/// The machines named by MAC (each must exist), or every machine of a rack.
+async fn resolve_targets(store: &Store, targets: Targets) -> anyhow::Result<Vec<MacAddr>> {
+    let (macs, rack) = (targets.macs, targets.rack);
+    Ok(store
+        .call(move |conn| power::targets(conn, &macs, rack.as_deref()))
+        .await?)
+}
+
+fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
+    let text = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("--password-file {}", path.display()))?,
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!("BMC password (input is shown; pipe it in to hide it): ");
+            }
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line
+        }
+    };
+    let password = text.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("the BMC password is empty");
+    }
+    Ok(password)
+}
+
+async fn power_cli(
+    store: &Store,
+    config: &Config,
+    command: PowerCommand,
+    actor: &str,
+) -> anyhow::Result<()> {
+    let actor = actor.to_string();
+    let (verb, targets) = match command {
+        PowerCommand::Set { mac, controller } => {
+            let spec = match controller {
+                ControllerArgs::Ipmi {
+                    host,
+                    port,
+                    user,
+                    cipher_suite,
+                    password_file,
+                } => power::ControllerSpec::Ipmi {
+                    host,
+                    port: Some(port),
+                    user,
+                    password: Some(read_password(password_file.as_deref())?),
+                    cipher_suite: Some(cipher_suite),
+                },
+                ControllerArgs::Redfish {
+                    url,
+                    user,
+                    system_id,
+                    no_verify_tls,
+                    password_file,
+                } => power::ControllerSpec::Redfish {
+                    url,
+                    user,
+                    password: Some(read_password(password_file.as_deref())?),
+                    system_id,
+                    verify_tls: Some(!no_verify_tls),
+                },
+                ControllerArgs::Wol => power::ControllerSpec::Wol,
+            };
+            let controller = store
+                .call(move |conn| power::put_controller(conn, mac, spec, &actor, clock::now_ms()))
+                .await?;
+            println!("{mac}: power controller {}", controller.summary());
+            return Ok(());
+        }
+        PowerCommand::Remove { mac } => {
+            store
+                .call(move |conn| power::remove_controller(conn, mac, &actor, clock::now_ms()))
+                .await?;
+            println!("{mac}: power controller removed");
+            return Ok(());
+        }
+        PowerCommand::Show { mac } => {
+            let (controller, status) = store
+                .call(move |conn| {
+                    Ok((
+                        power::get_controller(conn, mac)?,
+                        power::cached_status(conn, mac)?,
+                    ))
+                })
+                .await?;
+            match controller {
+                None => println!("{mac}: no power controller"),
+                Some(c) => println!("{mac}: {} password=set", c.summary()),
+            }
+            if let Some(s) = status {
+                println!(
+                    "last state: {} at {} {}",
+                    s.state,
+                    format_ms(Some(s.checked_ms)),
+                    s.detail
+                );
+            }
+            return Ok(());
+        }
+        PowerCommand::On(t) => (power::Verb::On, t),
+        PowerCommand::Off(t) => (power::Verb::Off, t),
+        PowerCommand::Cycle(t) => (power::Verb::Cycle, t),
+        PowerCommand::Status(t) => (power::Verb::Status, t),
+        PowerCommand::Pxe(t) => (power::Verb::Pxe, t),
+    };
+    let macs = resolve_targets(store, targets).await?;
+    let power = std::sync::Arc::new(power::Power::new(config.power.clone()));
+    let results = power::run_many(store, &power, macs, verb, &actor).await;
+    let mut failed = Vec::new();
+    for (mac, result) in &results {
+        match result {
+            Ok(outcome) => {
+                let state = outcome.state.map_or("", power::PowerState::as_str);
+                match &outcome.warning {
+                    Some(w) => println!("{mac} {} warning: {w}", verb.as_str()),
+                    None => println!("{mac} {} ok {state}", verb.as_str()),
+                }
+            }
+            Err(e) => {
+                println!("{mac} {} FAILED: {e}", verb.as_str());
+                failed.push(mac.to_string());
+            }
+        }
+    }
+    println!(
+        "{} of {} machines: power {} done{}",
+        results.len() - failed.len(),
+        results.len(),
+        verb.as_str(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failed: {}", failed.join(" "))
+        }
+    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "power {} failed for {} machine(s)",
+            verb.as_str(),
+            failed.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_names_each_cause_once() {
+        let missing = Config::load(Path::new("/nonexistent/x.toml"), false)
+            .map_err(anyhow::Error::from)
+            .expect_err("missing file");
+        let text = error_chain(&missing.context("loading config"));
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(
+            text.starts_with("loading config: /nonexistent/x.toml"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_cli_user_is_named_by_uid_without_env() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("run id -un");
+        let expected = if id.status.success() {
+            String::from_utf8_lossy(&id.stdout).trim().to_string()
+        } else {
+            // A uid with no account (containers run as arbitrary uids).
+            // SAFETY: geteuid has no preconditions.
+            format!("uid{}", unsafe { libc::geteuid() })
+        };
+        assert_eq!(uid_name(), expected);
+    }
+}

@@ -1,0 +1,59 @@
+//! rackboot: one binary that network-boots bare metal, per machine, from an inventory.
+//!
+//! Modules, and what each owns:
+//! - `config`: the TOML file, validated; errors name the file and the key.
+//! - `store`: the SQLite inventory (machines, images, leases, events) on its own thread.
+//! - `mac`: hardware addresses, parsed in every spelling firmware and people use.
+//! - `dhcp`: the DHCPv4 server: `wire` (decode/encode, reply addressing), `boot`
+//!   (which boot file for which firmware), `leases` (the lease book and its free-address
+//!   index), `policy` (the pure decision, full and proxy mode), `server` (the socket
+//!   loop on its own thread, grouped fsync'd commits).
+//! - `tftp`: the read-only TFTP server (on tokio) for the iPXE binaries and
+//!   `[tftp] root`: `packet`, `request`, `options`, `transfer` (the pure protocol
+//!   core), `files` (lookup and the shared file cache), `server` (the sockets).
+//! - `http`: boot scripts, kernels and initrds over HTTP (axum).
+//! - `script`: iPXE script templates, built in and overridable at run time.
+//! - `images`: copying image files under `data_dir` with their sha256.
+//! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg
+//!   (Linux).
+//! - `ra`: IPv6 router advertisements that end iPXE's wait for a router.
+//! - `lifecycle`: boot modes, done-URL tokens and what each mode boots (pure);
+//!   `inventory`: those decisions carried out on the database, with the audit trail.
+//! - `timeline`: boots reconstructed from events, and their SVG drawing (pure).
+//! - `auth`: users, passwords, sessions, API tokens, login rate limiting.
+//! - `panel`: the admin panel pages (and `panel::selection`, actions on many machines
+//!   at once); `api`: the JSON API and its OpenAPI document;
+//!   `bulk`: CSV/XLSX import and export, image uploads.
+//! - `power`: power controllers (IPMI through `ipmitool`, Redfish, Wake-on-LAN), the
+//!   power verbs, reinstall/rescue/wipe as one action (mode, network boot, power
+//!   cycle), one at a time or many at once, and the background poll of every
+//!   machine's power state.
+//! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
+//! - `limits`: raises the open-file limit at start.
+
+pub mod api;
+pub mod auth;
+pub mod bulk;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dhcp;
+pub mod http;
+pub mod images;
+pub mod inventory;
+pub mod lifecycle;
+pub mod limits;
+pub mod mac;
+pub mod netif;
+pub mod panel;
+#[cfg(test)]
+mod panel_tests;
+pub mod power;
+pub mod ra;
+pub mod script;
+pub mod serve;
+pub mod store;
+pub mod text;
+pub mod tftp;
+pub mod timeline;
+pub mod validate;
