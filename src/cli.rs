@@ -3,9 +3,11 @@
 
 use crate::config::Config;
 use crate::mac::MacAddr;
+use crate::service::images::Existing;
+use crate::service::machines::NewMachine;
+use crate::service::{Caller, Services};
 use crate::store::Store;
 use crate::text::format_ms;
-use crate::validate::valid_hostname;
 use crate::{auth, bulk, clock, images, inventory, lifecycle, power, serve, store};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -279,16 +281,15 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
     Store::open(&path).with_context(|| format!("opening inventory {}", path.display()))
 }
 
-/// How CLI changes appear in the audit log: who ran sudo, else who runs the command.
-/// `$USER` is unset under `docker exec`, systemd and cron; the account of the
+/// Who runs the command, for the audit log (`cli:NAME`): who ran sudo, else the
+/// user. `$USER` is unset under `docker exec`, systemd and cron; the account of the
 /// process's uid names them there.
-fn cli_actor() -> String {
-    let who = std::env::var("SUDO_USER")
+fn cli_user() -> String {
+    std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .ok()
         .filter(|name| !name.is_empty())
-        .unwrap_or_else(uid_name);
-    format!("cli:{who}")
+        .unwrap_or_else(uid_name)
 }
 
 /// The account name of the effective uid, or `uid<N>` when it has none.
@@ -335,8 +336,8 @@ fn print_machine(m: &inventory::MachineDetail) {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli.config)?;
     let store = open_store(&config)?;
-    let life = config.lifecycle.clone();
-    let actor = cli_actor();
+    let services = Services::from_config(store.clone(), &config);
+    let caller = Caller::cli(cli_user());
     match cli.command {
         Command::Serve => serve::run(config, store).await,
         Command::Image(ImageCommand::Add {
@@ -347,37 +348,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             files,
         }) => {
             let data_dir = config.data_dir.clone();
-            let (image, names) = tokio::task::spawn_blocking(move || {
-                let image = images::import(&data_dir, &name, &kernel, &initrd, &cmdline)?;
-                let names = files
-                    .iter()
-                    .map(|f| images::add_file(&data_dir, &name, f))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok::<_, images::ImageError>((image, names))
+            let staged = tokio::task::spawn_blocking(move || {
+                images::stage_files(&data_dir, &name, &cmdline, &kernel, &initrd, &files)
             })
             .await??;
+            let (staging, names) = (staged.staging.clone(), staged.files.clone());
+            // Replacing an image changes what its machines boot: audited like an add.
+            let added = services
+                .add_image(&caller, clock::now_ms(), staged, Existing::Replace)
+                .await;
+            if added.is_err() {
+                let _ = tokio::fs::remove_dir_all(&staging).await;
+            }
+            let image = added?;
             if !names.is_empty() {
                 println!("install files: {}", names.join(", "));
             }
-            let saved = image.clone();
-            let detail = format!(
-                "{} kernel={} files={}",
-                image.name,
-                image.kernel_sha256,
-                names.join(",")
-            );
-            // Audited like an upload from the panel: replacing an image changes what
-            // its machines boot.
-            store
-                .call(move |conn| {
-                    let now = clock::now_ms();
-                    let tx = conn.transaction()?;
-                    store::put_image(&tx, &saved, now)?;
-                    store::insert_event_by(&tx, now, None, "image.added", detail, Some(&actor))?;
-                    tx.commit()?;
-                    Ok(())
-                })
-                .await?;
             println!(
                 "image {} added\n  kernel sha256 {}\n  initrd sha256 {}",
                 image.name, image.kernel_sha256, image.initrd_sha256
@@ -407,51 +393,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             position,
             exit_method,
         }) => {
-            if let Some(name) = &hostname
-                && !valid_hostname(name)
-            {
-                anyhow::bail!("--hostname {name:?} is not a valid host name");
-            }
-            if let (Some(ip), Some(dhcp)) = (ip, &config.dhcp)
-                && !dhcp.subnets.iter().any(|s| s.contains(ip))
-            {
-                anyhow::bail!("--ip {ip} is not inside any configured dhcp.subnets");
-            }
-            let new = store::NewMachine {
-                mac: Some(mac),
+            let new = NewMachine {
                 hostname,
                 image,
                 ip,
-            };
-            let extra = inventory::MachineExtra {
                 rack,
                 position,
                 exit_method,
-                ssh_keys: None,
+                ..NewMachine::new(mac)
             };
-            let added = store
-                .call(move |conn| {
-                    inventory::add(conn, &new, &extra, &life, &actor, clock::now_ms())
-                })
-                .await?;
+            let added = services.add_machine(&caller, clock::now_ms(), new).await?;
             print!("machine added: ");
             print_machine(&added);
             Ok(())
         }
         Command::Machine(MachineCommand::Reinstall(targets)) => {
-            let macs = resolve_targets(&store, targets).await?;
-            reprovision_cli(&store, &config, macs, lifecycle::Mode::Install, &actor).await
+            let macs = services.targets(targets.macs, targets.rack).await?;
+            reprovision_cli(&services, &caller, macs, lifecycle::Mode::Install).await
         }
         Command::Machine(MachineCommand::Rescue(targets)) => {
-            let macs = resolve_targets(&store, targets).await?;
-            reprovision_cli(&store, &config, macs, lifecycle::Mode::Rescue, &actor).await
+            let macs = services.targets(targets.macs, targets.rack).await?;
+            reprovision_cli(&services, &caller, macs, lifecycle::Mode::Rescue).await
         }
         Command::Machine(MachineCommand::Wipe { mac, confirm }) => {
             // One machine at a time: wiping cannot be undone.
             if confirm != mac {
                 anyhow::bail!("--confirm {confirm} is not {mac}: nothing was wiped");
             }
-            reprovision_cli(&store, &config, vec![mac], lifecycle::Mode::Wipe, &actor).await
+            reprovision_cli(&services, &caller, vec![mac], lifecycle::Mode::Wipe).await
         }
         Command::Machine(MachineCommand::Boots { mac, limit }) => {
             let boots = store
@@ -478,10 +447,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Machine(MachineCommand::SetMode { mac, mode }) => {
-            let m = store
-                .call(move |conn| {
-                    inventory::set_mode(conn, mac, mode, &life, &actor, clock::now_ms())
-                })
+            let m = services
+                .set_mode(&caller, clock::now_ms(), mac, mode)
                 .await?;
             print_machine(&m);
             Ok(())
@@ -490,10 +457,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if image.is_none() && !none {
                 anyhow::bail!("name an image, or pass --none to clear it");
             }
-            let m = store
-                .call(move |conn| {
-                    inventory::set_image(conn, mac, image.as_deref(), &actor, clock::now_ms())
-                })
+            let m = services
+                .set_image(&caller, clock::now_ms(), mac, image)
                 .await?;
             print_machine(&m);
             Ok(())
@@ -505,7 +470,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("reading {name}"))?;
             let rows =
                 bulk::parse_upload(&name, &bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            let checked = store.call(move |conn| bulk::check_rows(conn, rows)).await?;
+            let checked = services.check_import(&caller, rows).await?;
             let bad: Vec<_> = checked.iter().filter(|r| !r.errors.is_empty()).collect();
             if !bad.is_empty() {
                 for row in &bad {
@@ -517,8 +482,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     checked.len()
                 );
             }
-            let summary = store
-                .call(move |conn| bulk::apply_rows(conn, &checked, &life, &actor, clock::now_ms()))
+            let summary = services
+                .apply_import(&caller, clock::now_ms(), checked)
                 .await?;
             println!("{summary}");
             Ok(())
@@ -549,19 +514,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             std::io::stdin().read_line(&mut password)?;
             let password = password.trim_end_matches(['\n', '\r']).to_string();
-            auth::validate_password(&password).map_err(anyhow::Error::msg)?;
-            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-                .await?
-                .map_err(anyhow::Error::msg)?;
-            let who = name.clone();
-            store
-                .call(move |conn| auth::add_user(conn, &who, &hash, role, &actor, clock::now_ms()))
+            services
+                .add_user(&caller, clock::now_ms(), name.clone(), password, role)
                 .await?;
             println!("user {name} added ({})", role.as_str());
             Ok(())
         }
         Command::User(UserCommand::List) => {
-            for u in store.call(|conn| auth::list_users(conn)).await? {
+            for u in services.users(&caller).await? {
                 println!(
                     "{:<24} {:<9} {}",
                     u.name,
@@ -572,15 +532,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCommand::Create { name, role }) => {
-            let secret = store
-                .call(move |conn| auth::create_token(conn, &name, role, &actor, clock::now_ms()))
+            let secret = services
+                .create_token(&caller, clock::now_ms(), name, role)
                 .await?;
             println!("{secret}");
             eprintln!("keep this token: it is shown only once");
             Ok(())
         }
         Command::Token(TokenCommand::List) => {
-            for t in store.call(|conn| auth::list_tokens(conn)).await? {
+            for t in services.tokens(&caller).await? {
                 println!(
                     "{:<24} {:<9} created {} last used {}{}",
                     t.name,
@@ -597,14 +557,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(TokenCommand::Revoke { name }) => {
-            let which = name.clone();
-            store
-                .call(move |conn| auth::revoke_token(conn, &which, &actor, clock::now_ms()))
+            services
+                .revoke_token(&caller, clock::now_ms(), name.clone())
                 .await?;
             println!("token {name} revoked");
             Ok(())
         }
-        Command::Power(command) => power_cli(&store, &config, command, &actor).await,
+        Command::Power(command) => power_cli(&services, &caller, command).await,
         Command::Machine(MachineCommand::List) => {
             let machines = store.call(bulk::all_machines).await?;
             println!(
@@ -702,21 +661,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Reinstall, rescue or wipe from the CLI: every step printed; a failed power step
-/// fails the command (the mode change stays, and the output says so).
 /// Reinstall, rescue or wipe each machine, all at once (BMC calls are bounded by
 /// `[power] concurrency`), printing each machine's steps in the order given and,
-/// for more than one machine, a summary naming the failures.
+/// for more than one machine, a summary naming the failures. A failed power step
+/// fails the command (the mode change stays, and the output says so).
 async fn reprovision_cli(
-    store: &Store,
-    config: &Config,
+    services: &Services,
+    caller: &Caller,
     macs: Vec<MacAddr>,
     mode: lifecycle::Mode,
-    actor: &str,
 ) -> anyhow::Result<()> {
-    let power = std::sync::Arc::new(power::Power::new(config.power.clone()));
-    let results =
-        power::reprovision_many(store, &power, &config.lifecycle, &macs, mode, actor).await;
+    let results = if macs.len() == 1 {
+        vec![(macs[0], services.reprovision(caller, macs[0], mode).await)]
+    } else {
+        services
+            .reprovision_many(caller, macs.clone(), mode)
+            .await?
+    };
     let mut failed = Vec::new();
     let mut last_error = None;
     for (mac, result) in results {
@@ -758,14 +719,6 @@ async fn reprovision_cli(
     }
 }
 
-/// The machines named by MAC (each must exist), or every machine of a rack.
-async fn resolve_targets(store: &Store, targets: Targets) -> anyhow::Result<Vec<MacAddr>> {
-    let (macs, rack) = (targets.macs, targets.rack);
-    Ok(store
-        .call(move |conn| power::targets(conn, &macs, rack.as_deref()))
-        .await?)
-}
-
 fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
     let text = match file {
         Some(path) => std::fs::read_to_string(path)
@@ -787,12 +740,10 @@ fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
 }
 
 async fn power_cli(
-    store: &Store,
-    config: &Config,
+    services: &Services,
+    caller: &Caller,
     command: PowerCommand,
-    actor: &str,
 ) -> anyhow::Result<()> {
-    let actor = actor.to_string();
     let (verb, targets) = match command {
         PowerCommand::Set { mac, controller } => {
             let spec = match controller {
@@ -824,21 +775,22 @@ async fn power_cli(
                 },
                 ControllerArgs::Wol => power::ControllerSpec::Wol,
             };
-            let controller = store
-                .call(move |conn| power::put_controller(conn, mac, spec, &actor, clock::now_ms()))
+            let controller = services
+                .set_controller(caller, clock::now_ms(), mac, spec)
                 .await?;
             println!("{mac}: power controller {}", controller.summary());
             return Ok(());
         }
         PowerCommand::Remove { mac } => {
-            store
-                .call(move |conn| power::remove_controller(conn, mac, &actor, clock::now_ms()))
+            services
+                .remove_controller(caller, clock::now_ms(), mac)
                 .await?;
             println!("{mac}: power controller removed");
             return Ok(());
         }
         PowerCommand::Show { mac } => {
-            let (controller, status) = store
+            let (controller, status) = services
+                .store
                 .call(move |conn| {
                     Ok((
                         power::get_controller(conn, mac)?,
@@ -866,9 +818,8 @@ async fn power_cli(
         PowerCommand::Status(t) => (power::Verb::Status, t),
         PowerCommand::Pxe(t) => (power::Verb::Pxe, t),
     };
-    let macs = resolve_targets(store, targets).await?;
-    let power = std::sync::Arc::new(power::Power::new(config.power.clone()));
-    let results = power::run_many(store, &power, macs, verb, &actor).await;
+    let macs = services.targets(targets.macs, targets.rack).await?;
+    let results = services.power_many(caller, macs, verb).await?;
     let mut failed = Vec::new();
     for (mac, result) in &results {
         match result {

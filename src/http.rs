@@ -43,6 +43,9 @@ pub struct AppState {
     /// The DHCP subnets served (none without `[dhcp]` or in proxy mode), for the
     /// panel's pool usage.
     pub subnets: Arc<Vec<crate::config::Subnet>>,
+    /// Every action on the inventory; the fields above that it also holds are the
+    /// same shared values (`with_services` keeps them so).
+    pub services: crate::service::Services,
 }
 
 impl AppState {
@@ -52,21 +55,38 @@ impl AppState {
         base_url: String,
         lifecycle: LifecycleConfig,
     ) -> Self {
+        let services = crate::service::Services::new(
+            store.clone(),
+            lifecycle,
+            Vec::new(),
+            crate::power::PowerConfig::default(),
+            data_dir.clone(),
+        );
         AppState {
+            services: services.clone(),
             store,
             scripts: Arc::new(Scripts::new(data_dir.join("ipxe"))),
             base_url,
             data_dir,
-            lifecycle: Arc::new(lifecycle),
-            limiter: Arc::new(LoginLimiter::default()),
+            lifecycle: services.lifecycle.clone(),
+            limiter: services.limiter.clone(),
             setup_token: Arc::new(Mutex::new(None)),
             secure_cookies: false,
             imports: Arc::new(crate::bulk::StagedImports::default()),
-            power: Arc::new(crate::power::Power::new(
-                crate::power::PowerConfig::default(),
-            )),
-            subnets: Arc::default(),
+            power: services.power.clone(),
+            subnets: services.subnets.clone(),
         }
+    }
+
+    /// The same state on other services (the configured subnets and power limits).
+    pub fn with_services(mut self, services: crate::service::Services) -> Self {
+        self.lifecycle = services.lifecycle.clone();
+        self.limiter = services.limiter.clone();
+        self.power = services.power.clone();
+        self.subnets = services.subnets.clone();
+        self.store = services.store.clone();
+        self.services = services;
+        self
     }
 }
 

@@ -123,6 +123,75 @@ pub fn import(
     })
 }
 
+/// An image whose files wait in a staging directory (`kernel`, `initrd`, and
+/// install templates under `files/`), with their digests.
+#[derive(Debug, Clone)]
+pub struct StagedImage {
+    pub name: String,
+    pub cmdline: String,
+    pub staging: PathBuf,
+    pub kernel_sha256: String,
+    pub initrd_sha256: String,
+    /// The install templates' names, for the audit event.
+    pub files: Vec<String>,
+}
+
+/// A new staging directory under `data_dir/uploads/`, for one image's files.
+pub fn new_staging_dir(data_dir: &Path) -> Result<PathBuf, ImageError> {
+    let dir = data_dir
+        .join("uploads")
+        .join(hex::encode(rand::random::<[u8; 8]>()));
+    std::fs::create_dir_all(dir.join("files")).map_err(|source| ImageError::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(dir)
+}
+
+/// Copies an image's files from the local disk into a staging directory (the CLI's
+/// `image add`); the service layer moves it into place. Blocking.
+pub fn stage_files(
+    data_dir: &Path,
+    name: &str,
+    cmdline: &str,
+    kernel: &Path,
+    initrd: &Path,
+    templates: &[PathBuf],
+) -> Result<StagedImage, ImageError> {
+    validate_name(name)?;
+    let staging = new_staging_dir(data_dir)?;
+    let copied = (|| {
+        let kernel_sha256 = copy_with_digest(kernel, &staging.join("kernel"))?;
+        let initrd_sha256 = copy_with_digest(initrd, &staging.join("initrd"))?;
+        let mut files = Vec::new();
+        for source in templates {
+            let file_name = source
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+                .ok_or_else(|| ImageError::BadName(source.display().to_string()))?;
+            validate_name(&file_name)?;
+            copy_with_digest(source, &staging.join("files").join(&file_name))?;
+            files.push(file_name);
+        }
+        Ok((kernel_sha256, initrd_sha256, files))
+    })();
+    match copied {
+        Ok((kernel_sha256, initrd_sha256, files)) => Ok(StagedImage {
+            name: name.to_string(),
+            cmdline: cmdline.to_string(),
+            staging,
+            kernel_sha256,
+            initrd_sha256,
+            files,
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,7 +319,7 @@ pub fn add_in_tx(
     Ok(())
 }
 
-fn write_life(tx: &Connection, mac: MacAddr, life: &MachineLife) -> Result<(), StoreError> {
+pub fn write_life(tx: &Connection, mac: MacAddr, life: &MachineLife) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE machines SET mode = ?2, image = ?3, token = ?4, token_expires_ms = ?5 WHERE mac = ?1",
         params![
@@ -424,6 +424,144 @@ pub fn set_image_in_tx(
         Some(actor),
     )?;
     require(tx, mac)
+}
+
+/// A machine's row as the service layer writes it.
+#[derive(Debug, Clone)]
+pub struct MachineRow {
+    pub mac: MacAddr,
+    pub hostname: Option<String>,
+    pub image: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub rack: Option<String>,
+    pub position: Option<String>,
+    pub exit_method: ExitMethod,
+    pub ssh_keys: String,
+}
+
+pub fn insert_row(tx: &Connection, row: &MachineRow, now_ms: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO machines (mac, hostname, image, ip, rack, position, exit_method, ssh_keys, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            row.mac.to_string(),
+            row.hostname,
+            row.image,
+            row.ip.map(ip_to_db),
+            row.rack,
+            row.position,
+            row.exit_method.as_str(),
+            row.ssh_keys,
+            now_ms
+        ],
+    )?;
+    Ok(())
+}
+
+/// Gives a discovered machine the operator's details, keeping what was seen of it.
+pub fn adopt_row(tx: &Connection, row: &MachineRow) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE machines SET hostname = ?2, image = ?3, ip = ?4, rack = ?5, position = ?6,
+           exit_method = ?7, ssh_keys = ?8, discovered = 0
+         WHERE mac = ?1",
+        params![
+            row.mac.to_string(),
+            row.hostname,
+            row.image,
+            row.ip.map(ip_to_db),
+            row.rack,
+            row.position,
+            row.exit_method.as_str(),
+            row.ssh_keys
+        ],
+    )?;
+    Ok(())
+}
+
+/// The machine `ip` is the fixed address of.
+pub fn fixed_owner(tx: &Connection, ip: Ipv4Addr) -> Result<Option<MacAddr>, StoreError> {
+    tx.prepare_cached("SELECT mac FROM machines WHERE ip = ?1")?
+        .query_row([ip_to_db(ip)], |r| r.get::<_, String>(0))
+        .optional()?
+        .map(parse_mac)
+        .transpose()
+}
+
+/// Writes the fields a patch sets; returns what changed, for the audit event.
+pub fn apply_patch(
+    tx: &Connection,
+    mac: MacAddr,
+    patch: &MachinePatch,
+) -> Result<Vec<String>, StoreError> {
+    let mac_text = mac.to_string();
+    let mut changed = Vec::new();
+    let set = |column: &str, value: &dyn rusqlite::ToSql| {
+        tx.execute(
+            &format!("UPDATE machines SET {column} = ?2 WHERE mac = ?1"),
+            params![mac_text, value],
+        )
+        .map(|_| ())
+    };
+    if let Some(hostname) = &patch.hostname {
+        set("hostname", hostname)?;
+        changed.push(format!("hostname={}", hostname.as_deref().unwrap_or("-")));
+    }
+    if let Some(ip) = patch.ip {
+        set("ip", &ip.map(ip_to_db))?;
+        changed.push(format!("ip={}", ip.map_or("-".into(), |i| i.to_string())));
+    }
+    if let Some(method) = patch.exit_method {
+        set("exit_method", &method.as_str())?;
+        changed.push(format!("exit_method={}", method.as_str()));
+    }
+    if let Some(keys) = &patch.ssh_keys {
+        set("ssh_keys", keys)?;
+        changed.push("ssh_keys".into());
+    }
+    if let Some(rack) = &patch.rack {
+        set("rack", rack)?;
+        changed.push(format!("rack={}", rack.as_deref().unwrap_or("-")));
+    }
+    if let Some(position) = &patch.position {
+        set("position", position)?;
+        changed.push(format!("position={}", position.as_deref().unwrap_or("-")));
+    }
+    Ok(changed)
+}
+
+pub fn write_image(tx: &Connection, mac: MacAddr, image: Option<&str>) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE machines SET image = ?2 WHERE mac = ?1",
+        params![mac.to_string(), image],
+    )?;
+    Ok(())
+}
+
+/// Deletes a machine; false when there was none.
+pub fn delete_row(tx: &Connection, mac: MacAddr) -> Result<bool, StoreError> {
+    Ok(tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])? > 0)
+}
+
+/// The machine whose done-URL token this is.
+pub fn mac_by_token(tx: &Connection, token: &str) -> Result<Option<MacAddr>, StoreError> {
+    tx.query_row("SELECT mac FROM machines WHERE token = ?1", [token], |r| {
+        r.get::<_, String>(0)
+    })
+    .optional()?
+    .map(parse_mac)
+    .transpose()
+}
+
+/// An install or wipe finished: back to local boot, the token spent.
+pub fn finish(tx: &Connection, mac: MacAddr, wiped: bool, now_ms: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE machines SET mode = 'local', token = NULL, token_expires_ms = NULL,
+           installed_ms = CASE WHEN ?2 THEN installed_ms ELSE ?3 END,
+           wiped_ms = CASE WHEN ?2 THEN ?3 ELSE wiped_ms END
+         WHERE mac = ?1",
+        params![mac.to_string(), wiped, now_ms],
+    )?;
+    Ok(())
 }
 
 /// Fields an update may change; `None` leaves a field as it is.
@@ -659,6 +797,21 @@ pub fn delete_image(
     )?;
     tx.commit()?;
     Ok(image)
+}
+
+/// How many machines are assigned `image`.
+pub fn image_users(tx: &Connection, image: &str) -> Result<u64, StoreError> {
+    let n: i64 = tx.query_row(
+        "SELECT count(*) FROM machines WHERE image = ?1",
+        [image],
+        |r| r.get(0),
+    )?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+pub fn delete_image_row(tx: &Connection, image: &str) -> Result<(), StoreError> {
+    tx.execute("DELETE FROM images WHERE name = ?1", [image])?;
+    Ok(())
 }
 
 /// Images with how many machines use each.

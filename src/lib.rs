@@ -52,6 +52,7 @@ pub mod power;
 pub mod ra;
 pub mod script;
 pub mod serve;
+pub mod service;
 pub mod store;
 pub mod text;
 pub mod tftp;

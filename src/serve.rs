@@ -75,16 +75,12 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         config.data_dir.clone(),
         base_url.clone(),
         config.lifecycle.clone(),
-    );
+    )
+    .with_services(crate::service::Services::from_config(
+        store.clone(),
+        &config,
+    ));
     state.secure_cookies = config.panel.tls.is_some();
-    state.subnets = std::sync::Arc::new(
-        config
-            .dhcp
-            .as_ref()
-            .map(|d| d.subnets.clone())
-            .unwrap_or_default(),
-    );
-    state.power = std::sync::Arc::new(crate::power::Power::new(config.power.clone()));
     // The power column of the panel: every BMC read at a modest rate, limited by
     // the same semaphore as the verbs operators send.
     tokio::spawn(crate::power::poll_loop(store.clone(), state.power.clone()));

@@ -310,6 +310,32 @@ impl Store {
         result.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `f` inside one transaction on the database thread: committed when `f`
+    /// returns `Ok`, rolled back when it returns an error (or panics). The error type
+    /// is the caller's, so services return their own errors from inside.
+    pub async fn transaction<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let outcome = match conn.transaction() {
+                    Err(e) => Err(E::from(StoreError::from(e))),
+                    Ok(tx) => match f(&tx) {
+                        Ok(value) => tx.commit().map(|()| value).map_err(|e| E::from(e.into())),
+                        // Dropping the transaction rolls it back.
+                        Err(e) => Err(e),
+                    },
+                };
+                let _ = reply.send(outcome);
+            }))
+            .map_err(|_| E::from(StoreError::Closed))?;
+        result.await.map_err(|_| E::from(StoreError::Closed))?
+    }
+
     /// Records a boot step a machine caused (actor `machine`), without waiting:
     /// events must never slow a boot down. Events recorded while the database
     /// thread is busy are written together, in order, in one transaction.

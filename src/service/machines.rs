@@ -1,0 +1,496 @@
+//! Machines: add (or adopt a discovered one), edit, delete, set mode, set image,
+//! and a machine's own done-URL call. The field checks here are the only ones: the
+//! panel's forms, the API, the CLI and the import checker all use them.
+
+use super::{Caller, Need, ServiceError, Services};
+use crate::config::Subnet;
+use crate::inventory::{self, MachineDetail, MachinePatch};
+use crate::lifecycle::{self, DoneOutcome, ExitMethod, LifecycleConfig, Mode};
+use crate::mac::MacAddr;
+use crate::store::{self, StoreError};
+use crate::validate::valid_hostname;
+use rusqlite::Connection;
+use std::net::Ipv4Addr;
+
+/// The longest rack or position label: they are shown in tables and exported.
+pub const MAX_LABEL_CHARS: usize = 64;
+/// The most SSH key text one machine carries.
+pub const MAX_SSH_KEYS_BYTES: usize = 16 * 1024;
+
+/// A machine to add, as the caller gave it (already parsed into types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMachine {
+    pub mac: MacAddr,
+    pub hostname: Option<String>,
+    pub ip: Option<Ipv4Addr>,
+    pub image: Option<String>,
+    pub rack: Option<String>,
+    pub position: Option<String>,
+    pub exit_method: Option<ExitMethod>,
+    pub ssh_keys: Option<String>,
+}
+
+impl NewMachine {
+    pub fn new(mac: MacAddr) -> Self {
+        NewMachine {
+            mac,
+            hostname: None,
+            ip: None,
+            image: None,
+            rack: None,
+            position: None,
+            exit_method: None,
+            ssh_keys: None,
+        }
+    }
+}
+
+pub fn check_hostname(hostname: &str) -> Result<(), ServiceError> {
+    if valid_hostname(hostname) {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            "hostname",
+            format!("hostname {hostname:?} is not a valid host name"),
+        ))
+    }
+}
+
+/// A fixed address must lie in a subnet rackboot serves, when it serves any.
+pub fn check_ip(ip: Ipv4Addr, subnets: &[Subnet]) -> Result<(), ServiceError> {
+    if subnets.is_empty() || subnets.iter().any(|s| s.contains(ip)) {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            "ip",
+            format!("ip {ip} is not inside any configured dhcp.subnets"),
+        ))
+    }
+}
+
+pub fn check_label(field: &'static str, text: &str) -> Result<(), ServiceError> {
+    if text.chars().count() > MAX_LABEL_CHARS || text.chars().any(char::is_control) {
+        return Err(ServiceError::invalid(
+            field,
+            format!(
+                "{field} {:?} must be at most {MAX_LABEL_CHARS} characters, without control characters",
+                text.chars().take(MAX_LABEL_CHARS).collect::<String>()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// One public key a line; blank lines are allowed.
+pub fn check_ssh_keys(text: &str) -> Result<(), ServiceError> {
+    if text.len() > MAX_SSH_KEYS_BYTES {
+        return Err(ServiceError::invalid(
+            "ssh_keys",
+            format!("SSH keys are limited to {MAX_SSH_KEYS_BYTES} bytes"),
+        ));
+    }
+    for key in text.lines().map(str::trim).filter(|k| !k.is_empty()) {
+        if !key.starts_with("ssh-") && !key.starts_with("ecdsa-") && !key.starts_with("sk-") {
+            return Err(ServiceError::invalid(
+                "ssh_keys",
+                format!("{key:.30}... does not look like an SSH public key"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The details a machine may be given, checked without the database.
+pub struct Fields<'a> {
+    pub hostname: Option<&'a str>,
+    pub ip: Option<Ipv4Addr>,
+    pub rack: Option<&'a str>,
+    pub position: Option<&'a str>,
+    pub ssh_keys: Option<&'a str>,
+}
+
+/// Every problem with `fields` that needs no database, in form order.
+pub fn field_problems(fields: &Fields<'_>, subnets: &[Subnet]) -> Vec<ServiceError> {
+    let mut problems = Vec::new();
+    if let Some(h) = fields.hostname
+        && let Err(e) = check_hostname(h)
+    {
+        problems.push(e);
+    }
+    if let Some(ip) = fields.ip
+        && let Err(e) = check_ip(ip, subnets)
+    {
+        problems.push(e);
+    }
+    for (field, value) in [("rack", fields.rack), ("position", fields.position)] {
+        if let Some(text) = value
+            && let Err(e) = check_label(field, text)
+        {
+            problems.push(e);
+        }
+    }
+    if let Some(keys) = fields.ssh_keys
+        && let Err(e) = check_ssh_keys(keys)
+    {
+        problems.push(e);
+    }
+    problems
+}
+
+/// Problems against the inventory: `ip` fixed for another machine, `image` unknown.
+pub fn inventory_problems(
+    tx: &Connection,
+    mac: Option<MacAddr>,
+    ip: Option<Ipv4Addr>,
+    image: Option<&str>,
+) -> Result<Vec<ServiceError>, StoreError> {
+    let mut problems = Vec::new();
+    if let Some(ip) = ip
+        && let Some(owner) = inventory::fixed_owner(tx, ip)?
+        && Some(owner) != mac
+    {
+        problems.push(ServiceError::AddressTaken { ip, owner });
+    }
+    if let Some(name) = image
+        && store::get_image(tx, name)?.is_none()
+    {
+        problems.push(unknown_image(name));
+    }
+    Ok(problems)
+}
+
+/// An image named in a machine's fields that does not exist: a bad field.
+pub fn unknown_image(name: &str) -> ServiceError {
+    ServiceError::invalid("image", format!("no image named {name:?}"))
+}
+
+fn first(problems: Vec<ServiceError>) -> Result<(), ServiceError> {
+    match problems.into_iter().next() {
+        Some(problem) => Err(problem),
+        None => Ok(()),
+    }
+}
+
+fn require_machine(tx: &Connection, mac: MacAddr) -> Result<MachineDetail, ServiceError> {
+    inventory::machine(tx, mac)?.ok_or(ServiceError::NoSuchMachine(mac))
+}
+
+/// Adds a machine inside the caller's transaction (add and import share it). A
+/// machine the DHCP server discovered is adopted: the operator's details replace
+/// the empty ones and what was seen of it stays. One added with an image starts in
+/// `install`; one without in `local`.
+pub(crate) fn add_in(
+    tx: &Connection,
+    new: &NewMachine,
+    lifecycle: &LifecycleConfig,
+    subnets: &[Subnet],
+    actor: &str,
+    now_ms: i64,
+) -> Result<(), ServiceError> {
+    first(field_problems(
+        &Fields {
+            hostname: new.hostname.as_deref(),
+            ip: new.ip,
+            rack: new.rack.as_deref(),
+            position: new.position.as_deref(),
+            ssh_keys: new.ssh_keys.as_deref(),
+        },
+        subnets,
+    ))?;
+    let adopting = match store::get_machine(tx, new.mac)? {
+        Some(existing) if existing.discovered => true,
+        Some(_) => return Err(ServiceError::MachineExists(new.mac)),
+        None => false,
+    };
+    first(inventory_problems(
+        tx,
+        Some(new.mac),
+        new.ip,
+        new.image.as_deref(),
+    )?)?;
+    let row = inventory::MachineRow {
+        mac: new.mac,
+        hostname: new.hostname.clone(),
+        image: new.image.clone(),
+        ip: new.ip,
+        rack: new.rack.clone(),
+        position: new.position.clone(),
+        exit_method: new.exit_method.unwrap_or(ExitMethod::Exit),
+        ssh_keys: new.ssh_keys.clone().unwrap_or_default(),
+    };
+    if adopting {
+        inventory::adopt_row(tx, &row)?;
+    } else {
+        inventory::insert_row(tx, &row, now_ms)?;
+    }
+    store::insert_event_by(
+        tx,
+        now_ms,
+        Some(new.mac),
+        if adopting {
+            "machine.adopted"
+        } else {
+            "machine.added"
+        },
+        format!(
+            "hostname={} image={} ip={}",
+            new.hostname.as_deref().unwrap_or("-"),
+            new.image.as_deref().unwrap_or("-"),
+            new.ip.map_or_else(|| "-".into(), |ip| ip.to_string())
+        ),
+        Some(actor),
+    )?;
+    if new.image.is_some() {
+        set_mode_in(tx, new.mac, Mode::Install, lifecycle, actor, now_ms)?;
+    }
+    Ok(())
+}
+
+pub(crate) fn set_mode_in(
+    tx: &Connection,
+    mac: MacAddr,
+    mode: Mode,
+    lifecycle: &LifecycleConfig,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, ServiceError> {
+    let current = require_machine(tx, mac)?;
+    let next = lifecycle::set_mode(&current.life(), mode, lifecycle, now_ms)?;
+    inventory::write_life(tx, mac, &next)?;
+    store::insert_event_by(
+        tx,
+        now_ms,
+        Some(mac),
+        "mode.set",
+        format!("{} -> {mode}", current.mode),
+        Some(actor),
+    )?;
+    require_machine(tx, mac)
+}
+
+/// Checks a patch's fields; `Some(None)` clears a field and needs no check.
+fn patch_problems(patch: &MachinePatch, subnets: &[Subnet]) -> Vec<ServiceError> {
+    let flat =
+        |v: &Option<Option<String>>| v.as_ref().and_then(|v| v.as_deref().map(str::to_owned));
+    let (hostname, rack, position) = (
+        flat(&patch.hostname),
+        flat(&patch.rack),
+        flat(&patch.position),
+    );
+    field_problems(
+        &Fields {
+            hostname: hostname.as_deref(),
+            ip: patch.ip.flatten(),
+            rack: rack.as_deref(),
+            position: position.as_deref(),
+            ssh_keys: patch.ssh_keys.as_deref(),
+        },
+        subnets,
+    )
+}
+
+pub(crate) fn update_in(
+    tx: &Connection,
+    mac: MacAddr,
+    patch: &MachinePatch,
+    subnets: &[Subnet],
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, ServiceError> {
+    first(patch_problems(patch, subnets))?;
+    require_machine(tx, mac)?;
+    first(inventory_problems(tx, Some(mac), patch.ip.flatten(), None)?)?;
+    let changed = inventory::apply_patch(tx, mac, patch)?;
+    if !changed.is_empty() {
+        store::insert_event_by(
+            tx,
+            now_ms,
+            Some(mac),
+            "machine.updated",
+            changed.join(" "),
+            Some(actor),
+        )?;
+    }
+    require_machine(tx, mac)
+}
+
+pub(crate) fn set_image_in(
+    tx: &Connection,
+    mac: MacAddr,
+    image: Option<&str>,
+    actor: &str,
+    now_ms: i64,
+) -> Result<MachineDetail, ServiceError> {
+    let current = require_machine(tx, mac)?;
+    if let Some(name) = image
+        && store::get_image(tx, name)?.is_none()
+    {
+        return Err(unknown_image(name));
+    }
+    if image.is_none() && matches!(current.mode, Mode::Install | Mode::Boot) {
+        return Err(ServiceError::Conflict(format!(
+            "{mac} is in mode {}: set another mode before removing its image",
+            current.mode
+        )));
+    }
+    if current.image.as_deref() == image {
+        return Ok(current);
+    }
+    inventory::write_image(tx, mac, image)?;
+    store::insert_event_by(
+        tx,
+        now_ms,
+        Some(mac),
+        "image.set",
+        format!(
+            "{} -> {}",
+            current.image.as_deref().unwrap_or("-"),
+            image.unwrap_or("-")
+        ),
+        Some(actor),
+    )?;
+    require_machine(tx, mac)
+}
+
+impl Services {
+    pub async fn add_machine(
+        &self,
+        caller: &Caller,
+        now_ms: i64,
+        new: NewMachine,
+    ) -> Result<MachineDetail, ServiceError> {
+        caller.require(Need::Change)?;
+        let (lifecycle, subnets, actor) = (
+            self.lifecycle.clone(),
+            self.subnets.clone(),
+            caller.actor_text(),
+        );
+        self.store
+            .transaction(move |tx| {
+                add_in(tx, &new, &lifecycle, &subnets, &actor, now_ms)?;
+                require_machine(tx, new.mac)
+            })
+            .await
+    }
+
+    pub async fn update_machine(
+        &self,
+        caller: &Caller,
+        now_ms: i64,
+        mac: MacAddr,
+        patch: MachinePatch,
+    ) -> Result<MachineDetail, ServiceError> {
+        caller.require(Need::Change)?;
+        let (subnets, actor) = (self.subnets.clone(), caller.actor_text());
+        self.store
+            .transaction(move |tx| update_in(tx, mac, &patch, &subnets, &actor, now_ms))
+            .await
+    }
+
+    pub async fn delete_machine(
+        &self,
+        caller: &Caller,
+        now_ms: i64,
+        mac: MacAddr,
+    ) -> Result<(), ServiceError> {
+        caller.require(Need::Change)?;
+        let actor = caller.actor_text();
+        self.store
+            .transaction(move |tx| {
+                if !inventory::delete_row(tx, mac)? {
+                    return Err(ServiceError::NoSuchMachine(mac));
+                }
+                store::insert_event_by(
+                    tx,
+                    now_ms,
+                    Some(mac),
+                    "machine.deleted",
+                    String::new(),
+                    Some(&actor),
+                )?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// Sets a machine's boot mode without touching its power (`reprovision` does
+    /// both).
+    pub async fn set_mode(
+        &self,
+        caller: &Caller,
+        now_ms: i64,
+        mac: MacAddr,
+        mode: Mode,
+    ) -> Result<MachineDetail, ServiceError> {
+        caller.require(Need::Change)?;
+        let (lifecycle, actor) = (self.lifecycle.clone(), caller.actor_text());
+        self.store
+            .transaction(move |tx| set_mode_in(tx, mac, mode, &lifecycle, &actor, now_ms))
+            .await
+    }
+
+    /// Assigns (or clears) a machine's image. A machine in a mode that needs an
+    /// image cannot lose it.
+    pub async fn set_image(
+        &self,
+        caller: &Caller,
+        now_ms: i64,
+        mac: MacAddr,
+        image: Option<String>,
+    ) -> Result<MachineDetail, ServiceError> {
+        caller.require(Need::Change)?;
+        let actor = caller.actor_text();
+        self.store
+            .transaction(move |tx| set_image_in(tx, mac, image.as_deref(), &actor, now_ms))
+            .await
+    }
+
+    pub async fn machine(&self, mac: MacAddr) -> Result<MachineDetail, ServiceError> {
+        self.store
+            .transaction(move |tx| require_machine(tx, mac))
+            .await
+    }
+
+    /// A machine calling its done-URL: finds it by its token and applies the
+    /// outcome. Returns the outcome and, unless refused, the machine.
+    pub async fn machine_done(
+        &self,
+        now_ms: i64,
+        token: String,
+        failed: bool,
+    ) -> Result<(DoneOutcome, Option<MacAddr>), ServiceError> {
+        self.store
+            .transaction(move |tx| {
+                let Some(mac) = inventory::mac_by_token(tx, &token)? else {
+                    return Ok((DoneOutcome::Refused, None));
+                };
+                let detail = require_machine(tx, mac)?;
+                let outcome = lifecycle::done(&detail.life(), &token, failed, now_ms);
+                let actor = Caller::Machine.actor_text();
+                match outcome {
+                    DoneOutcome::Refused => {}
+                    DoneOutcome::Failed => store::insert_event_by(
+                        tx,
+                        now_ms,
+                        Some(mac),
+                        &format!("{}.failed", detail.mode),
+                        "the installer reported failure; the machine stays in its mode".into(),
+                        Some(&actor),
+                    )?,
+                    DoneOutcome::Finished { wiped } => {
+                        inventory::finish(tx, mac, wiped, now_ms)?;
+                        store::insert_event_by(
+                            tx,
+                            now_ms,
+                            Some(mac),
+                            &format!("{}.done", detail.mode),
+                            format!("{} -> local", detail.mode),
+                            Some(&actor),
+                        )?;
+                    }
+                }
+                Ok((outcome, Some(mac)))
+            })
+            .await
+    }
+}
