@@ -3,14 +3,17 @@
 //! document (`openapi.json`) is served at `/api/v1/openapi.json`, and a test checks
 //! it against these routes.
 
-use crate::auth::{self, Principal};
+use crate::auth::Principal;
 use crate::clock;
 use crate::http::AppState;
-use crate::inventory::{self, MachineExtra, MachinePatch, MachineQuery, SortBy};
+use crate::inventory::{self, MachinePatch, MachineQuery, SortBy};
 use crate::lifecycle::{ExitMethod, Mode};
 use crate::mac::MacAddr;
 use crate::panel::RequestId;
-use crate::store::{self, NewMachine, StoreError};
+use crate::service::machines::NewMachine;
+use crate::service::power::check_reprovision_mode;
+use crate::service::{Caller, ErrorKind, Need, ServiceError};
+use crate::store::{self, StoreError};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -82,6 +85,30 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The HTTP status of each kind of service error: one table, for the API and the
+/// panel alike.
+pub fn status_for(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = status_for(e.kind());
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!("api: {e}");
+            return ApiError::new(status, "internal error; see the server log");
+        }
+        ApiError::new(status, e.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = json!({ "error": { "code": self.status.as_u16(), "message": self.message } });
@@ -123,27 +150,11 @@ impl FromRequestParts<AppState> for ApiUser {
                 "a bearer token is required (rackboot token create NAME)",
             ));
         };
-        let now = clock::now_ms();
-        match app
-            .store
-            .call(move |conn| auth::token_principal(conn, &secret, now))
-            .await
-        {
+        match app.services.token_principal(clock::now_ms(), secret).await {
             Ok(Some(principal)) => Ok(ApiUser(principal)),
             Ok(None) => Err(unauthorized("the token is unknown or revoked")),
             Err(e) => Err(ApiError::from(e).into_response()),
         }
-    }
-}
-
-fn require_change(user: &Principal) -> Result<(), ApiError> {
-    if user.role.can_change() {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this token may only read",
-        ))
     }
 }
 
@@ -218,34 +229,21 @@ async fn create_machine(
     ApiUser(user): ApiUser,
     Json(body): Json<CreateMachine>,
 ) -> Result<(StatusCode, Json<inventory::MachineDetail>), ApiError> {
-    require_change(&user)?;
     let mac = parse_mac(&body.mac)?;
-    if let Some(h) = &body.hostname
-        && !crate::validate::valid_hostname(h)
-    {
-        return Err(ApiError::bad_request(format!(
-            "hostname {h:?} is not a valid host name"
-        )));
-    }
     let new = NewMachine {
-        mac: Some(mac),
         hostname: body.hostname,
         image: body.image,
         ip: body.ip,
-    };
-    let extra = MachineExtra {
         rack: body.rack,
         position: body.position,
         exit_method: body.exit_method,
         ssh_keys: body.ssh_keys,
+        ..NewMachine::new(mac)
     };
-    let config = (*app.lifecycle).clone();
-    let actor = user.actor();
-    let now = clock::now_ms();
-    let created = call(&app, move |conn| {
-        inventory::add(conn, &new, &extra, &config, &actor, now)
-    })
-    .await?;
+    let created = app
+        .services
+        .add_machine(&Caller::from_principal(&user), clock::now_ms(), new)
+        .await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -267,21 +265,11 @@ async fn update_machine(
     Path(mac): Path<String>,
     Json(patch): Json<MachinePatch>,
 ) -> ApiResult<inventory::MachineDetail> {
-    require_change(&user)?;
     let mac = parse_mac(&mac)?;
-    if let Some(Some(h)) = &patch.hostname
-        && !crate::validate::valid_hostname(h)
-    {
-        return Err(ApiError::bad_request(format!(
-            "hostname {h:?} is not a valid host name"
-        )));
-    }
-    let (actor, now) = (user.actor(), clock::now_ms());
     Ok(Json(
-        call(&app, move |conn| {
-            inventory::update(conn, mac, &patch, &actor, now)
-        })
-        .await?,
+        app.services
+            .update_machine(&Caller::from_principal(&user), clock::now_ms(), mac, patch)
+            .await?,
     ))
 }
 
@@ -290,10 +278,10 @@ async fn delete_machine(
     ApiUser(user): ApiUser,
     Path(mac): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_change(&user)?;
     let mac = parse_mac(&mac)?;
-    let (actor, now) = (user.actor(), clock::now_ms());
-    call(&app, move |conn| inventory::delete(conn, mac, &actor, now)).await?;
+    app.services
+        .delete_machine(&Caller::from_principal(&user), clock::now_ms(), mac)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -309,14 +297,16 @@ async fn set_image(
     Path(mac): Path<String>,
     Json(body): Json<SetImage>,
 ) -> ApiResult<inventory::MachineDetail> {
-    require_change(&user)?;
     let mac = parse_mac(&mac)?;
-    let (actor, now) = (user.actor(), clock::now_ms());
     Ok(Json(
-        call(&app, move |conn| {
-            inventory::set_image(conn, mac, body.image.as_deref(), &actor, now)
-        })
-        .await?,
+        app.services
+            .set_image(
+                &Caller::from_principal(&user),
+                clock::now_ms(),
+                mac,
+                body.image,
+            )
+            .await?,
     ))
 }
 
@@ -332,14 +322,10 @@ async fn apply_mode(
     mac: MacAddr,
     mode: Mode,
 ) -> ApiResult<inventory::MachineDetail> {
-    require_change(user)?;
-    let config = (*app.lifecycle).clone();
-    let (actor, now) = (user.actor(), clock::now_ms());
     Ok(Json(
-        call(app, move |conn| {
-            inventory::set_mode(conn, mac, mode, &config, &actor, now)
-        })
-        .await?,
+        app.services
+            .set_mode(&Caller::from_principal(user), clock::now_ms(), mac, mode)
+            .await?,
     ))
 }
 
@@ -375,26 +361,16 @@ async fn reprovision(
     Path(mac): Path<String>,
     Json(body): Json<Reprovision>,
 ) -> Response {
-    if !matches!(body.mode, Mode::Install | Mode::Rescue | Mode::Wipe) {
-        return ApiError::bad_request("reprovision takes mode install, rescue or wipe")
-            .into_response();
-    }
     run_reprovision(&app, &user, &mac, body.mode).await
 }
 
 async fn run_reprovision(app: &AppState, user: &Principal, mac: &str, mode: Mode) -> Response {
     let result = async {
-        require_change(user)?;
         let mac = parse_mac(mac)?;
-        let report = crate::power::reprovision(
-            &app.store,
-            &app.power,
-            &app.lifecycle,
-            mac,
-            mode,
-            &user.actor(),
-        )
-        .await?;
+        let report = app
+            .services
+            .reprovision(&Caller::from_principal(user), mac, mode)
+            .await?;
         Ok::<_, ApiError>(report)
     }
     .await;
@@ -428,31 +404,20 @@ async fn reprovision_many(
     Json(body): Json<ReprovisionMany>,
 ) -> Response {
     let result = async {
-        require_change(&user)?;
-        if !matches!(body.mode, Mode::Install | Mode::Rescue) {
-            return Err(ApiError::bad_request(
-                "reprovision of many machines takes mode install or rescue (wipe one machine at a time)",
-            ));
-        }
+        let caller = Caller::from_principal(&user);
+        caller.require(Need::Change)?;
+        check_reprovision_mode(body.mode, true)?;
         let macs = body
             .macs
             .iter()
             .map(|m| parse_mac(m))
             .collect::<Result<Vec<_>, _>>()?;
-        let rack = body.rack.clone();
-        let macs = app
-            .store
-            .call(move |conn| crate::power::targets(conn, &macs, rack.as_deref()))
-            .await?;
-        Ok(crate::power::reprovision_many(
-            &app.store,
-            &app.power,
-            &app.lifecycle,
-            &macs,
-            body.mode,
-            &user.actor(),
+        let macs = app.services.targets(macs, body.rack.clone()).await?;
+        Ok::<_, ApiError>(
+            app.services
+                .reprovision_many(&caller, macs, body.mode)
+                .await?,
         )
-        .await)
     }
     .await;
     match result {
@@ -477,20 +442,6 @@ async fn reprovision_many(
                 })
                 .collect();
             Json(json!({ "mode": body.mode, "results": results, "failed": failed })).into_response()
-        }
-    }
-}
-
-impl From<crate::power::VerbError> for ApiError {
-    fn from(e: crate::power::VerbError) -> Self {
-        match e {
-            crate::power::VerbError::Store(e) => e.into(),
-            crate::power::VerbError::NoController(_) => {
-                ApiError::new(StatusCode::CONFLICT, e.to_string())
-            }
-            crate::power::VerbError::Power { .. } => {
-                ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())
-            }
         }
     }
 }
@@ -529,13 +480,11 @@ async fn put_power(
     Path(mac): Path<String>,
     Json(spec): Json<crate::power::ControllerSpec>,
 ) -> ApiResult<crate::power::ControllerView> {
-    require_change(&user)?;
     let mac = parse_mac(&mac)?;
-    let (actor, now) = (user.actor(), clock::now_ms());
-    let controller = call(&app, move |conn| {
-        crate::power::put_controller(conn, mac, spec, &actor, now)
-    })
-    .await?;
+    let controller = app
+        .services
+        .set_controller(&Caller::from_principal(&user), clock::now_ms(), mac, spec)
+        .await?;
     Ok(Json(controller.view()))
 }
 
@@ -544,13 +493,10 @@ async fn delete_power(
     ApiUser(user): ApiUser,
     Path(mac): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_change(&user)?;
     let mac = parse_mac(&mac)?;
-    let (actor, now) = (user.actor(), clock::now_ms());
-    call(&app, move |conn| {
-        crate::power::remove_controller(conn, mac, &actor, now)
-    })
-    .await?;
+    app.services
+        .remove_controller(&Caller::from_principal(&user), clock::now_ms(), mac)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -569,7 +515,8 @@ async fn power_action(
     ApiUser(user): ApiUser,
     Path((mac, action)): Path<(String, String)>,
 ) -> ApiResult<ActionResult> {
-    require_change(&user)?;
+    let caller = Caller::from_principal(&user);
+    caller.require(Need::Change)?;
     let mac = parse_mac(&mac)?;
     let verb = crate::power::Verb::parse(&action).ok_or_else(|| {
         ApiError::new(
@@ -577,7 +524,7 @@ async fn power_action(
             format!("unknown power action {action:?}; expected on, off, cycle, status, pxe"),
         )
     })?;
-    let outcome = crate::power::run_verb(&app.store, &app.power, mac, verb, &user.actor()).await?;
+    let outcome = app.services.power(&caller, mac, verb).await?;
     Ok(Json(ActionResult {
         mac: mac.to_string(),
         action: verb.as_str(),
