@@ -12,6 +12,11 @@
 //! wait for the disk. If a commit fails, its acknowledgements and those of the group
 //! decided after it are dropped and the book is reloaded from the table.
 //!
+//! The server reaches the database only through `persist::DhcpPersistence` (load the
+//! leases, the inventory if it changed, commit a group), so the engine is the caller's
+//! choice and the tests below drive this loop over loopback sockets with a fake whose
+//! commits fail or wait on command.
+//!
 //! The inventory is read through a cached snapshot that is reloaded when the
 //! database's inventory generation moves (a trigger bumps it on every change of the
 //! columns DHCP reads); every commit checks it, and between commits it is checked at
@@ -21,14 +26,15 @@ use crate::clock;
 use crate::config::{DhcpConfig, DhcpMode, Subnet};
 use crate::dhcp::boot::{self, BootConfig};
 use crate::dhcp::leases::LeaseBook;
+use crate::dhcp::persist::{CommitOutcome, DhcpPersistence, PersistFuture};
 use crate::dhcp::policy::{self, Context, Decision, ProxyContext, ProxyPort};
 use crate::dhcp::wire::{self, CLIENT_PORT, ClientRequest, Destination, MessageType, SERVER_PORT};
 use crate::mac::MacAddr;
 use crate::netif;
 use crate::netif::MMSG_MAX;
 use crate::store::{
-    self, DhcpBatch, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState, Machine, NewEvent, Seen,
-    Store, StoreError,
+    DhcpBatch, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState, Machine, NewEvent, Seen,
+    StoreError,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{HashMap, HashSet};
@@ -109,7 +115,7 @@ pub async fn spawn(
     server_ip: Ipv4Addr,
     config: DhcpConfig,
     boot: BootConfig,
-    store: Store,
+    persistence: Box<dyn DhcpPersistence>,
 ) -> Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>, StartError> {
     let (started_tx, started) = tokio::sync::oneshot::channel();
     let (done_tx, done) = tokio::sync::oneshot::channel();
@@ -131,7 +137,7 @@ pub async fn spawn(
                     let socket = UdpSocket::from_std(socket)?;
                     let boot_socket = boot_socket.map(UdpSocket::from_std).transpose()?;
                     Ok::<_, StartError>(
-                        DhcpServer::new(socket, boot_socket, server_ip, config, boot, store)
+                        DhcpServer::new(socket, boot_socket, server_ip, config, boot, persistence)
                             .await?,
                     )
                 };
@@ -182,17 +188,9 @@ struct Group {
     now_ms: i64,
 }
 
-struct CommitOutcome {
-    after: i64,
-    snapshot: Option<InventorySnapshot>,
-}
-
-type CommitFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<CommitOutcome, StoreError>> + Send>>;
-
-/// A group being committed on the database thread.
+/// A group being committed.
 struct Commit {
-    future: CommitFuture,
+    future: PersistFuture<CommitOutcome>,
     acks: Vec<Outgoing>,
     leases: usize,
     started: std::time::Instant,
@@ -305,7 +303,7 @@ pub struct DhcpServer {
     server_ip: Ipv4Addr,
     config: DhcpConfig,
     boot: BootConfig,
-    store: Store,
+    persistence: Box<dyn DhcpPersistence>,
     book: LeaseBook,
     inventory: InventorySnapshot,
     arp_failure_logged: bool,
@@ -322,6 +320,9 @@ pub struct DhcpServer {
     stats: Stats,
     /// recvmmsg buffers, reused.
     recv_bufs: Vec<[u8; 2048]>,
+    /// Where relayed replies go on the relay: `SERVER_PORT`, except in the tests, whose
+    /// unprivileged relay socket cannot bind it.
+    relay_port: u16,
 }
 
 /// Pools of `subnets` and the addresses their cursors skip: fixed addresses and the
@@ -349,15 +350,13 @@ impl DhcpServer {
         server_ip: Ipv4Addr,
         config: DhcpConfig,
         boot: BootConfig,
-        store: Store,
+        persistence: Box<dyn DhcpPersistence>,
     ) -> Result<Self, StoreError> {
-        let (records, inventory) = store
-            .call(|conn| {
-                let records = store::list_leases(conn)?;
-                let inventory = store::inventory_if_changed(conn, None)?.unwrap_or_default();
-                Ok((records, inventory))
-            })
-            .await?;
+        let records = persistence.leases().await?;
+        let inventory = persistence
+            .inventory_if_changed(None)
+            .await?
+            .unwrap_or_default();
         let (pools, reserved) = pools_and_reserved(&config.subnets, server_ip, &inventory.fixed);
         let book = LeaseBook::load(config.match_client_id, &pools, reserved, records);
         let local_net = netif::ipv4_of(&config.interface).ok().flatten();
@@ -373,7 +372,7 @@ impl DhcpServer {
             server_ip,
             config,
             boot,
-            store,
+            persistence,
             book,
             inventory,
             arp_failure_logged: false,
@@ -388,6 +387,7 @@ impl DhcpServer {
             observed: HashMap::new(),
             stats: Stats::default(),
             recv_bufs: vec![[0u8; 2048]; MMSG_MAX],
+            relay_port: SERVER_PORT,
         })
     }
 
@@ -451,23 +451,10 @@ impl DhcpServer {
     }
 
     fn start_commit(&mut self, group: Group) -> Commit {
-        let known = self.inventory.generation;
-        let store = self.store.clone();
-        let writes = group.writes;
-        let now_ms = group.now_ms;
-        let leases = writes.leases.len();
-        let future = Box::pin(async move {
-            store
-                .call(move |conn| {
-                    let (before, after) = store::commit_dhcp_batch(conn, &writes, now_ms)?;
-                    // Our own discovered machines moved the generation and are in the
-                    // snapshot already; anyone else's change means a reload.
-                    let expected = if before == known { after } else { i64::MIN };
-                    let snapshot = store::inventory_if_changed(conn, Some(expected))?;
-                    Ok(CommitOutcome { after, snapshot })
-                })
-                .await
-        });
+        let leases = group.writes.leases.len();
+        let future = self
+            .persistence
+            .commit(group.writes, group.now_ms, self.inventory.generation);
         Commit {
             future,
             acks: group.acks,
@@ -484,10 +471,13 @@ impl DhcpServer {
     ) {
         self.stats.commit(commit.leases, commit.started.elapsed());
         match outcome {
-            Ok(CommitOutcome { after, snapshot }) => {
+            Ok(CommitOutcome {
+                generation,
+                snapshot,
+            }) => {
                 match snapshot {
                     Some(snapshot) => self.install_inventory(snapshot),
-                    None => self.inventory.generation = after,
+                    None => self.inventory.generation = generation,
                 }
                 self.send_all(&commit.acks).await;
             }
@@ -521,10 +511,9 @@ impl DhcpServer {
 
     /// Reloads the inventory snapshot if the database says it changed.
     async fn refresh_inventory(&mut self) {
-        let known = self.inventory.generation;
         match self
-            .store
-            .call(move |conn| store::inventory_if_changed(conn, Some(known)))
+            .persistence
+            .inventory_if_changed(Some(self.inventory.generation))
             .await
         {
             Ok(None) => {}
@@ -567,7 +556,7 @@ impl DhcpServer {
     /// After a failed commit the book holds bindings the table does not: start over
     /// from the table, the only truth that survives a restart.
     async fn reload_book(&mut self) {
-        match self.store.call(|conn| store::list_leases(conn)).await {
+        match self.persistence.leases().await {
             Ok(records) => {
                 let (pools, reserved) =
                     pools_and_reserved(&self.config.subnets, self.server_ip, &self.inventory.fixed);
@@ -903,7 +892,7 @@ impl DhcpServer {
     fn target(&mut self, request: &ClientRequest, destination: Destination) -> SocketAddrV4 {
         let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
         match destination {
-            Destination::Relay(relay) => SocketAddrV4::new(relay, SERVER_PORT),
+            Destination::Relay(relay) => SocketAddrV4::new(relay, self.relay_port),
             Destination::Unicast(ip) => SocketAddrV4::new(ip, CLIENT_PORT),
             Destination::Broadcast => broadcast,
             Destination::UnicastNoArp(ip, mac) => {
