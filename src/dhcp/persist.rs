@@ -91,3 +91,79 @@ impl DhcpPersistence for Store {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! `Store` against the contract the server relies on; a second engine's tests can
+    //! follow the same steps.
+    use super::*;
+    use crate::mac::MacAddr;
+    use crate::store::{Discovered, LeaseOp, LeaseState, NewMachine};
+    use std::net::Ipv4Addr;
+
+    const NOW_MS: i64 = 1_700_000_000_000;
+
+    fn lease(mac: MacAddr) -> LeaseRecord {
+        LeaseRecord {
+            ip: Ipv4Addr::new(192, 0, 2, 10),
+            mac,
+            expires_at: NOW_MS / 1000 + 3600,
+            state: LeaseState::Bound,
+            hostname: None,
+            client_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn store_commits_a_group_and_reports_only_other_writers_inventory_changes() {
+        let store = Store::open_in_memory().expect("opens");
+        let first = store
+            .inventory_if_changed(None)
+            .await
+            .expect("reads")
+            .expect("unknown generation: always a snapshot");
+        let unchanged = store.inventory_if_changed(Some(first.generation)).await;
+        assert!(unchanged.expect("reads").is_none());
+
+        // The group discovers a machine: the generation moves, but the server put that
+        // machine in its snapshot itself, so there is nothing to reload.
+        let found = MacAddr([2, 0, 0, 0, 0, 1]);
+        let batch = DhcpBatch {
+            leases: vec![LeaseOp::Put(lease(found))],
+            discovered: vec![Discovered {
+                mac: found,
+                arch: None,
+                vendor_class: None,
+            }],
+            ..DhcpBatch::default()
+        };
+        let own = store
+            .commit(batch, NOW_MS, first.generation)
+            .await
+            .expect("commits");
+        assert_ne!(own.generation, first.generation);
+        assert!(own.snapshot.is_none());
+        assert_eq!(store.leases().await.expect("reads"), vec![lease(found)]);
+
+        // Someone else (the CLI, the panel) adds a machine: the next commit brings it.
+        let added = MacAddr([2, 0, 0, 0, 0, 2]);
+        store
+            .call(move |conn| {
+                let new = NewMachine {
+                    mac: Some(added),
+                    ..NewMachine::default()
+                };
+                store::add_machine(conn, &new, NOW_MS)
+            })
+            .await
+            .expect("adds");
+        let next = store
+            .commit(DhcpBatch::default(), NOW_MS, own.generation)
+            .await
+            .expect("commits");
+        let snapshot = next.snapshot.expect("another writer's change is reported");
+        assert_eq!(snapshot.generation, next.generation);
+        assert!(snapshot.machines.contains_key(&added));
+        assert!(snapshot.machines.contains_key(&found));
+    }
+}

@@ -1063,3 +1063,355 @@ mod throughput {
         eprintln!("{per:?} per DORA (decode, decide, apply, encode), {ops} lease ops");
     }
 }
+
+#[cfg(test)]
+mod loop_tests {
+    //! The socket loop itself, with no root: the server listens on 127.0.0.1 at a port
+    //! the kernel picks, the test plays a relay on another (so every reply comes back
+    //! to it), and a fake persistence hands each commit to the test, which answers it
+    //! when and how it likes. The relay's socket sees every reply in the order the
+    //! server sent it, so "no ACK before X" is checked by what arrives first, not by
+    //! waiting for a silence.
+    use super::*;
+    use crate::config::AnswerPolicy;
+    use crate::dhcp::wire::tests::Packet;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// How long any one expected step may take before the test fails.
+    const DEADLINE: Duration = Duration::from_secs(10);
+    const GIADDR: [u8; 4] = [127, 0, 0, 1];
+    const OFFER: u8 = 2;
+    const ACK: u8 = 5;
+    const NAK: u8 = 6;
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, 0, 0, last)
+    }
+
+    fn mac(last: u8) -> [u8; 6] {
+        [2, 0, 0, 0, 0, last]
+    }
+
+    /// A commit the server started, waiting for the test's verdict.
+    struct PendingCommit {
+        batch: DhcpBatch,
+        verdict: oneshot::Sender<Result<(), StoreError>>,
+    }
+
+    impl PendingCommit {
+        fn lease_macs(&self) -> Vec<[u8; 6]> {
+            self.batch
+                .leases
+                .iter()
+                .filter_map(|op| match op {
+                    LeaseOp::Put(record) => Some(record.mac.0),
+                    LeaseOp::Delete(_) => None,
+                })
+                .collect()
+        }
+
+        fn answer(self, verdict: Result<(), StoreError>) {
+            self.verdict
+                .send(verdict)
+                .expect("the server still waits for this commit");
+        }
+    }
+
+    /// Commits wait for the test; `leases` returns `table` and reports each call.
+    struct FakeDb {
+        commits: mpsc::UnboundedSender<PendingCommit>,
+        table: Arc<Mutex<Vec<LeaseRecord>>>,
+        loads: mpsc::UnboundedSender<()>,
+    }
+
+    impl DhcpPersistence for FakeDb {
+        fn leases(&self) -> PersistFuture<Vec<LeaseRecord>> {
+            let rows = self.table.lock().expect("not poisoned").clone();
+            let _ = self.loads.send(());
+            Box::pin(async move { Ok(rows) })
+        }
+
+        fn inventory_if_changed(
+            &self,
+            known: Option<i64>,
+        ) -> PersistFuture<Option<InventorySnapshot>> {
+            // An empty inventory that never changes.
+            let snapshot = (known != Some(1)).then(|| InventorySnapshot {
+                generation: 1,
+                ..InventorySnapshot::default()
+            });
+            Box::pin(async move { Ok(snapshot) })
+        }
+
+        fn commit(
+            &self,
+            batch: DhcpBatch,
+            _now_ms: i64,
+            known: i64,
+        ) -> PersistFuture<CommitOutcome> {
+            let (verdict, answer) = oneshot::channel();
+            let handed = self.commits.send(PendingCommit { batch, verdict });
+            Box::pin(async move {
+                handed.map_err(|_| StoreError::Closed)?;
+                answer.await.map_err(|_| StoreError::Closed)??;
+                Ok(CommitOutcome {
+                    generation: known,
+                    snapshot: None,
+                })
+            })
+        }
+    }
+
+    struct Reply {
+        kind: u8,
+        mac: [u8; 6],
+        yiaddr: Ipv4Addr,
+    }
+
+    fn parse_reply(bytes: &[u8]) -> Reply {
+        assert!(bytes.len() > 240 && bytes[0] == 2, "a BOOTREPLY");
+        let mut kind = 0;
+        let mut at = 240;
+        while at + 1 < bytes.len() && bytes[at] != 255 {
+            if bytes[at] == 0 {
+                at += 1;
+                continue;
+            }
+            let len = usize::from(bytes[at + 1]);
+            if bytes[at] == 53 {
+                kind = bytes[at + 2];
+            }
+            at += 2 + len;
+        }
+        let mut mac = [0; 6];
+        mac.copy_from_slice(&bytes[28..34]);
+        Reply {
+            kind,
+            mac,
+            yiaddr: Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]),
+        }
+    }
+
+    struct Harness {
+        /// The relay: requests leave from it, replies come back to it.
+        relay: UdpSocket,
+        server: SocketAddr,
+        commits: mpsc::UnboundedReceiver<PendingCommit>,
+        loads: mpsc::UnboundedReceiver<()>,
+        table: Arc<Mutex<Vec<LeaseRecord>>>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Harness {
+        async fn start() -> Harness {
+            let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .expect("binds");
+            let relay = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .expect("binds");
+            let server = socket.local_addr().expect("has an address");
+            let (commits_tx, commits) = mpsc::unbounded_channel();
+            let (loads_tx, mut loads) = mpsc::unbounded_channel();
+            let table = Arc::new(Mutex::new(Vec::new()));
+            let db = FakeDb {
+                commits: commits_tx,
+                table: table.clone(),
+                loads: loads_tx,
+            };
+            let config = DhcpConfig {
+                interface: "lo".into(),
+                ipv6_ra: false,
+                mode: DhcpMode::Full,
+                policy: AnswerPolicy::All,
+                match_client_id: false,
+                event_retention_days: 0,
+                subnets: vec![Subnet {
+                    network: Ipv4Addr::new(127, 0, 0, 0),
+                    prefix_len: 8,
+                    pool_start: ip(10),
+                    pool_end: ip(50),
+                    known_pool: None,
+                    router: None,
+                    dns: vec![],
+                    lease_secs: 3600,
+                    renew_secs: 1800,
+                    rebind_secs: 3150,
+                }],
+            };
+            let boot = BootConfig {
+                server_ip: Ipv4Addr::LOCALHOST,
+                http_url: "http://127.0.0.1:8080".into(),
+                bios_file: "undionly.kpxe".into(),
+                uefi_x64_file: "snponly.efi".into(),
+                uefi_arm64_file: "arm64-efi/snponly.efi".into(),
+                arm64_available: false,
+            };
+            let mut dhcp = DhcpServer::new(
+                socket,
+                None,
+                Ipv4Addr::LOCALHOST,
+                config,
+                boot,
+                Box::new(db),
+            )
+            .await
+            .expect("starts");
+            dhcp.relay_port = relay.local_addr().expect("has an address").port();
+            loads.try_recv().expect("the book was loaded at start");
+            Harness {
+                relay,
+                server,
+                commits,
+                loads,
+                table,
+                task: tokio::spawn(dhcp.run()),
+            }
+        }
+
+        async fn send(&self, packet: Vec<u8>) {
+            self.relay
+                .send_to(&packet, self.server)
+                .await
+                .expect("sent");
+        }
+
+        /// A relayed REQUEST (SELECTING) for `at`.
+        async fn request(&self, client: [u8; 6], at: Ipv4Addr) {
+            let packet = Packet::new(3, client)
+                .giaddr(GIADDR)
+                .option(54, &GIADDR)
+                .option(50, &at.octets())
+                .end();
+            self.send(packet).await;
+        }
+
+        async fn discover(&self, client: [u8; 6]) {
+            self.send(Packet::new(1, client).giaddr(GIADDR).end()).await;
+        }
+
+        /// The next reply the relay gets, which must be `kind` for `client`.
+        async fn expect(&self, kind: u8, client: [u8; 6]) -> Reply {
+            let mut buf = [0u8; 1500];
+            let len = tokio::time::timeout(DEADLINE, self.relay.recv(&mut buf))
+                .await
+                .expect("a reply within the deadline")
+                .expect("received");
+            let reply = parse_reply(&buf[..len]);
+            assert_eq!(
+                (reply.kind, reply.mac),
+                (kind, client),
+                "next reply (message type, client)"
+            );
+            reply
+        }
+
+        async fn next_commit(&mut self) -> PendingCommit {
+            tokio::time::timeout(DEADLINE, self.commits.recv())
+                .await
+                .expect("a commit within the deadline")
+                .expect("the server is running")
+        }
+
+        async fn reloaded(&mut self) {
+            tokio::time::timeout(DEADLINE, self.loads.recv())
+                .await
+                .expect("the book reloaded within the deadline")
+                .expect("the server is running");
+        }
+
+        /// Every reply sent so far has been read: none was sent that the test did not
+        /// expect. (Replies leave in order, so a stray one would have come first.)
+        fn nothing_more(&self) {
+            let mut buf = [0u8; 1500];
+            match self.relay.try_recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Ok(len) => {
+                    let stray = parse_reply(&buf[..len]);
+                    panic!(
+                        "unexpected reply type {} to {:?}",
+                        stray.kind,
+                        MacAddr(stray.mac)
+                    );
+                }
+                Err(e) => panic!("relay socket: {e}"),
+            }
+            assert!(!self.task.is_finished(), "the server is still running");
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_leave_only_after_their_groups_commit() {
+        let mut h = Harness::start().await;
+        h.request(mac(1), ip(40)).await;
+        let first = h.next_commit().await;
+        assert_eq!(first.lease_macs(), vec![mac(1)]);
+
+        // The commit is still running: an OFFER decided after the REQUEST is the first
+        // reply out, with no ACK before it.
+        h.discover(mac(9)).await;
+        h.expect(OFFER, mac(9)).await;
+
+        // Two REQUESTs while the first group commits form the next group; the OFFER
+        // after them shows both were decided.
+        h.request(mac(2), ip(41)).await;
+        h.request(mac(3), ip(42)).await;
+        h.discover(mac(8)).await;
+        h.expect(OFFER, mac(8)).await;
+
+        first.answer(Ok(()));
+        let ack = h.expect(ACK, mac(1)).await;
+        assert_eq!(ack.yiaddr, ip(40));
+
+        // The second group is one commit, and its ACKs wait for it too.
+        let second = h.next_commit().await;
+        assert_eq!(second.lease_macs(), vec![mac(2), mac(3)]);
+        h.discover(mac(7)).await;
+        h.expect(OFFER, mac(7)).await;
+        second.answer(Ok(()));
+        assert_eq!(h.expect(ACK, mac(2)).await.yiaddr, ip(41));
+        assert_eq!(h.expect(ACK, mac(3)).await.yiaddr, ip(42));
+        h.nothing_more();
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_sends_no_ack_of_its_group_or_the_next_and_reloads_the_book() {
+        let mut h = Harness::start().await;
+        h.request(mac(1), ip(40)).await;
+        let first = h.next_commit().await;
+        assert_eq!(first.lease_macs(), vec![mac(1)]);
+        // Decided on top of the first group while it commits.
+        h.request(mac(2), ip(41)).await;
+        h.discover(mac(9)).await;
+        h.expect(OFFER, mac(9)).await;
+
+        // What the table holds when the book is reloaded: an address the book has
+        // never seen, held by another client.
+        h.table.lock().expect("not poisoned").push(LeaseRecord {
+            ip: ip(30),
+            mac: MacAddr(mac(20)),
+            expires_at: clock::now_ms() / 1000 + 3600,
+            state: LeaseState::Bound,
+            hostname: None,
+            client_id: None,
+        });
+        first.answer(Err(StoreError::Closed));
+        h.reloaded().await;
+
+        // The book is now the table's: 127.0.0.30 is taken, and 127.0.0.40, bound in
+        // the book by the failed group only, is free again.
+        h.request(mac(3), ip(30)).await;
+        h.expect(NAK, mac(3)).await;
+        h.request(mac(4), ip(40)).await;
+        let second = h.next_commit().await;
+        // Nothing of the dropped second group (mac 2) is written either.
+        assert_eq!(second.lease_macs(), vec![mac(4)]);
+        second.answer(Ok(()));
+        // The server serves again, and the ACKs of mac 1 and mac 2 never left: they
+        // would have arrived before the NAK.
+        assert_eq!(h.expect(ACK, mac(4)).await.yiaddr, ip(40));
+        h.nothing_more();
+    }
+}
