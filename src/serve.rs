@@ -208,7 +208,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                 server_ip,
                 dhcp.clone(),
                 boot,
-                store.clone(),
+                Box::new(store.clone()),
             )
             .await?;
             if dhcp.event_retention_days > 0 {

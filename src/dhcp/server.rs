@@ -12,6 +12,11 @@
 //! wait for the disk. If a commit fails, its acknowledgements and those of the group
 //! decided after it are dropped and the book is reloaded from the table.
 //!
+//! The server reaches the database only through `persist::DhcpPersistence` (load the
+//! leases, the inventory if it changed, commit a group), so the engine is the caller's
+//! choice and the tests below drive this loop over loopback sockets with a fake whose
+//! commits fail or wait on command.
+//!
 //! The inventory is read through a cached snapshot that is reloaded when the
 //! database's inventory generation moves (a trigger bumps it on every change of the
 //! columns DHCP reads); every commit checks it, and between commits it is checked at
@@ -21,14 +26,15 @@ use crate::clock;
 use crate::config::{DhcpConfig, DhcpMode, Subnet};
 use crate::dhcp::boot::{self, BootConfig};
 use crate::dhcp::leases::LeaseBook;
+use crate::dhcp::persist::{CommitOutcome, DhcpPersistence, PersistFuture};
 use crate::dhcp::policy::{self, Context, Decision, ProxyContext, ProxyPort};
 use crate::dhcp::wire::{self, CLIENT_PORT, ClientRequest, Destination, MessageType, SERVER_PORT};
 use crate::mac::MacAddr;
 use crate::netif;
 use crate::netif::MMSG_MAX;
 use crate::store::{
-    self, DhcpBatch, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState, Machine, NewEvent, Seen,
-    Store, StoreError,
+    DhcpBatch, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState, Machine, NewEvent, Seen,
+    StoreError,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{HashMap, HashSet};
@@ -109,7 +115,7 @@ pub async fn spawn(
     server_ip: Ipv4Addr,
     config: DhcpConfig,
     boot: BootConfig,
-    store: Store,
+    persistence: Box<dyn DhcpPersistence>,
 ) -> Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>, StartError> {
     let (started_tx, started) = tokio::sync::oneshot::channel();
     let (done_tx, done) = tokio::sync::oneshot::channel();
@@ -131,7 +137,7 @@ pub async fn spawn(
                     let socket = UdpSocket::from_std(socket)?;
                     let boot_socket = boot_socket.map(UdpSocket::from_std).transpose()?;
                     Ok::<_, StartError>(
-                        DhcpServer::new(socket, boot_socket, server_ip, config, boot, store)
+                        DhcpServer::new(socket, boot_socket, server_ip, config, boot, persistence)
                             .await?,
                     )
                 };
@@ -182,17 +188,9 @@ struct Group {
     now_ms: i64,
 }
 
-struct CommitOutcome {
-    after: i64,
-    snapshot: Option<InventorySnapshot>,
-}
-
-type CommitFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<CommitOutcome, StoreError>> + Send>>;
-
-/// A group being committed on the database thread.
+/// A group being committed.
 struct Commit {
-    future: CommitFuture,
+    future: PersistFuture<CommitOutcome>,
     acks: Vec<Outgoing>,
     leases: usize,
     started: std::time::Instant,
@@ -305,7 +303,7 @@ pub struct DhcpServer {
     server_ip: Ipv4Addr,
     config: DhcpConfig,
     boot: BootConfig,
-    store: Store,
+    persistence: Box<dyn DhcpPersistence>,
     book: LeaseBook,
     inventory: InventorySnapshot,
     arp_failure_logged: bool,
@@ -322,6 +320,9 @@ pub struct DhcpServer {
     stats: Stats,
     /// recvmmsg buffers, reused.
     recv_bufs: Vec<[u8; 2048]>,
+    /// Where relayed replies go on the relay: `SERVER_PORT`, except in the tests, whose
+    /// unprivileged relay socket cannot bind it.
+    relay_port: u16,
 }
 
 /// Pools of `subnets` and the addresses their cursors skip: fixed addresses and the
@@ -349,15 +350,13 @@ impl DhcpServer {
         server_ip: Ipv4Addr,
         config: DhcpConfig,
         boot: BootConfig,
-        store: Store,
+        persistence: Box<dyn DhcpPersistence>,
     ) -> Result<Self, StoreError> {
-        let (records, inventory) = store
-            .call(|conn| {
-                let records = store::list_leases(conn)?;
-                let inventory = store::inventory_if_changed(conn, None)?.unwrap_or_default();
-                Ok((records, inventory))
-            })
-            .await?;
+        let records = persistence.leases().await?;
+        let inventory = persistence
+            .inventory_if_changed(None)
+            .await?
+            .unwrap_or_default();
         let (pools, reserved) = pools_and_reserved(&config.subnets, server_ip, &inventory.fixed);
         let book = LeaseBook::load(config.match_client_id, &pools, reserved, records);
         let local_net = netif::ipv4_of(&config.interface).ok().flatten();
@@ -373,7 +372,7 @@ impl DhcpServer {
             server_ip,
             config,
             boot,
-            store,
+            persistence,
             book,
             inventory,
             arp_failure_logged: false,
@@ -388,6 +387,7 @@ impl DhcpServer {
             observed: HashMap::new(),
             stats: Stats::default(),
             recv_bufs: vec![[0u8; 2048]; MMSG_MAX],
+            relay_port: SERVER_PORT,
         })
     }
 
@@ -451,23 +451,10 @@ impl DhcpServer {
     }
 
     fn start_commit(&mut self, group: Group) -> Commit {
-        let known = self.inventory.generation;
-        let store = self.store.clone();
-        let writes = group.writes;
-        let now_ms = group.now_ms;
-        let leases = writes.leases.len();
-        let future = Box::pin(async move {
-            store
-                .call(move |conn| {
-                    let (before, after) = store::commit_dhcp_batch(conn, &writes, now_ms)?;
-                    // Our own discovered machines moved the generation and are in the
-                    // snapshot already; anyone else's change means a reload.
-                    let expected = if before == known { after } else { i64::MIN };
-                    let snapshot = store::inventory_if_changed(conn, Some(expected))?;
-                    Ok(CommitOutcome { after, snapshot })
-                })
-                .await
-        });
+        let leases = group.writes.leases.len();
+        let future = self
+            .persistence
+            .commit(group.writes, group.now_ms, self.inventory.generation);
         Commit {
             future,
             acks: group.acks,
@@ -484,10 +471,13 @@ impl DhcpServer {
     ) {
         self.stats.commit(commit.leases, commit.started.elapsed());
         match outcome {
-            Ok(CommitOutcome { after, snapshot }) => {
+            Ok(CommitOutcome {
+                generation,
+                snapshot,
+            }) => {
                 match snapshot {
                     Some(snapshot) => self.install_inventory(snapshot),
-                    None => self.inventory.generation = after,
+                    None => self.inventory.generation = generation,
                 }
                 self.send_all(&commit.acks).await;
             }
@@ -521,10 +511,9 @@ impl DhcpServer {
 
     /// Reloads the inventory snapshot if the database says it changed.
     async fn refresh_inventory(&mut self) {
-        let known = self.inventory.generation;
         match self
-            .store
-            .call(move |conn| store::inventory_if_changed(conn, Some(known)))
+            .persistence
+            .inventory_if_changed(Some(self.inventory.generation))
             .await
         {
             Ok(None) => {}
@@ -567,7 +556,7 @@ impl DhcpServer {
     /// After a failed commit the book holds bindings the table does not: start over
     /// from the table, the only truth that survives a restart.
     async fn reload_book(&mut self) {
-        match self.store.call(|conn| store::list_leases(conn)).await {
+        match self.persistence.leases().await {
             Ok(records) => {
                 let (pools, reserved) =
                     pools_and_reserved(&self.config.subnets, self.server_ip, &self.inventory.fixed);
@@ -903,7 +892,7 @@ impl DhcpServer {
     fn target(&mut self, request: &ClientRequest, destination: Destination) -> SocketAddrV4 {
         let broadcast = SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT);
         match destination {
-            Destination::Relay(relay) => SocketAddrV4::new(relay, SERVER_PORT),
+            Destination::Relay(relay) => SocketAddrV4::new(relay, self.relay_port),
             Destination::Unicast(ip) => SocketAddrV4::new(ip, CLIENT_PORT),
             Destination::Broadcast => broadcast,
             Destination::UnicastNoArp(ip, mac) => {
@@ -1072,5 +1061,357 @@ mod throughput {
         }
         let per = started.elapsed() / clients;
         eprintln!("{per:?} per DORA (decode, decide, apply, encode), {ops} lease ops");
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    //! The socket loop itself, with no root: the server listens on 127.0.0.1 at a port
+    //! the kernel picks, the test plays a relay on another (so every reply comes back
+    //! to it), and a fake persistence hands each commit to the test, which answers it
+    //! when and how it likes. The relay's socket sees every reply in the order the
+    //! server sent it, so "no ACK before X" is checked by what arrives first, not by
+    //! waiting for a silence.
+    use super::*;
+    use crate::config::AnswerPolicy;
+    use crate::dhcp::wire::tests::Packet;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// How long any one expected step may take before the test fails.
+    const DEADLINE: Duration = Duration::from_secs(10);
+    const GIADDR: [u8; 4] = [127, 0, 0, 1];
+    const OFFER: u8 = 2;
+    const ACK: u8 = 5;
+    const NAK: u8 = 6;
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, 0, 0, last)
+    }
+
+    fn mac(last: u8) -> [u8; 6] {
+        [2, 0, 0, 0, 0, last]
+    }
+
+    /// A commit the server started, waiting for the test's verdict.
+    struct PendingCommit {
+        batch: DhcpBatch,
+        verdict: oneshot::Sender<Result<(), StoreError>>,
+    }
+
+    impl PendingCommit {
+        fn lease_macs(&self) -> Vec<[u8; 6]> {
+            self.batch
+                .leases
+                .iter()
+                .filter_map(|op| match op {
+                    LeaseOp::Put(record) => Some(record.mac.0),
+                    LeaseOp::Delete(_) => None,
+                })
+                .collect()
+        }
+
+        fn answer(self, verdict: Result<(), StoreError>) {
+            self.verdict
+                .send(verdict)
+                .expect("the server still waits for this commit");
+        }
+    }
+
+    /// Commits wait for the test; `leases` returns `table` and reports each call.
+    struct FakeDb {
+        commits: mpsc::UnboundedSender<PendingCommit>,
+        table: Arc<Mutex<Vec<LeaseRecord>>>,
+        loads: mpsc::UnboundedSender<()>,
+    }
+
+    impl DhcpPersistence for FakeDb {
+        fn leases(&self) -> PersistFuture<Vec<LeaseRecord>> {
+            let rows = self.table.lock().expect("not poisoned").clone();
+            let _ = self.loads.send(());
+            Box::pin(async move { Ok(rows) })
+        }
+
+        fn inventory_if_changed(
+            &self,
+            known: Option<i64>,
+        ) -> PersistFuture<Option<InventorySnapshot>> {
+            // An empty inventory that never changes.
+            let snapshot = (known != Some(1)).then(|| InventorySnapshot {
+                generation: 1,
+                ..InventorySnapshot::default()
+            });
+            Box::pin(async move { Ok(snapshot) })
+        }
+
+        fn commit(
+            &self,
+            batch: DhcpBatch,
+            _now_ms: i64,
+            known: i64,
+        ) -> PersistFuture<CommitOutcome> {
+            let (verdict, answer) = oneshot::channel();
+            let handed = self.commits.send(PendingCommit { batch, verdict });
+            Box::pin(async move {
+                handed.map_err(|_| StoreError::Closed)?;
+                answer.await.map_err(|_| StoreError::Closed)??;
+                Ok(CommitOutcome {
+                    generation: known,
+                    snapshot: None,
+                })
+            })
+        }
+    }
+
+    struct Reply {
+        kind: u8,
+        mac: [u8; 6],
+        yiaddr: Ipv4Addr,
+    }
+
+    fn parse_reply(bytes: &[u8]) -> Reply {
+        assert!(bytes.len() > 240 && bytes[0] == 2, "a BOOTREPLY");
+        let mut kind = 0;
+        let mut at = 240;
+        while at + 1 < bytes.len() && bytes[at] != 255 {
+            if bytes[at] == 0 {
+                at += 1;
+                continue;
+            }
+            let len = usize::from(bytes[at + 1]);
+            if bytes[at] == 53 {
+                kind = bytes[at + 2];
+            }
+            at += 2 + len;
+        }
+        let mut mac = [0; 6];
+        mac.copy_from_slice(&bytes[28..34]);
+        Reply {
+            kind,
+            mac,
+            yiaddr: Ipv4Addr::new(bytes[16], bytes[17], bytes[18], bytes[19]),
+        }
+    }
+
+    struct Harness {
+        /// The relay: requests leave from it, replies come back to it.
+        relay: UdpSocket,
+        server: SocketAddr,
+        commits: mpsc::UnboundedReceiver<PendingCommit>,
+        loads: mpsc::UnboundedReceiver<()>,
+        table: Arc<Mutex<Vec<LeaseRecord>>>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Harness {
+        async fn start() -> Harness {
+            let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .expect("binds");
+            let relay = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+                .await
+                .expect("binds");
+            let server = socket.local_addr().expect("has an address");
+            let (commits_tx, commits) = mpsc::unbounded_channel();
+            let (loads_tx, mut loads) = mpsc::unbounded_channel();
+            let table = Arc::new(Mutex::new(Vec::new()));
+            let db = FakeDb {
+                commits: commits_tx,
+                table: table.clone(),
+                loads: loads_tx,
+            };
+            let config = DhcpConfig {
+                interface: "lo".into(),
+                ipv6_ra: false,
+                mode: DhcpMode::Full,
+                policy: AnswerPolicy::All,
+                match_client_id: false,
+                event_retention_days: 0,
+                subnets: vec![Subnet {
+                    network: Ipv4Addr::new(127, 0, 0, 0),
+                    prefix_len: 8,
+                    pool_start: ip(10),
+                    pool_end: ip(50),
+                    known_pool: None,
+                    router: None,
+                    dns: vec![],
+                    lease_secs: 3600,
+                    renew_secs: 1800,
+                    rebind_secs: 3150,
+                }],
+            };
+            let boot = BootConfig {
+                server_ip: Ipv4Addr::LOCALHOST,
+                http_url: "http://127.0.0.1:8080".into(),
+                bios_file: "undionly.kpxe".into(),
+                uefi_x64_file: "snponly.efi".into(),
+                uefi_arm64_file: "arm64-efi/snponly.efi".into(),
+                arm64_available: false,
+            };
+            let mut dhcp = DhcpServer::new(
+                socket,
+                None,
+                Ipv4Addr::LOCALHOST,
+                config,
+                boot,
+                Box::new(db),
+            )
+            .await
+            .expect("starts");
+            dhcp.relay_port = relay.local_addr().expect("has an address").port();
+            loads.try_recv().expect("the book was loaded at start");
+            Harness {
+                relay,
+                server,
+                commits,
+                loads,
+                table,
+                task: tokio::spawn(dhcp.run()),
+            }
+        }
+
+        async fn send(&self, packet: Vec<u8>) {
+            self.relay
+                .send_to(&packet, self.server)
+                .await
+                .expect("sent");
+        }
+
+        /// A relayed REQUEST (SELECTING) for `at`.
+        async fn request(&self, client: [u8; 6], at: Ipv4Addr) {
+            let packet = Packet::new(3, client)
+                .giaddr(GIADDR)
+                .option(54, &GIADDR)
+                .option(50, &at.octets())
+                .end();
+            self.send(packet).await;
+        }
+
+        async fn discover(&self, client: [u8; 6]) {
+            self.send(Packet::new(1, client).giaddr(GIADDR).end()).await;
+        }
+
+        /// The next reply the relay gets, which must be `kind` for `client`.
+        async fn expect(&self, kind: u8, client: [u8; 6]) -> Reply {
+            let mut buf = [0u8; 1500];
+            let len = tokio::time::timeout(DEADLINE, self.relay.recv(&mut buf))
+                .await
+                .expect("a reply within the deadline")
+                .expect("received");
+            let reply = parse_reply(&buf[..len]);
+            assert_eq!(
+                (reply.kind, reply.mac),
+                (kind, client),
+                "next reply (message type, client)"
+            );
+            reply
+        }
+
+        async fn next_commit(&mut self) -> PendingCommit {
+            tokio::time::timeout(DEADLINE, self.commits.recv())
+                .await
+                .expect("a commit within the deadline")
+                .expect("the server is running")
+        }
+
+        async fn reloaded(&mut self) {
+            tokio::time::timeout(DEADLINE, self.loads.recv())
+                .await
+                .expect("the book reloaded within the deadline")
+                .expect("the server is running");
+        }
+
+        /// Every reply sent so far has been read: none was sent that the test did not
+        /// expect. (Replies leave in order, so a stray one would have come first.)
+        fn nothing_more(&self) {
+            let mut buf = [0u8; 1500];
+            match self.relay.try_recv(&mut buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Ok(len) => {
+                    let stray = parse_reply(&buf[..len]);
+                    panic!(
+                        "unexpected reply type {} to {:?}",
+                        stray.kind,
+                        MacAddr(stray.mac)
+                    );
+                }
+                Err(e) => panic!("relay socket: {e}"),
+            }
+            assert!(!self.task.is_finished(), "the server is still running");
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_leave_only_after_their_groups_commit() {
+        let mut h = Harness::start().await;
+        h.request(mac(1), ip(40)).await;
+        let first = h.next_commit().await;
+        assert_eq!(first.lease_macs(), vec![mac(1)]);
+
+        // The commit is still running: an OFFER decided after the REQUEST is the first
+        // reply out, with no ACK before it.
+        h.discover(mac(9)).await;
+        h.expect(OFFER, mac(9)).await;
+
+        // Two REQUESTs while the first group commits form the next group; the OFFER
+        // after them shows both were decided.
+        h.request(mac(2), ip(41)).await;
+        h.request(mac(3), ip(42)).await;
+        h.discover(mac(8)).await;
+        h.expect(OFFER, mac(8)).await;
+
+        first.answer(Ok(()));
+        let ack = h.expect(ACK, mac(1)).await;
+        assert_eq!(ack.yiaddr, ip(40));
+
+        // The second group is one commit, and its ACKs wait for it too.
+        let second = h.next_commit().await;
+        assert_eq!(second.lease_macs(), vec![mac(2), mac(3)]);
+        h.discover(mac(7)).await;
+        h.expect(OFFER, mac(7)).await;
+        second.answer(Ok(()));
+        assert_eq!(h.expect(ACK, mac(2)).await.yiaddr, ip(41));
+        assert_eq!(h.expect(ACK, mac(3)).await.yiaddr, ip(42));
+        h.nothing_more();
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_sends_no_ack_of_its_group_or_the_next_and_reloads_the_book() {
+        let mut h = Harness::start().await;
+        h.request(mac(1), ip(40)).await;
+        let first = h.next_commit().await;
+        assert_eq!(first.lease_macs(), vec![mac(1)]);
+        // Decided on top of the first group while it commits.
+        h.request(mac(2), ip(41)).await;
+        h.discover(mac(9)).await;
+        h.expect(OFFER, mac(9)).await;
+
+        // What the table holds when the book is reloaded: an address the book has
+        // never seen, held by another client.
+        h.table.lock().expect("not poisoned").push(LeaseRecord {
+            ip: ip(30),
+            mac: MacAddr(mac(20)),
+            expires_at: clock::now_ms() / 1000 + 3600,
+            state: LeaseState::Bound,
+            hostname: None,
+            client_id: None,
+        });
+        first.answer(Err(StoreError::Closed));
+        h.reloaded().await;
+
+        // The book is now the table's: 127.0.0.30 is taken, and 127.0.0.40, bound in
+        // the book by the failed group only, is free again.
+        h.request(mac(3), ip(30)).await;
+        h.expect(NAK, mac(3)).await;
+        h.request(mac(4), ip(40)).await;
+        let second = h.next_commit().await;
+        // Nothing of the dropped second group (mac 2) is written either.
+        assert_eq!(second.lease_macs(), vec![mac(4)]);
+        second.answer(Ok(()));
+        // The server serves again, and the ACKs of mac 1 and mac 2 never left: they
+        // would have arrived before the NAK.
+        assert_eq!(h.expect(ACK, mac(4)).await.yiaddr, ip(40));
+        h.nothing_more();
     }
 }
