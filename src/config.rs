@@ -537,7 +537,7 @@ impl Config {
                 ("lifecycle.wipe_image", &l.wipe_image),
             ] {
                 if let Some(name) = value
-                    && crate::images::validate_name(name).is_err()
+                    && !crate::validate::valid_image_name(name)
                 {
                     return Err(invalid(key, format!("{name:?} is not a valid image name")));
                 }

@@ -1,7 +1,7 @@
 //! Image files: copied under `data_dir/images/NAME/` with their sha256, so the
 //! inventory never points at a file someone may move or change.
 
-use crate::store::Image;
+use crate::model::Image;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,13 +20,7 @@ pub enum ImageError {
 }
 
 pub fn validate_name(name: &str) -> Result<(), ImageError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
+    if crate::validate::valid_image_name(name) {
         Ok(())
     } else {
         Err(ImageError::BadName(name.to_string()))

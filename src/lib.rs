@@ -44,6 +44,7 @@ pub mod inventory;
 pub mod lifecycle;
 pub mod limits;
 pub mod mac;
+pub mod model;
 pub mod netif;
 pub mod panel;
 #[cfg(test)]

@@ -7,6 +7,10 @@
 //! because every request reads the database, CLI changes apply to the next request.
 
 use crate::mac::MacAddr;
+pub use crate::model::{
+    DhcpBatch, Discovered, Event, Image, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState,
+    Machine, NewEvent, PoolUsage, Seen,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -180,88 +184,6 @@ const MIGRATIONS: &[&str] = &[
     );
 "#,
 ];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Machine {
-    pub mac: MacAddr,
-    pub hostname: Option<String>,
-    pub image: Option<String>,
-    pub ip: Option<Ipv4Addr>,
-    pub arch: Option<String>,
-    pub first_seen_ms: Option<i64>,
-    pub last_seen_ms: Option<i64>,
-    /// Option 60 of its last PXE request.
-    pub vendor_class: Option<String>,
-    /// Added by the DHCP server (an unknown PXE client under `policy = "all"`), not yet
-    /// by an operator.
-    pub discovered: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    pub name: String,
-    pub kernel_path: String,
-    pub kernel_sha256: String,
-    pub initrd_path: String,
-    pub initrd_sha256: String,
-    pub cmdline: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaseState {
-    Bound,
-    Released,
-    Declined,
-    /// proxyDHCP mode: an address another server gave this MAC, learned from the
-    /// traffic, so TFTP and HTTP requests can be tied to the machine.
-    Observed,
-}
-
-impl LeaseState {
-    fn as_str(self) -> &'static str {
-        match self {
-            LeaseState::Bound => "bound",
-            LeaseState::Released => "released",
-            LeaseState::Declined => "declined",
-            LeaseState::Observed => "observed",
-        }
-    }
-    fn parse(text: &str) -> Result<Self, StoreError> {
-        match text {
-            "bound" => Ok(LeaseState::Bound),
-            "released" => Ok(LeaseState::Released),
-            "declined" => Ok(LeaseState::Declined),
-            "observed" => Ok(LeaseState::Observed),
-            other => Err(StoreError::Corrupt {
-                column: "leases.state",
-                value: other.to_string(),
-            }),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseRecord {
-    pub ip: Ipv4Addr,
-    pub mac: MacAddr,
-    /// Unix seconds.
-    pub expires_at: i64,
-    pub state: LeaseState,
-    pub hostname: Option<String>,
-    /// Option 61 of the request that made the lease, when it had one.
-    pub client_id: Option<Vec<u8>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    pub at_ms: i64,
-    pub mac: Option<MacAddr>,
-    pub kind: String,
-    pub detail: String,
-    /// Who caused it: `machine`, `user:NAME`, `token:NAME`, `cli:USER`; none for
-    /// rackboot's own events.
-    pub actor: Option<String>,
-}
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and starts its thread.
@@ -771,7 +693,10 @@ fn lease_from_row(row: LeaseRow) -> Result<LeaseRecord, StoreError> {
         })?,
         mac: parse_mac(mac)?,
         expires_at,
-        state: LeaseState::parse(&state)?,
+        state: LeaseState::parse(&state).ok_or(StoreError::Corrupt {
+            column: "leases.state",
+            value: state.clone(),
+        })?,
         hostname,
         client_id,
     })
@@ -783,15 +708,6 @@ pub fn list_leases(conn: &Connection) -> Result<Vec<LeaseRecord>, StoreError> {
     )?;
     let rows = stmt.query_map([], lease_row)?;
     rows.map(|row| lease_from_row(row?)).collect()
-}
-
-/// A change to the `leases` table. The DHCP server's lease book decides them (it is
-/// the only writer), so the table stays a copy of the book.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseOp {
-    Put(LeaseRecord),
-    /// The address is no longer recorded for anyone (its client moved on).
-    Delete(Ipv4Addr),
 }
 
 fn apply_lease_op(conn: &Connection, op: &LeaseOp, now_ms: i64) -> Result<(), StoreError> {
@@ -821,50 +737,6 @@ fn apply_lease_op(conn: &Connection, op: &LeaseOp, now_ms: i64) -> Result<(), St
         }
     }
     Ok(())
-}
-
-/// A machine the DHCP server met that the inventory did not have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Discovered {
-    pub mac: MacAddr,
-    pub arch: Option<String>,
-    pub vendor_class: Option<String>,
-}
-
-/// A machine in the inventory sent a PXE request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub mac: MacAddr,
-    pub at_ms: i64,
-    pub arch: Option<String>,
-    pub vendor_class: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
-    pub at_ms: i64,
-    pub mac: Option<MacAddr>,
-    pub kind: &'static str,
-    pub detail: String,
-}
-
-/// Everything a batch of DHCP decisions writes, committed in one transaction: one
-/// fsync for the whole batch, before any of its acknowledgements is sent.
-#[derive(Debug, Default, Clone)]
-pub struct DhcpBatch {
-    pub leases: Vec<LeaseOp>,
-    pub discovered: Vec<Discovered>,
-    pub seen: Vec<Seen>,
-    pub events: Vec<NewEvent>,
-}
-
-impl DhcpBatch {
-    pub fn is_empty(&self) -> bool {
-        self.leases.is_empty()
-            && self.discovered.is_empty()
-            && self.seen.is_empty()
-            && self.events.is_empty()
-    }
 }
 
 /// Returns the inventory generation before and after: when `before` is the one the
@@ -919,16 +791,6 @@ pub fn commit_dhcp_batch(
     Ok((before, after))
 }
 
-/// The parts of the inventory the DHCP server decides with, cached in its task and
-/// reloaded when `generation` moves.
-#[derive(Debug, Clone, Default)]
-pub struct InventorySnapshot {
-    pub generation: i64,
-    pub machines: std::collections::HashMap<MacAddr, Machine>,
-    /// Every fixed address and its owner: the pool never hands these out.
-    pub fixed: std::collections::HashMap<Ipv4Addr, MacAddr>,
-}
-
 pub fn inventory_generation(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn
         .prepare_cached("SELECT generation FROM dhcp_inventory_generation WHERE id = 1")?
@@ -957,34 +819,6 @@ pub fn inventory_if_changed(
         machines,
         fixed,
     }))
-}
-
-/// How full one subnet's pool is: what the panel shows, and what the log reports when
-/// a pool runs out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolUsage {
-    pub network: Ipv4Addr,
-    pub prefix_len: u8,
-    pub pool_start: Ipv4Addr,
-    pub pool_end: Ipv4Addr,
-    /// Addresses in the pool.
-    pub size: u64,
-    /// Pool addresses that are some inventory machine's fixed address.
-    pub reserved: u64,
-    /// Pool addresses bound to a client right now (unexpired).
-    pub bound: u64,
-    /// Pool addresses declined by a client and held back for probation.
-    pub declined: u64,
-    /// The subnet's `known_pool` (inventory machines only), not its shared pool.
-    pub known_only: bool,
-}
-
-impl PoolUsage {
-    /// Addresses a new client could get (offers in flight are not counted).
-    pub fn free(&self) -> u64 {
-        self.size
-            .saturating_sub(self.reserved + self.bound + self.declined)
-    }
 }
 
 /// Pool usage for each configured subnet at `now` (Unix seconds).

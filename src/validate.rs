@@ -12,6 +12,17 @@ pub fn valid_hostname(name: &str) -> bool {
         })
 }
 
+/// Image and install-file names: they become directory and file names under
+/// `data_dir`, so no separators, no leading dot.
+pub fn valid_image_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

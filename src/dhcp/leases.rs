@@ -10,7 +10,7 @@
 //! of the others by the time they became (or become) free.
 
 use crate::mac::MacAddr;
-use crate::store::{LeaseOp, LeaseRecord, LeaseState};
+use crate::model::{LeaseOp, LeaseRecord, LeaseState};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 

@@ -8,7 +8,7 @@ use crate::dhcp::boot::{self, BootConfig, NoBootFile};
 use crate::dhcp::leases::{ClientKey, LeaseBook, OFFER_HOLD_SECS};
 use crate::dhcp::wire::{BootReply, ClientRequest, LeaseTimes, MessageType, ReplySpec};
 use crate::mac::MacAddr;
-use crate::store::{Discovered, LeaseRecord, LeaseState, Machine};
+use crate::model::{Discovered, LeaseRecord, LeaseState, Machine};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
@@ -544,7 +544,7 @@ fn proxy_answer(request: &ClientRequest, ctx: &ProxyContext<'_>) -> Decision {
 mod tests {
     use super::*;
     use crate::dhcp::wire::{parse_request, tests::Packet};
-    use crate::store::LeaseOp;
+    use crate::model::LeaseOp;
     use std::collections::{BTreeMap, HashSet};
 
     const MAC1: [u8; 6] = [0x52, 0x54, 0, 0, 0, 1];
