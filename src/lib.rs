@@ -40,7 +40,8 @@ pub mod config;
 pub mod dhcp;
 pub mod http;
 pub mod images;
-pub mod inventory;
+/// Machines in the inventory: the store's `machines` module, by its older name.
+pub use store::machines as inventory;
 pub mod lifecycle;
 pub mod limits;
 pub mod mac;

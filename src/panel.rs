@@ -156,6 +156,16 @@ impl From<StoreError> for PanelError {
     }
 }
 
+impl From<crate::service::ServiceError> for PanelError {
+    fn from(e: crate::service::ServiceError) -> Self {
+        let status = crate::api::status_for(e.kind());
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            return PanelError::internal(e);
+        }
+        PanelError::new(status, e.to_string())
+    }
+}
+
 #[derive(Template)]
 #[template(path = "error.html")]
 struct ErrorPage {
@@ -1197,14 +1207,22 @@ async fn power_controller(
         Ok(spec) => spec,
         Err(why) => return machine_view(&app, &user, mac, None, Some(why)).await,
     };
-    let (actor, now) = (user.actor(), clock::now_ms());
-    let result = app
-        .store
-        .call(move |conn| match spec {
-            Some(spec) => crate::power::put_controller(conn, mac, spec, &actor, now).map(Some),
-            None => crate::power::remove_controller(conn, mac, &actor, now).map(|()| None),
-        })
-        .await;
+    let (caller, now) = (
+        crate::service::Caller::from_principal(&user),
+        clock::now_ms(),
+    );
+    let result = match spec {
+        Some(spec) => app
+            .services
+            .set_controller(&caller, now, mac, spec)
+            .await
+            .map(Some),
+        None => app
+            .services
+            .remove_controller(&caller, now, mac)
+            .await
+            .map(|()| None),
+    };
     match result {
         Ok(Some(c)) => Ok(with_notice(
             &format!("/machines/{mac}"),
@@ -1214,8 +1232,8 @@ async fn power_controller(
             &format!("/machines/{mac}"),
             "Power controller removed.",
         )),
-        Err(StoreError::Conflict(why) | StoreError::NotFound(why)) => {
-            machine_view(&app, &user, mac, None, Some(why)).await
+        Err(e) if e.kind() != crate::service::ErrorKind::Internal => {
+            machine_view(&app, &user, mac, None, Some(e.to_string())).await
         }
         Err(e) => Err(e.into()),
     }

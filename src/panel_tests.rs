@@ -859,7 +859,10 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
                     system_id: None,
                     verify_tls: None,
                 };
-                crate::power::put_controller(conn, mac(last), spec, "test", 0)?;
+                let controller = spec
+                    .resolve(None)
+                    .map_err(crate::store::StoreError::Conflict)?;
+                crate::store::power::write_controller(conn, mac(last), &controller, 0)?;
             }
             crate::inventory::set_mode(
                 conn,

@@ -6,6 +6,9 @@
 //! on the same file while `serve` runs; WAL and a busy timeout let both proceed, and
 //! because every request reads the database, CLI changes apply to the next request.
 
+pub mod machines;
+pub mod power;
+
 use crate::mac::MacAddr;
 pub use crate::model::{
     DhcpBatch, Discovered, Event, Image, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState,
