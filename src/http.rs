@@ -2,7 +2,7 @@
 //! machine's boot mode, the kernel and initrd of the image it boots (with Range
 //! requests), its install files, its done-URL, and the iPXE binaries for UEFI HTTP
 //! boot. None of these need a login: booting machines fetch them. Those that carry a
-//! secret (a done-URL, an install file) go only to the machine's own address.
+//! secret (a done-URL, an install file) go only where `secrets::Rule` allows.
 //! `router` joins these with the panel and API (`panel`, `api`).
 
 use crate::auth::LoginLimiter;
@@ -43,6 +43,8 @@ pub struct AppState {
     /// The DHCP subnets served (none without `[dhcp]` or in proxy mode), for the
     /// panel's pool usage.
     pub subnets: Arc<Vec<crate::config::Subnet>>,
+    /// Who may fetch a machine's secrets (`secrets`).
+    pub secrets: crate::secrets::Rule,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
                 crate::power::PowerConfig::default(),
             )),
             subnets: Arc::default(),
+            secrets: crate::secrets::Rule::default(),
         }
     }
 }
@@ -142,14 +145,14 @@ async fn resolve(app: &AppState, mac: MacAddr) -> Result<Option<Resolved>, Respo
         })
 }
 
-/// Refuses a secret to any address but the machine's own.
+/// Refuses a secret to any address the secrets rule does not allow for `mac`.
 async fn check_owner(app: &AppState, mac: MacAddr, peer: SocketAddr) -> Result<(), Response> {
     let Some(ip) = client_ipv4(peer) else {
         return Err(plain(StatusCode::FORBIDDEN, "forbidden\n".into()));
     };
-    let allowed = app
-        .store
-        .call(move |conn| inventory::may_fetch_secrets(conn, mac, ip))
+    let verdict = app
+        .secrets
+        .check(&app.store, mac, ip, clock::now_ms() / 1000)
         .await
         .map_err(|e| {
             tracing::error!(%mac, "inventory unavailable: {e}");
@@ -158,14 +161,15 @@ async fn check_owner(app: &AppState, mac: MacAddr, peer: SocketAddr) -> Result<(
                 "inventory unavailable\n".into(),
             )
         })?;
-    if allowed {
-        Ok(())
-    } else {
-        tracing::warn!(%mac, %peer, "refused a secret-bearing file to an address that is not the machine's");
-        Err(plain(
-            StatusCode::FORBIDDEN,
-            "forbidden: not this machine's address\n".into(),
-        ))
+    match verdict {
+        Ok(_) => Ok(()),
+        Err(why) => {
+            tracing::warn!(%mac, %peer, "refused a secret-bearing file: the address is {why}");
+            Err(plain(
+                StatusCode::FORBIDDEN,
+                "forbidden: not this machine's address\n".into(),
+            ))
+        }
     }
 }
 
