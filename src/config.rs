@@ -1025,7 +1025,10 @@ mod tests {
         assert_eq!(dhcp.mode, DhcpMode::Proxy);
         assert_eq!(dhcp.policy, AnswerPolicy::KnownOnly);
         assert!(dhcp.subnets.is_empty());
-        assert!(!dhcp.trust_observed_addresses, "observed addresses need confirming");
+        assert!(
+            !dhcp.trust_observed_addresses,
+            "observed addresses need confirming"
+        );
         let trusting = Config::parse(
             "[dhcp]\ninterface = \"br0\"\nmode = \"proxy\"\ntrust_observed_addresses = true\n",
             "t",

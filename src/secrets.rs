@@ -171,7 +171,9 @@ impl Default for Rule {
 
 impl fmt::Debug for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Rule").field("policy", &self.policy).finish()
+        f.debug_struct("Rule")
+            .field("policy", &self.policy)
+            .finish()
     }
 }
 
@@ -304,7 +306,10 @@ mod tests {
             fixed_owner: Some(VICTIM),
             ..Evidence::default()
         };
-        assert_eq!(both(&own), [Ok(Grant::FixedAddress), Ok(Grant::FixedAddress)]);
+        assert_eq!(
+            both(&own),
+            [Ok(Grant::FixedAddress), Ok(Grant::FixedAddress)]
+        );
         // Someone else's fixed address, even with a lease left on it for the machine.
         let theirs = Evidence {
             fixed_owner: Some(OTHER),
@@ -329,14 +334,20 @@ mod tests {
                 lease: lease(VICTIM, LeaseState::Bound, expires_at),
                 ..Evidence::default()
             };
-            assert_eq!(both(&expired), [Err(Refusal::Expired), Err(Refusal::Expired)]);
+            assert_eq!(
+                both(&expired),
+                [Err(Refusal::Expired), Err(Refusal::Expired)]
+            );
         }
         for state in [LeaseState::Released, LeaseState::Declined] {
             let gone = Evidence {
                 lease: lease(VICTIM, state, NOW + 60),
                 ..Evidence::default()
             };
-            assert_eq!(decide(VICTIM, &gone, TRUSTING, NOW), Err(Refusal::NotHeld(state)));
+            assert_eq!(
+                decide(VICTIM, &gone, TRUSTING, NOW),
+                Err(Refusal::NotHeld(state))
+            );
         }
     }
 
@@ -350,7 +361,10 @@ mod tests {
             lease: lease(OTHER, LeaseState::Bound, NOW + 60),
             ..Evidence::default()
         };
-        assert_eq!(decide(VICTIM, &others, TRUSTING, NOW), Err(Refusal::LeaseOfAnother(OTHER)));
+        assert_eq!(
+            decide(VICTIM, &others, TRUSTING, NOW),
+            Err(Refusal::LeaseOfAnother(OTHER))
+        );
         let observed_for_other = Evidence {
             lease: lease(OTHER, LeaseState::Observed, NOW + 60),
             neighbour: Some(VICTIM),
@@ -370,7 +384,10 @@ mod tests {
         };
         assert_eq!(
             both(&observed),
-            [Err(Refusal::ObservedUnconfirmed), Ok(Grant::ObservedTrusted)]
+            [
+                Err(Refusal::ObservedUnconfirmed),
+                Ok(Grant::ObservedTrusted)
+            ]
         );
         let confirmed = Evidence {
             neighbour: Some(VICTIM),
@@ -398,7 +415,10 @@ mod tests {
             neighbour: Some(VICTIM),
             ..Evidence::default()
         };
-        assert_eq!(both(&expired), [Err(Refusal::Expired), Err(Refusal::Expired)]);
+        assert_eq!(
+            both(&expired),
+            [Err(Refusal::Expired), Err(Refusal::Expired)]
+        );
     }
 
     #[test]
@@ -408,12 +428,18 @@ mod tests {
             lease: lease(VICTIM, LeaseState::Bound, NOW + 60),
             ..Evidence::default()
         };
-        assert_eq!(owner(&fixed, STRICT, NOW), Some((OTHER, Grant::FixedAddress)));
+        assert_eq!(
+            owner(&fixed, STRICT, NOW),
+            Some((OTHER, Grant::FixedAddress))
+        );
         let bound = Evidence {
             lease: lease(VICTIM, LeaseState::Bound, NOW + 60),
             ..Evidence::default()
         };
-        assert_eq!(owner(&bound, STRICT, NOW), Some((VICTIM, Grant::BoundLease)));
+        assert_eq!(
+            owner(&bound, STRICT, NOW),
+            Some((VICTIM, Grant::BoundLease))
+        );
         let observed = Evidence {
             lease: lease(VICTIM, LeaseState::Observed, NOW + 60),
             ..Evidence::default()

@@ -819,14 +819,9 @@ impl DhcpServer {
             self.observed.clear();
         }
         self.observed.insert(mac, (ip, now_ms));
-        writes.leases.push(LeaseOp::Put(LeaseRecord {
-            ip,
-            mac,
-            expires_at: now_ms / 1000 + OBSERVED_SECS,
-            state: LeaseState::Observed,
-            hostname: None,
-            client_id: None,
-        }));
+        writes
+            .leases
+            .push(LeaseOp::Put(observed_lease(mac, ip, now_ms)));
     }
 
     fn log_pool_full(&mut self, subnet_at: usize, now_ms: i64) {
@@ -923,6 +918,19 @@ impl DhcpServer {
                 }
             }
         }
+    }
+}
+
+/// The record proxy mode keeps of an address seen in a MAC's packet: the client's
+/// word only, which is why `secrets` wants more before it counts.
+pub(crate) fn observed_lease(mac: MacAddr, ip: Ipv4Addr, now_ms: i64) -> LeaseRecord {
+    LeaseRecord {
+        ip,
+        mac,
+        expires_at: now_ms / 1000 + OBSERVED_SECS,
+        state: LeaseState::Observed,
+        hostname: None,
+        client_id: None,
     }
 }
 

@@ -500,11 +500,15 @@ mod tests {
         // Asked for by the machine's own implicit lookup, by its directory, or
         // through a symlink: the owner is the machine every time.
         assert_eq!(
-            owner("autoexec.ipxe", Some("52:54:00:12:34:56")).await.expect("found"),
+            owner("autoexec.ipxe", Some("52:54:00:12:34:56"))
+                .await
+                .expect("found"),
             (Source::Machine, machine)
         );
         assert_eq!(
-            owner("52-54-00-12-34-56/autoexec.ipxe", None).await.expect("found"),
+            owner("52-54-00-12-34-56/autoexec.ipxe", None)
+                .await
+                .expect("found"),
             (Source::Root, machine)
         );
         assert_eq!(
