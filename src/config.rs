@@ -82,6 +82,7 @@ struct RawDhcp {
     policy: Option<String>,
     match_client_id: Option<bool>,
     event_retention_days: Option<u32>,
+    trust_observed_addresses: Option<bool>,
     #[serde(default)]
     subnets: Vec<RawSubnet>,
 }
@@ -163,6 +164,9 @@ pub struct DhcpConfig {
     pub match_client_id: bool,
     /// DHCP events older than this are deleted; 0 keeps them forever.
     pub event_retention_days: u32,
+    /// Proxy mode: an address only observed in a PXE packet may fetch the machine's
+    /// secrets without a neighbour entry confirming it. Spoofable; off by default.
+    pub trust_observed_addresses: bool,
     /// Empty in proxy mode: a proxy hands out no addresses.
     pub subnets: Vec<Subnet>,
 }
@@ -306,7 +310,8 @@ impl Config {
                 let other_keys = raw.dhcp.mode.is_some()
                     || raw.dhcp.policy.is_some()
                     || raw.dhcp.match_client_id.is_some()
-                    || raw.dhcp.event_retention_days.is_some();
+                    || raw.dhcp.event_retention_days.is_some()
+                    || raw.dhcp.trust_observed_addresses.is_some();
                 if !raw.dhcp.subnets.is_empty() || other_keys {
                     return Err(invalid(
                         "dhcp.interface",
@@ -360,6 +365,15 @@ impl Config {
                         ));
                     }
                     _ => {}
+                }
+                let trust_observed_addresses = raw.dhcp.trust_observed_addresses.unwrap_or(false);
+                if trust_observed_addresses && mode == DhcpMode::Full {
+                    return Err(invalid(
+                        "dhcp.trust_observed_addresses",
+                        "applies to mode = \"proxy\" only: in full mode rackboot leases the \
+                         addresses itself and observes none"
+                            .into(),
+                    ));
                 }
                 let mut subnets = Vec::new();
                 for (i, s) in raw.dhcp.subnets.into_iter().enumerate() {
@@ -463,6 +477,7 @@ impl Config {
                         .dhcp
                         .event_retention_days
                         .unwrap_or(DEFAULT_EVENT_RETENTION_DAYS),
+                    trust_observed_addresses,
                     subnets,
                 })
             }
@@ -841,6 +856,14 @@ mod tests {
                 "dhcp.interface",
             ),
             (
+                MINIMAL_DHCP.replace("[dhcp]", "[dhcp]\ntrust_observed_addresses = true"),
+                "dhcp.trust_observed_addresses",
+            ),
+            (
+                "[dhcp]\ntrust_observed_addresses = true\n".to_string(),
+                "dhcp.interface",
+            ),
+            (
                 format!("{MINIMAL_DHCP}renew_secs = 4000\n"),
                 "dhcp.subnets[0].renew_secs",
             ),
@@ -1002,6 +1025,19 @@ mod tests {
         assert_eq!(dhcp.mode, DhcpMode::Proxy);
         assert_eq!(dhcp.policy, AnswerPolicy::KnownOnly);
         assert!(dhcp.subnets.is_empty());
+        assert!(
+            !dhcp.trust_observed_addresses,
+            "observed addresses need confirming"
+        );
+        let trusting = Config::parse(
+            "[dhcp]\ninterface = \"br0\"\nmode = \"proxy\"\ntrust_observed_addresses = true\n",
+            "t",
+        )
+        .expect("valid in proxy mode");
+        assert!(trusting.dhcp.expect("dhcp").trust_observed_addresses);
+        // A wrong type is a parse error that shows the key's line.
+        let err = error_text("[dhcp]\ninterface = \"br0\"\ntrust_observed_addresses = 1\n");
+        assert!(err.contains("trust_observed_addresses"), "{err}");
 
         let text = MINIMAL_DHCP.replace(
             "[dhcp]",

@@ -2,7 +2,7 @@
 //! machine's boot mode, the kernel and initrd of the image it boots (with Range
 //! requests), its install files, its done-URL, and the iPXE binaries for UEFI HTTP
 //! boot. None of these need a login: booting machines fetch them. Those that carry a
-//! secret (a done-URL, an install file) go only to the machine's own address.
+//! secret (a done-URL, an install file) go only where `secrets::Rule` allows.
 //! `router` joins these with the panel and API (`panel`, `api`).
 
 use crate::auth::LoginLimiter;
@@ -46,6 +46,8 @@ pub struct AppState {
     /// Every action on the inventory; the fields above that it also holds are the
     /// same shared values (`with_services` keeps them so).
     pub services: crate::service::Services,
+    /// Who may fetch a machine's secrets (`secrets`).
+    pub secrets: crate::secrets::Rule,
 }
 
 impl AppState {
@@ -75,6 +77,7 @@ impl AppState {
             imports: Arc::new(crate::bulk::StagedImports::default()),
             power: services.power.clone(),
             subnets: services.subnets.clone(),
+            secrets: crate::secrets::Rule::default(),
         }
     }
 
@@ -162,14 +165,14 @@ async fn resolve(app: &AppState, mac: MacAddr) -> Result<Option<Resolved>, Respo
         })
 }
 
-/// Refuses a secret to any address but the machine's own.
+/// Refuses a secret to any address the secrets rule does not allow for `mac`.
 async fn check_owner(app: &AppState, mac: MacAddr, peer: SocketAddr) -> Result<(), Response> {
     let Some(ip) = client_ipv4(peer) else {
         return Err(plain(StatusCode::FORBIDDEN, "forbidden\n".into()));
     };
-    let allowed = app
-        .store
-        .call(move |conn| inventory::may_fetch_secrets(conn, mac, ip))
+    let verdict = app
+        .secrets
+        .check(&app.store, mac, ip, clock::now_ms() / 1000)
         .await
         .map_err(|e| {
             tracing::error!(%mac, "inventory unavailable: {e}");
@@ -178,14 +181,15 @@ async fn check_owner(app: &AppState, mac: MacAddr, peer: SocketAddr) -> Result<(
                 "inventory unavailable\n".into(),
             )
         })?;
-    if allowed {
-        Ok(())
-    } else {
-        tracing::warn!(%mac, %peer, "refused a secret-bearing file to an address that is not the machine's");
-        Err(plain(
-            StatusCode::FORBIDDEN,
-            "forbidden: not this machine's address\n".into(),
-        ))
+    match verdict {
+        Ok(_) => Ok(()),
+        Err(why) => {
+            tracing::warn!(%mac, %peer, "refused a secret-bearing file: the address is {why}");
+            Err(plain(
+                StatusCode::FORBIDDEN,
+                "forbidden: not this machine's address\n".into(),
+            ))
+        }
     }
 }
 

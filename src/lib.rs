@@ -12,6 +12,9 @@
 //!   `[tftp] root`: `packet`, `request`, `options`, `transfer` (the pure protocol
 //!   core), `files` (lookup and the shared file cache), `server` (the sockets).
 //! - `http`: boot scripts, kernels and initrds over HTTP (axum).
+//! - `secrets`: the one rule for who may fetch a machine's secrets (done-URLs,
+//!   install files, per-machine TFTP files): fixed address, unexpired lease, or in
+//!   proxy mode an observed address the neighbour table (or the operator) confirms.
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `images`: copying image files under `data_dir` with their sha256.
 //! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg
@@ -53,6 +56,9 @@ mod panel_tests;
 pub mod power;
 pub mod ra;
 pub mod script;
+pub mod secrets;
+#[cfg(test)]
+mod secrets_tests;
 pub mod serve;
 pub mod service;
 pub mod store;

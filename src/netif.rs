@@ -1,5 +1,6 @@
 //! Linux interface plumbing the DHCP server needs: an interface's IPv4 address, an ARP
 //! entry for a client that cannot answer ARP yet (RFC 2131 §4.1 unicast to yiaddr),
+//! the kernel's neighbour entry for an address (evidence for the secrets rule),
 //! socket buffer sizes, and batched datagram I/O (recvmmsg/sendmmsg).
 
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -233,6 +234,48 @@ pub fn set_arp_entry(
     Ok(())
 }
 
+/// `ATF_COM` in `/proc/net/arp`: the entry is resolved (not incomplete or failed).
+const ATF_COM: u32 = 0x02;
+/// `ATF_PUBL`: a published (proxy ARP) entry, which names this host, not the owner.
+const ATF_PUBL: u32 = 0x08;
+
+/// The hardware address the kernel's neighbour table holds for `ip`, on `interface`
+/// when one is named. Reads `/proc/net/arp` of this network namespace.
+pub fn neighbour_mac(ip: Ipv4Addr, interface: Option<&str>) -> std::io::Result<Option<[u8; 6]>> {
+    let table = std::fs::read_to_string("/proc/net/arp")?;
+    Ok(parse_arp_table(&table, ip, interface))
+}
+
+/// Finds `ip` in the text of `/proc/net/arp`: resolved, unpublished Ethernet entries
+/// only. Anything unexpected in a line makes it no match rather than an error.
+pub fn parse_arp_table(table: &str, ip: Ipv4Addr, interface: Option<&str>) -> Option<[u8; 6]> {
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [addr, hw_type, flags, hw, _mask, device] = fields.as_slice() else {
+            return None;
+        };
+        if addr.parse::<Ipv4Addr>().ok()? != ip || interface.is_some_and(|i| i != *device) {
+            return None;
+        }
+        let hex = |text: &str| u32::from_str_radix(text.trim_start_matches("0x"), 16).ok();
+        let flags = hex(flags)?;
+        // Type 1 is Ethernet (ARPHRD_ETHER).
+        if hex(hw_type)? != 1 || flags & ATF_COM == 0 || flags & ATF_PUBL != 0 {
+            return None;
+        }
+        let mut mac = [0u8; 6];
+        let mut parts = hw.split(':');
+        for byte in &mut mac {
+            let part = parts.next()?;
+            if part.len() != 2 {
+                return None;
+            }
+            *byte = u8::from_str_radix(part, 16).ok()?;
+        }
+        (parts.next().is_none() && mac != [0; 6]).then_some(mac)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +318,32 @@ mod tests {
             assert_eq!(bytes, &payloads[i]);
             assert_eq!(SocketAddr::V4(*sender), from);
         }
+    }
+
+    #[test]
+    fn arp_table_names_resolved_entries_only() {
+        let table = "IP address       HW type     Flags       HW address            Mask     Device
+192.0.2.1        0x1         0x2         02:fc:00:00:00:05     *        eth0
+192.0.2.7        0x1         0x0         00:00:00:00:00:00     *        eth0
+192.0.2.8        0x1         0xc         52:54:00:00:00:08     *        eth0
+192.0.2.9        0x1         0x6         52:54:00:00:00:09     *        br0
+192.0.2.10       0x1         0x2         52:54:00:00:00       *        eth0
+";
+        let ip = |d| Ipv4Addr::new(192, 0, 2, d);
+        let mac = |d| [0x52, 0x54, 0, 0, 0, d];
+        assert_eq!(
+            parse_arp_table(table, ip(1), None),
+            Some([2, 0xfc, 0, 0, 0, 5])
+        );
+        assert_eq!(parse_arp_table(table, ip(1), Some("br0")), None);
+        assert_eq!(parse_arp_table(table, ip(7), None), None, "incomplete");
+        assert_eq!(parse_arp_table(table, ip(8), None), None, "published");
+        assert_eq!(parse_arp_table(table, ip(9), Some("br0")), Some(mac(9)));
+        assert_eq!(parse_arp_table(table, ip(10), None), None, "short address");
+        assert_eq!(parse_arp_table(table, ip(11), None), None);
+        assert_eq!(parse_arp_table("", ip(1), None), None);
+        // This namespace's own table reads without error.
+        neighbour_mac(ip(1), None).expect("/proc/net/arp");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::limits;
 use crate::netif;
 use crate::store::{self, Store};
 use crate::tftp;
-use crate::{auth, lifecycle, panel, ra};
+use crate::{auth, lifecycle, panel, ra, secrets};
 use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
 
@@ -81,6 +81,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         &config,
     ));
     state.secure_cookies = config.panel.tls.is_some();
+    state.secrets = secrets_rule(&config);
     // The power column of the panel: every BMC read at a modest rate, limited by
     // the same semaphore as the verbs operators send.
     tokio::spawn(crate::power::poll_loop(store.clone(), state.power.clone()));
@@ -166,6 +167,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             listen: tftp_config.listen,
             ipxe_dir: config.ipxe.dir.clone(),
             root: tftp_config.root.clone(),
+            secrets: secrets_rule(&config),
             // A transfer holds two sockets; half the descriptors stay for HTTP.
             max_transfers: usize::try_from(open_files / 4)
                 .unwrap_or(usize::MAX)
@@ -283,6 +285,18 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The secrets rule as configured: neighbour entries are read on the DHCP interface,
+/// the link whose addresses rackboot observes.
+fn secrets_rule(config: &Config) -> secrets::Rule {
+    let dhcp = config.dhcp.as_ref();
+    secrets::Rule::new(
+        secrets::Policy {
+            trust_observed: dhcp.is_some_and(|d| d.trust_observed_addresses),
+        },
+        dhcp.map(|d| d.interface.clone()),
+    )
 }
 
 async fn shutdown_signal() {

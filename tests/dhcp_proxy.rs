@@ -161,4 +161,34 @@ fn proxy_mode_boots_a_vm_beside_another_dhcp_server() {
         ack.options.contains(&(97, vec![0; 17])),
         "97 echoed: {ack:?}"
     );
+
+    // That request was the hardening issue's attack (17.1): another host (the
+    // router) sent the VM's MAC with its own address as ciaddr. rackboot records it
+    // as observed, but the kernel's neighbour entry for 192.0.2.254 names the
+    // router's MAC, so the VM's secrets stay refused there; the VM itself fetched its
+    // install script (with its done-URL) above through the same rule.
+    assert!(
+        harness::wait_until(Duration::from_secs(5), || net
+            .cli(&["lease", "list"])
+            .lines()
+            .any(|l| l.contains("192.0.2.254") && l.contains(VM_MAC))),
+        "the spoofed address was not recorded: {}",
+        net.cli(&["lease", "list"])
+    );
+    for path in [
+        "/boot/52-54-00-bb-0c-01.ipxe",
+        "/machines/52-54-00-bb-0c-01/files/preseed.cfg",
+    ] {
+        let status = harness::run(router.command("curl").args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+            &format!("http://192.0.2.1:8080{path}"),
+        ]));
+        assert_eq!(status.trim(), "403", "{path} from the spoofing host");
+    }
 }

@@ -808,14 +808,9 @@ impl DhcpServer {
             self.observed.clear();
         }
         self.observed.insert(mac, (ip, now_ms));
-        writes.leases.push(LeaseOp::Put(LeaseRecord {
-            ip,
-            mac,
-            expires_at: now_ms / 1000 + OBSERVED_SECS,
-            state: LeaseState::Observed,
-            hostname: None,
-            client_id: None,
-        }));
+        writes
+            .leases
+            .push(LeaseOp::Put(observed_lease(mac, ip, now_ms)));
     }
 
     fn log_pool_full(&mut self, subnet_at: usize, now_ms: i64) {
@@ -912,6 +907,19 @@ impl DhcpServer {
                 }
             }
         }
+    }
+}
+
+/// The record proxy mode keeps of an address seen in a MAC's packet: the client's
+/// word only, which is why `secrets` wants more before it counts.
+pub(crate) fn observed_lease(mac: MacAddr, ip: Ipv4Addr, now_ms: i64) -> LeaseRecord {
+    LeaseRecord {
+        ip,
+        mac,
+        expires_at: now_ms / 1000 + OBSERVED_SECS,
+        state: LeaseState::Observed,
+        hostname: None,
+        client_id: None,
     }
 }
 
@@ -1228,6 +1236,7 @@ mod loop_tests {
                 policy: AnswerPolicy::All,
                 match_client_id: false,
                 event_retention_days: 0,
+                trust_observed_addresses: false,
                 subnets: vec![Subnet {
                     network: Ipv4Addr::new(127, 0, 0, 0),
                     prefix_len: 8,

@@ -742,24 +742,6 @@ pub fn done(
     Ok((outcome, Some(mac)))
 }
 
-/// Whether `ip` may fetch the secrets of `mac` (its done-URL, install files): only
-/// the address rackboot leased or fixed for it.
-pub fn may_fetch_secrets(
-    conn: &Connection,
-    mac: MacAddr,
-    ip: Ipv4Addr,
-) -> Result<bool, StoreError> {
-    let found: Option<i64> = conn
-        .prepare_cached(
-            // In proxy mode the address is one rackboot saw the MAC use ('observed').
-            "SELECT 1 FROM leases WHERE mac = ?1 AND ip = ?2 AND state IN ('bound', 'observed')
-             UNION ALL SELECT 1 FROM machines WHERE mac = ?1 AND ip = ?2 LIMIT 1",
-        )?
-        .query_row(params![mac.to_string(), ip_to_db(ip)], |r| r.get(0))
-        .optional()?;
-    Ok(found.is_some())
-}
-
 /// Deletes an image that no machine uses and that is not the rescue or wipe image.
 pub fn delete_image(
     conn: &mut Connection,
@@ -1137,37 +1119,5 @@ mod tests {
         };
         let (page, total) = search(&conn, &installs).expect("s");
         assert_eq!((page.len(), total), (5, 15));
-    }
-
-    #[test]
-    fn secrets_go_only_to_the_machines_own_address() {
-        let mut conn = db();
-        let mut m = new(1, None);
-        m.ip = Some(Ipv4Addr::new(192, 0, 2, 10));
-        add(
-            &mut conn,
-            &m,
-            &MachineExtra::default(),
-            &config(),
-            "user:a",
-            0,
-        )
-        .expect("add");
-        conn.execute(
-            "INSERT INTO leases (ip, mac, expires_at, state, updated_ms) VALUES (?1, ?2, 100, 'bound', 0)",
-            params![ip_to_db(Ipv4Addr::new(192, 0, 2, 100)), mac(2).to_string()],
-        )
-        .expect("lease");
-        assert!(may_fetch_secrets(&conn, mac(1), Ipv4Addr::new(192, 0, 2, 10)).expect("q"));
-        assert!(!may_fetch_secrets(&conn, mac(1), Ipv4Addr::new(192, 0, 2, 100)).expect("q"));
-        assert!(may_fetch_secrets(&conn, mac(2), Ipv4Addr::new(192, 0, 2, 100)).expect("q"));
-        // Proxy mode: an address rackboot saw the machine use counts as its own.
-        conn.execute(
-            "INSERT INTO leases (ip, mac, expires_at, state, updated_ms) VALUES (?1, ?2, 100, 'observed', 0)",
-            params![ip_to_db(Ipv4Addr::new(192, 0, 2, 101)), mac(3).to_string()],
-        )
-        .expect("observed");
-        assert!(may_fetch_secrets(&conn, mac(3), Ipv4Addr::new(192, 0, 2, 101)).expect("q"));
-        assert!(!may_fetch_secrets(&conn, mac(3), Ipv4Addr::new(192, 0, 2, 100)).expect("q"));
     }
 }

@@ -896,6 +896,33 @@ pub fn mac_for_ip(conn: &Connection, ip: Ipv4Addr) -> Result<Option<MacAddr>, St
     mac.map(parse_mac).transpose()
 }
 
+/// What the inventory says about one address: the machine whose fixed address it is,
+/// and the lease recorded on it (any state, expired or not: `secrets` judges).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AddressRecords {
+    pub fixed_owner: Option<MacAddr>,
+    pub lease: Option<LeaseRecord>,
+}
+
+pub fn address_records(conn: &Connection, ip: Ipv4Addr) -> Result<AddressRecords, StoreError> {
+    let fixed_owner: Option<String> = conn
+        .prepare_cached("SELECT mac FROM machines WHERE ip = ?1")?
+        .query_row([ip_to_db(ip)], |r| r.get(0))
+        .optional()?;
+    let lease = conn
+        .prepare_cached(
+            "SELECT ip, mac, expires_at, state, hostname, client_id FROM leases WHERE ip = ?1",
+        )?
+        .query_row([ip_to_db(ip)], lease_row)
+        .optional()?
+        .map(lease_from_row)
+        .transpose()?;
+    Ok(AddressRecords {
+        fixed_owner: fixed_owner.map(parse_mac).transpose()?,
+        lease,
+    })
+}
+
 // ---- events ----
 
 #[cfg(test)]

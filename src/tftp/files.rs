@@ -3,7 +3,9 @@
 //! Lookup order for a relative path `p` from a client whose lease names MAC `m`:
 //! `root/<m>/p` (per machine, `m` written `52-54-00-12-34-56`), then `root/p`, then
 //! `ipxe_dir/p`. Each candidate is resolved through symlinks and must still lie
-//! inside its base directory.
+//! inside its base directory. A file that resolves into a machine's directory
+//! (`root/<mac>/...`, however it was reached) carries that machine as its owner, so
+//! the server can hold it to the secrets rule.
 //!
 //! A boot storm asks for the same file hundreds of times at once: each file is read
 //! once and shared as `Arc<[u8]>` by every transfer, keyed by path and by the file's
@@ -51,6 +53,17 @@ impl Source {
 pub struct Opened {
     pub data: Arc<[u8]>,
     pub source: Source,
+}
+
+/// A file found for a request, not read yet.
+#[derive(Debug)]
+pub struct Located {
+    path: PathBuf,
+    stamp: Stamp,
+    pub source: Source,
+    /// The machine whose directory under `root` holds the file: only that machine
+    /// may have it.
+    pub owner: Option<MacAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,15 +233,39 @@ impl Files {
         mac: Option<MacAddr>,
         mode: Mode,
     ) -> Result<Opened, OpenError> {
+        let located = self.locate(relative, mac).await?;
+        self.read(located, mode).await
+    }
+
+    /// Finds `relative` for the machine `mac`, without reading it.
+    pub async fn locate(
+        &self,
+        relative: &Path,
+        mac: Option<MacAddr>,
+    ) -> Result<Located, OpenError> {
         let candidates = self.candidates(relative, mac);
-        let (path, stamp, source) = tokio::task::spawn_blocking(move || resolve(&candidates))
-            .await
-            .map_err(|e| io::Error::other(format!("file lookup task failed: {e}")))??;
+        let (path, stamp, source, owner) =
+            tokio::task::spawn_blocking(move || resolve(&candidates))
+                .await
+                .map_err(|e| io::Error::other(format!("file lookup task failed: {e}")))??;
         if stamp.len > MAX_FILE_LEN {
             return Err(OpenError::TooLarge(stamp.len));
         }
-        let data = self.load((path, mode), stamp).await?;
-        Ok(Opened { data, source })
+        Ok(Located {
+            path,
+            stamp,
+            source,
+            owner,
+        })
+    }
+
+    /// The shared bytes of a located file.
+    pub async fn read(&self, located: Located, mode: Mode) -> Result<Opened, OpenError> {
+        let data = self.load((located.path, mode), located.stamp).await?;
+        Ok(Opened {
+            data,
+            source: located.source,
+        })
     }
 
     async fn load(&self, key: (PathBuf, Mode), stamp: Stamp) -> Result<Arc<[u8]>, OpenError> {
@@ -323,10 +360,11 @@ impl Files {
     }
 }
 
-/// The first candidate that exists, is a regular file and resolves inside its base.
+/// The first candidate that exists, is a regular file and resolves inside its base,
+/// with the machine whose directory holds it.
 fn resolve(
     candidates: &[(PathBuf, PathBuf, Source)],
-) -> Result<(PathBuf, Stamp, Source), OpenError> {
+) -> Result<(PathBuf, Stamp, Source, Option<MacAddr>), OpenError> {
     for (base, full, source) in candidates {
         let Ok(base) = std::fs::canonicalize(base) else {
             continue;
@@ -353,10 +391,24 @@ fn resolve(
         }
         let meta = std::fs::metadata(&canonical)?;
         if meta.is_file() {
-            return Ok((canonical, Stamp::of(&meta), *source));
+            let owner = match source {
+                Source::Machine | Source::Root => machine_dir(&base, &canonical),
+                Source::Ipxe => None,
+            };
+            return Ok((canonical, Stamp::of(&meta), *source, owner));
         }
     }
     Err(OpenError::NotFound)
+}
+
+/// The machine a file under `root` belongs to: a first directory named like a MAC
+/// (`52-54-00-12-34-56`, or any spelling `MacAddr::parse` takes).
+fn machine_dir(root: &Path, file: &Path) -> Option<MacAddr> {
+    let mut components = file.strip_prefix(root).ok()?.components();
+    let first = components.next()?.as_os_str().to_str()?;
+    // A file named like a MAC at the top of root is no machine's directory.
+    components.next()?;
+    MacAddr::parse(first).ok()
 }
 
 #[cfg(test)]
@@ -424,6 +476,57 @@ mod tests {
             read(&files, "arm64-efi", None).await,
             Err(OpenError::NotFound)
         ));
+    }
+
+    #[tokio::test]
+    async fn files_in_a_machines_directory_name_their_owner() {
+        let (dir, files) = tree();
+        let root = dir.path().join("root");
+        std::fs::write(root.join("52-54-00-12-34-56/autoexec.ipxe"), b"SECRET").expect("write");
+        std::fs::write(root.join("52-54-00-00-00-09"), b"a file, not a directory").expect("write");
+        std::os::unix::fs::symlink(root.join("52-54-00-12-34-56"), root.join("node1"))
+            .expect("symlink");
+        let owner = |path: &'static str, mac: Option<&'static str>| {
+            let files = &files;
+            async move {
+                let mac = mac.map(|m| MacAddr::parse(m).expect("mac"));
+                files
+                    .locate(Path::new(path), mac)
+                    .await
+                    .map(|l| (l.source, l.owner))
+            }
+        };
+        let machine = MacAddr::parse("52:54:00:12:34:56").ok();
+        // Asked for by the machine's own implicit lookup, by its directory, or
+        // through a symlink: the owner is the machine every time.
+        assert_eq!(
+            owner("autoexec.ipxe", Some("52:54:00:12:34:56"))
+                .await
+                .expect("found"),
+            (Source::Machine, machine)
+        );
+        assert_eq!(
+            owner("52-54-00-12-34-56/autoexec.ipxe", None)
+                .await
+                .expect("found"),
+            (Source::Root, machine)
+        );
+        assert_eq!(
+            owner("node1/autoexec.ipxe", None).await.expect("found"),
+            (Source::Root, machine)
+        );
+        assert_eq!(
+            owner("both", None).await.expect("found"),
+            (Source::Root, None)
+        );
+        assert_eq!(
+            owner("52-54-00-00-00-09", None).await.expect("found"),
+            (Source::Root, None)
+        );
+        assert_eq!(
+            owner("snponly.efi", None).await.expect("found"),
+            (Source::Ipxe, None)
+        );
     }
 
     #[tokio::test]

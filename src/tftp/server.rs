@@ -4,13 +4,15 @@
 //! what it returns. Everything that decides lives in `request`, `options` and
 //! `transfer`.
 
-use super::files::{Files, OpenError};
+use super::files::{Files, OpenError, Opened};
 use super::options::{MAX_BLKSIZE, MIN_BLKSIZE};
 use super::packet::{self, ErrorCode};
 use super::request::{self, ReadRequest};
 use super::transfer::{Handled, Outcome, Send, Transfer};
 use crate::clock;
-use crate::store::{self, Store};
+use crate::mac::MacAddr;
+use crate::secrets::{Evidence, Rule};
+use crate::store::Store;
 use std::collections::HashSet;
 use std::future::Future as _;
 use std::io;
@@ -28,6 +30,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub ipxe_dir: PathBuf,
     pub root: Option<PathBuf>,
+    /// Who may have a machine's own files (`root/<mac>/`).
+    pub secrets: Rule,
     /// Transfers at once at most: each holds two sockets (file descriptors).
     pub max_transfers: usize,
 }
@@ -35,6 +39,7 @@ pub struct Settings {
 struct Shared {
     files: Files,
     store: Store,
+    secrets: Rule,
     /// Clients with a transfer running: a retransmitted RRQ from the same address
     /// and port must not start a second transfer of the same file.
     active: Mutex<HashSet<SocketAddr>>,
@@ -95,6 +100,7 @@ pub fn start(settings: Settings, store: Store) -> io::Result<SocketAddr> {
                 let shared = Arc::new(Shared {
                     files: Files::new(settings.ipxe_dir, settings.root),
                     store,
+                    secrets: settings.secrets,
                     active: Mutex::new(HashSet::new()),
                     max_transfers: settings.max_transfers,
                 });
@@ -218,29 +224,9 @@ async fn serve_read(guard: Active, request: ReadRequest, local: Option<IpAddr>) 
             return;
         }
     };
-    let mac = match client.ip() {
-        IpAddr::V4(ip) => shared
-            .store
-            .call(move |conn| store::mac_for_ip(conn, ip))
-            .await
-            .unwrap_or_else(|e| {
-                tracing::warn!(%client, "TFTP: inventory lookup failed: {e}");
-                None
-            }),
-        IpAddr::V6(_) => None,
-    };
-    let opened = match shared.files.open(&request.path, mac, request.mode).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            let (code, message) = match &e {
-                OpenError::NotFound => (ErrorCode::FileNotFound, "file not found"),
-                OpenError::TooLarge(_) => (ErrorCode::DiskFull, "file too large for TFTP"),
-                OpenError::Io(_) => (ErrorCode::NotDefined, "cannot read file"),
-            };
-            match e {
-                OpenError::NotFound => tracing::info!(%client, file, "TFTP file not found"),
-                _ => tracing::warn!(%client, file, "TFTP file not served: {e}"),
-            }
+    let (mac, opened) = match open_for(shared, &request, client).await {
+        Ok(found) => found,
+        Err((code, message)) => {
             let mut reply = Vec::new();
             packet::encode_error(code, message, &mut reply);
             let _ = sockets.send(&reply, client).await;
@@ -306,6 +292,70 @@ async fn serve_read(guard: Active, request: ReadRequest, local: Option<IpAddr>) 
         }
         None => {}
     }
+}
+
+/// The file a request gets, held to the secrets rule, and the machine the client's
+/// address is tied to (for its events). A machine's own directory goes only to an
+/// address the rule lets act for that machine: looked up implicitly (`root/<mac>/p`
+/// for `p`) or asked for by name (`<mac>/p`), which anyone could otherwise do.
+async fn open_for(
+    shared: &Shared,
+    request: &ReadRequest,
+    client: SocketAddr,
+) -> Result<(Option<MacAddr>, Opened), (ErrorCode, &'static str)> {
+    let file = request.path.display().to_string();
+    let now = clock::now_ms() / 1000;
+    let ip = match client.ip() {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(ip) => ip.to_ipv4_mapped(),
+    };
+    let evidence = match ip {
+        Some(ip) => shared
+            .secrets
+            .evidence(&shared.store, ip, now)
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(%client, "TFTP: inventory lookup failed: {e}");
+                Evidence::default()
+            }),
+        None => Evidence::default(),
+    };
+    // Events name the machine the address is recorded for, as they always have;
+    // only files depend on the rule.
+    let recorded = evidence
+        .lease
+        .as_ref()
+        .map(|l| l.mac)
+        .or(evidence.fixed_owner);
+    let machine = shared.secrets.owner(&evidence, now).map(|(mac, _)| mac);
+    let not_served = |e: OpenError| {
+        match e {
+            OpenError::NotFound => tracing::info!(%client, file, "TFTP file not found"),
+            _ => tracing::warn!(%client, file, "TFTP file not served: {e}"),
+        }
+        match e {
+            OpenError::NotFound => (ErrorCode::FileNotFound, "file not found"),
+            OpenError::TooLarge(_) => (ErrorCode::DiskFull, "file too large for TFTP"),
+            OpenError::Io(_) => (ErrorCode::NotDefined, "cannot read file"),
+        }
+    };
+    let located = shared
+        .files
+        .locate(&request.path, machine)
+        .await
+        .map_err(not_served)?;
+    if let Some(owner) = located.owner.filter(|owner| Some(*owner) != machine)
+        && let Err(why) = shared.secrets.decide(owner, &evidence, now)
+    {
+        tracing::warn!(%client, file, %owner, "TFTP: refused a machine's own file: the address is {why}");
+        return Err((ErrorCode::AccessViolation, "not this machine's address"));
+    }
+    let opened = shared
+        .files
+        .read(located, request.mode)
+        .await
+        .map_err(not_served)?;
+    Ok((recorded, opened))
 }
 
 /// A std socket, non-blocking, with tokio's readiness around it, so that reads
