@@ -43,6 +43,27 @@ pub struct AppState {
     /// The DHCP subnets served (none without `[dhcp]` or in proxy mode), for the
     /// panel's pool usage.
     pub subnets: Arc<Vec<crate::config::Subnet>>,
+    /// How large a panel image upload may be, and how much space it leaves free.
+    pub uploads: UploadLimits,
+}
+
+/// The limits of the panel's image upload, the one large request body rackboot takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// The most one upload (kernel, initrd and install files together) may be.
+    pub max_bytes: u64,
+    /// An upload is refused, or cut off, rather than leave less than this free on
+    /// the data directory's filesystem (the database lives there too).
+    pub min_free_bytes: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_bytes: 16 << 30,
+            min_free_bytes: 1 << 30,
+        }
+    }
 }
 
 impl AppState {
@@ -66,6 +87,7 @@ impl AppState {
                 crate::power::PowerConfig::default(),
             )),
             subnets: Arc::default(),
+            uploads: UploadLimits::default(),
         }
     }
 }
