@@ -60,7 +60,7 @@ async fn admin_view(
             nav: nav(user),
             notice,
             error,
-            csrf: csrf_of(&user),
+            csrf: csrf_of(user),
             users: users
                 .into_iter()
                 .map(|u| UserRow {

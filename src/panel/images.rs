@@ -82,7 +82,7 @@ async fn images_view(
             nav: nav(user),
             notice,
             error,
-            csrf: csrf_of(&user),
+            csrf: csrf_of(user),
             can_change: user.role.can_change(),
             images: rows,
         }),

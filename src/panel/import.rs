@@ -42,7 +42,7 @@ fn import_view(
             nav: nav(user),
             notice: None,
             error,
-            csrf: csrf_of(&user),
+            csrf: csrf_of(user),
             ok_count: rows.len() - error_count,
             error_count,
             rows,

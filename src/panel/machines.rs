@@ -246,7 +246,7 @@ pub async fn machine_view(
         nav: nav(user),
         notice,
         error,
-        csrf: csrf_of(&user),
+        csrf: csrf_of(user),
         can_change: user.role.can_change(),
         image_label,
         fixed_ip: m.ip.map_or("-".into(), |ip| ip.to_string()),
