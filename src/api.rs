@@ -9,10 +9,9 @@ use crate::http::AppState;
 use crate::inventory::{self, MachinePatch, MachineQuery, SortBy};
 use crate::lifecycle::{ExitMethod, Mode};
 use crate::mac::MacAddr;
-use crate::panel::RequestId;
 use crate::service::machines::NewMachine;
 use crate::service::power::check_reprovision_mode;
-use crate::service::{Caller, ErrorKind, Need, ServiceError};
+use crate::service::{Caller, Need, ServiceError};
 use crate::store::{self, StoreError};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -50,8 +49,20 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/images", get(list_images))
         .route("/api/v1/leases", get(list_leases))
         .route("/api/v1/events", get(list_events))
+        .layer((
+            tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT),
+            axum::extract::DefaultBodyLimit::max(BODY_LIMIT),
+        ))
+        .layer(axum::middleware::from_fn(error_bodies))
 }
 
+/// The most a request's JSON may be: a reprovision of a thousand MACs fits.
+pub const BODY_LIMIT: usize = 64 << 10;
+
+/// An API error: the status and the message for the caller. Its body,
+/// `{"error":{"code","message","request_id"}}`, is written by `error_bodies`, which
+/// knows the request id.
+#[derive(Clone, Debug)]
 pub struct ApiError {
     status: StatusCode,
     message: String,
@@ -85,22 +96,9 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The HTTP status of each kind of service error: one table, for the API and the
-/// panel alike.
-pub fn status_for(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
-        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
-        let status = status_for(e.kind());
+        let status = crate::http::status_for(e.kind());
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::error!("api: {e}");
             return ApiError::new(status, "internal error; see the server log");
@@ -111,9 +109,45 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "error": { "code": self.status.as_u16(), "message": self.message } });
-        (self.status, Json(body)).into_response()
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
     }
+}
+
+/// Writes the JSON of an `ApiError` a route or extractor returned, with the request
+/// id (headers such as `WWW-Authenticate` stay). A 413 without one is the body
+/// limit's: it gets the same shape.
+async fn error_bodies(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    // Set by the request-id layer around the panel and the API (`panel::router`).
+    let request_id = request
+        .extensions()
+        .get::<tower_http::request_id::RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .map(str::to_string);
+    let mut response = next.run(request).await;
+    let error = match response.extensions_mut().remove::<ApiError>() {
+        Some(error) => error,
+        None if response.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {BODY_LIMIT} bytes"),
+        ),
+        None => return response,
+    };
+    tracing::info!(
+        status = error.status.as_u16(),
+        message = error.message,
+        "api error"
+    );
+    let (mut parts, _) = response.into_parts();
+    parts.status = error.status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let body = json!({ "error": {
+        "code": error.status.as_u16(),
+        "message": error.message,
+        "request_id": request_id,
+    } });
+    (parts, Json(body)).into_response()
 }
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -128,14 +162,10 @@ impl FromRequestParts<AppState> for ApiUser {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
         let unauthorized = |message: &str| {
-            let body =
-                json!({ "error": { "code": 401, "message": message, "request_id": request_id } });
             (
-                StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer realm=\"rackboot\"")],
-                Json(body),
+                ApiError::new(StatusCode::UNAUTHORIZED, message),
             )
                 .into_response()
         };

@@ -48,6 +48,27 @@ pub struct AppState {
     pub services: crate::service::Services,
     /// Who may fetch a machine's secrets (`secrets`).
     pub secrets: crate::secrets::Rule,
+    /// How large a panel image upload may be, and how much space it leaves free.
+    pub uploads: UploadLimits,
+}
+
+/// The limits of the panel's image upload, the one large request body rackboot takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// The most one upload (kernel, initrd and install files together) may be.
+    pub max_bytes: u64,
+    /// An upload is refused, or cut off, rather than leave less than this free on
+    /// the data directory's filesystem (the database lives there too).
+    pub min_free_bytes: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_bytes: 16 << 30,
+            min_free_bytes: 1 << 30,
+        }
+    }
 }
 
 impl AppState {
@@ -78,6 +99,7 @@ impl AppState {
             power: services.power.clone(),
             subnets: services.subnets.clone(),
             secrets: crate::secrets::Rule::default(),
+            uploads: UploadLimits::default(),
         }
     }
 
@@ -90,6 +112,19 @@ impl AppState {
         self.store = services.store.clone();
         self.services = services;
         self
+    }
+}
+
+/// The HTTP status of each kind of service error: one table, for the API and the
+/// panel alike.
+pub fn status_for(kind: crate::service::ErrorKind) -> StatusCode {
+    match kind {
+        crate::service::ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        crate::service::ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        crate::service::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        crate::service::ErrorKind::Conflict => StatusCode::CONFLICT,
+        crate::service::ErrorKind::Upstream => StatusCode::BAD_GATEWAY,
+        crate::service::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

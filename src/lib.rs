@@ -24,8 +24,11 @@
 //!   `inventory`: those decisions carried out on the database, with the audit trail.
 //! - `timeline`: boots reconstructed from events, and their SVG drawing (pure).
 //! - `auth`: users, passwords, sessions, API tokens, login rate limiting.
-//! - `panel`: the admin panel pages (and `panel::selection`, actions on many machines
-//!   at once); `api`: the JSON API and its OpenAPI document;
+//! - `panel`: the admin panel, one file per page group (`panel::machines`,
+//!   `panel::selection` for actions on many machines at once, ...), the session and
+//!   CSRF extractors, the request-id and security-header layers it shares with the
+//!   API, and the body limits per route group; `api`: the JSON API and its OpenAPI
+//!   document;
 //!   `bulk`: CSV/XLSX import and export, image uploads.
 //! - `power`: power controllers (IPMI through `ipmitool`, Redfish, Wake-on-LAN), the
 //!   power verbs, reinstall/rescue/wipe as one action (mode, network boot, power
@@ -51,8 +54,6 @@ pub mod mac;
 pub mod model;
 pub mod netif;
 pub mod panel;
-#[cfg(test)]
-mod panel_tests;
 pub mod power;
 pub mod ra;
 pub mod script;

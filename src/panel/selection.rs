@@ -5,15 +5,16 @@
 //! machine; the power verbs go to each BMC. All machines are handled at once, BMC
 //! calls within `[power] concurrency`.
 
-use super::{
-    AppState, PanelError, PanelResult, User, call, check_csrf, nav, render, require_change,
-};
+use super::csrf::CsrfForm;
+use super::errors::PanelError;
+use super::page::{Nav, PanelResult, call, csrf_of, nav, render, with_notice};
+use super::session::Changer;
 use crate::auth::Principal;
+use crate::http::AppState;
 use crate::lifecycle::Mode;
 use crate::mac::MacAddr;
 use crate::power::{self, Verb};
 use askama::Template;
-use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
@@ -98,18 +99,14 @@ struct Selection {
     macs: Vec<MacAddr>,
 }
 
-fn parse_selection(
-    user: &Principal,
-    fields: &[(String, String)],
-) -> Result<Option<Selection>, PanelError> {
+/// The selection in the submitted fields (its CSRF token checked by `CsrfForm`).
+fn parse_selection(fields: &[(String, String)]) -> Result<Option<Selection>, PanelError> {
     let field = |name: &str| {
         fields
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    check_csrf(user, field("csrf"))?;
-    require_change(user)?;
     let action_text = field("action").unwrap_or("");
     let action = Action::parse(action_text).ok_or_else(|| {
         PanelError::new(
@@ -156,7 +153,7 @@ pub struct ConfirmRow {
 #[derive(Template)]
 #[template(path = "selection_confirm.html")]
 struct ConfirmPage {
-    nav: Option<super::Nav>,
+    nav: Option<Nav>,
     notice: Option<String>,
     error: Option<String>,
     csrf: String,
@@ -170,11 +167,11 @@ struct ConfirmPage {
 /// POST /machines/selection: the confirmation page (read-only actions run at once).
 pub async fn confirm(
     State(app): State<AppState>,
-    User(user): User,
-    Form(fields): Form<Vec<(String, String)>>,
+    Changer(user): Changer,
+    CsrfForm(fields): CsrfForm<Vec<(String, String)>>,
 ) -> PanelResult {
-    let Some(selection) = parse_selection(&user, &fields)? else {
-        return Ok(super::with_notice(
+    let Some(selection) = parse_selection(&fields)? else {
+        return Ok(with_notice(
             "/machines",
             "Select machines first: tick them in the list, or select all.",
         ));
@@ -241,7 +238,7 @@ pub async fn confirm(
         nav: nav(&user),
         notice: None,
         error: None,
-        csrf: user.csrf.clone().unwrap_or_default(),
+        csrf: csrf_of(&user),
         action: action.label(),
         action_value: action.value(),
         explanation: action.explanation(),
@@ -261,7 +258,7 @@ pub struct ResultRow {
 #[derive(Template)]
 #[template(path = "selection_result.html")]
 struct ResultPage {
-    nav: Option<super::Nav>,
+    nav: Option<Nav>,
     notice: Option<String>,
     error: Option<String>,
     action: &'static str,
@@ -273,12 +270,12 @@ struct ResultPage {
 /// POST /machines/selection/run: the action on every selected machine.
 pub async fn run(
     State(app): State<AppState>,
-    User(user): User,
-    Form(fields): Form<Vec<(String, String)>>,
+    Changer(user): Changer,
+    CsrfForm(fields): CsrfForm<Vec<(String, String)>>,
 ) -> PanelResult {
-    match parse_selection(&user, &fields)? {
+    match parse_selection(&fields)? {
         Some(selection) => run_selection(&app, &user, selection).await,
-        None => Ok(super::with_notice("/machines", "No machine was selected.")),
+        None => Ok(with_notice("/machines", "No machine was selected.")),
     }
 }
 

@@ -195,8 +195,8 @@ impl Store {
         Self::start(conn)
     }
 
-    /// An in-memory database, for tests.
-    #[cfg(test)]
+    /// An in-memory database, for tests (the in-process web tests in `tests/` too) and
+    /// for embedding rackboot where nothing needs to persist.
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Self::start(Connection::open_in_memory()?)
     }

@@ -1,146 +1,13 @@
-//! In-process tests of the panel and API: the router is called with `oneshot`, no
-//! sockets. Every route refuses without authentication and works with it; forms
-//! need the session's CSRF token; viewers cannot change anything.
+//! The pages and the API, as before the panel was split: every route refuses without
+//! authentication and works with it; forms need the session's CSRF token; viewers
+//! cannot change anything; the OpenAPI document matches the routes.
 
-use crate::auth::{self, Role};
-use crate::clock;
-use crate::http::tests::{TestApp, app};
-use crate::power::fake_redfish::{FakeRedfish, GOOD_AUTH};
+use crate::fake_redfish::{FakeRedfish, GOOD_AUTH};
+use crate::support::{add_machine, add_user, api, app, get, login, post_form, send, token};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use tower::ServiceExt;
-
-struct Reply {
-    status: StatusCode,
-    headers: axum::http::HeaderMap,
-    body: String,
-}
-
-async fn send(app: &TestApp, request: Request<Body>) -> Reply {
-    let response = app.router.clone().oneshot(request).await.expect("response");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    }
-}
-
-fn get(uri: &str, cookie: Option<&str>) -> Request<Body> {
-    let mut b = Request::builder().uri(uri);
-    if let Some(c) = cookie {
-        b = b.header(header::COOKIE, c);
-    }
-    b.body(Body::empty()).expect("request")
-}
-
-fn post_form(uri: &str, cookie: Option<&str>, form: &str) -> Request<Body> {
-    let mut b = Request::builder()
-        .method(Method::POST)
-        .uri(uri)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-    if let Some(c) = cookie {
-        b = b.header(header::COOKIE, c);
-    }
-    b.body(Body::from(form.to_string())).expect("request")
-}
-
-fn api(method: Method, uri: &str, token: Option<&str>, json: Option<&str>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    match json {
-        Some(j) => b
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(j.to_string())),
-        None => b.body(Body::empty()),
-    }
-    .expect("request")
-}
-
-/// Adds a machine the way an operator does (mode from its image), by `test`.
-fn add_machine(
-    conn: &mut rusqlite::Connection,
-    mac: crate::mac::MacAddr,
-    image: Option<&str>,
-) -> Result<(), crate::store::StoreError> {
-    let new = crate::store::NewMachine {
-        mac: Some(mac),
-        image: image.map(str::to_string),
-        ..Default::default()
-    };
-    crate::inventory::add(
-        conn,
-        &new,
-        &crate::inventory::MachineExtra::default(),
-        &crate::lifecycle::LifecycleConfig::default(),
-        "test",
-        0,
-    )?;
-    Ok(())
-}
-
-async fn add_user(app: &TestApp, name: &str, role: Role) {
-    let hash = auth::hash_password("a-long-password").expect("hash");
-    let name = name.to_string();
-    app.state
-        .store
-        .call(move |conn| auth::add_user(conn, &name, &hash, role, "test", 0))
-        .await
-        .expect("user");
-}
-
-/// Logs in; returns the cookie header value and the CSRF token.
-async fn login(app: &TestApp, name: &str) -> (String, String) {
-    let reply = send(
-        app,
-        post_form(
-            "/login",
-            None,
-            &format!("user={name}&password=a-long-password&next=%2Fmachines"),
-        ),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
-    assert_eq!(reply.headers[header::LOCATION], "/machines");
-    let set_cookie = reply.headers[header::SET_COOKIE]
-        .to_str()
-        .expect("ascii")
-        .to_string();
-    assert!(
-        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
-        "{set_cookie}"
-    );
-    assert!(!set_cookie.contains("Secure"), "no TLS here: {set_cookie}");
-    let cookie = set_cookie.split(';').next().expect("pair").to_string();
-    let page = send(app, get("/", Some(&cookie))).await;
-    let csrf = page
-        .body
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("csrf in page")
-        .to_string();
-    (cookie, csrf)
-}
-
-async fn token(app: &TestApp, name: &str, role: Role) -> String {
-    let name = name.to_string();
-    app.state
-        .store
-        .call(move |conn| auth::create_token(conn, &name, role, "test", 0))
-        .await
-        .expect("token")
-}
+use rackboot::auth::{self, Role};
+use rackboot::clock;
 
 const PAGES: [&str; 12] = [
     "/",
@@ -398,12 +265,13 @@ async fn import_previews_then_commits() {
     let boundary = "XyZ";
     let csv =
         "mac,hostname,image,rack\n52:54:00:aa:00:01,r1n1,debian,r1\n52:54:00:aa:00:02,r1n2,,r1\n";
+    // The token is the first field, as the page's form sends it.
     let body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"rack1.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"rack1.csv\"\r\nContent-Type: text/csv\r\n\r\n{csv}\r\n--{boundary}--\r\n"
     );
     let request = Request::builder()
         .method(Method::POST)
-        .uri(format!("/import?csrf={csrf}"))
+        .uri("/import")
         .header(header::COOKIE, &cookie)
         .header(
             header::CONTENT_TYPE,
@@ -542,7 +410,7 @@ async fn openapi_document_matches_the_routes() {
     // The power routes talk to a BMC: a fake Redfish one on loopback.
     let bmc = FakeRedfish::start().await;
     let controller = redfish_controller(&bmc.url, "calvin");
-    let doc: serde_json::Value = serde_json::from_str(crate::api::OPENAPI).expect("valid JSON");
+    let doc: serde_json::Value = serde_json::from_str(rackboot::api::OPENAPI).expect("valid JSON");
     let paths = doc["paths"].as_object().expect("paths");
     let mut documented = Vec::new();
     for (path, item) in paths {
@@ -830,7 +698,7 @@ async fn panel_reinstall_power_cycles_through_the_bmc_and_secrets_stay_hidden() 
 /// their reason, and nothing is done before the confirmation.
 #[tokio::test]
 async fn a_selection_of_machines_is_reinstalled_from_the_list() {
-    use crate::mac::MacAddr;
+    use rackboot::mac::MacAddr;
     let app = app().await;
     add_user(&app, "ann", Role::Operator).await;
     add_user(&app, "vic", Role::Viewer).await;
@@ -852,7 +720,7 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
                 (0x59, "calvin"),
                 (0x5a, "wrong"),
             ] {
-                let spec = crate::power::ControllerSpec::Redfish {
+                let spec = rackboot::power::ControllerSpec::Redfish {
                     url: url.clone(),
                     user: "root".into(),
                     password: Some(password.into()),
@@ -861,14 +729,14 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
                 };
                 let controller = spec
                     .resolve(None)
-                    .map_err(crate::store::StoreError::Conflict)?;
-                crate::store::power::write_controller(conn, mac(last), &controller, 0)?;
+                    .map_err(rackboot::store::StoreError::Conflict)?;
+                rackboot::store::power::write_controller(conn, mac(last), &controller, 0)?;
             }
-            crate::inventory::set_mode(
+            rackboot::inventory::set_mode(
                 conn,
                 mac(0x56),
-                crate::lifecycle::Mode::Local,
-                &crate::lifecycle::LifecycleConfig::default(),
+                rackboot::lifecycle::Mode::Local,
+                &rackboot::lifecycle::LifecycleConfig::default(),
                 "test",
                 0,
             )?;
@@ -1008,10 +876,10 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
         .call(move |conn| {
             [0x56, 0x57, 0x58, 0x59, 0x5a]
                 .into_iter()
-                .map(
-                    |last| Ok(crate::inventory::machine(conn, mac(last))?.map(|m| m.mode.as_str())),
-                )
-                .collect::<Result<Vec<_>, crate::store::StoreError>>()
+                .map(|last| {
+                    Ok(rackboot::inventory::machine(conn, mac(last))?.map(|m| m.mode.as_str()))
+                })
+                .collect::<Result<Vec<_>, rackboot::store::StoreError>>()
         })
         .await
         .expect("modes");
@@ -1051,12 +919,12 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
 /// with its use; a pool with room left raises nothing.
 #[tokio::test]
 async fn a_full_pool_is_reported_in_the_panel() {
-    use crate::store::{DhcpBatch, LeaseOp, LeaseRecord, LeaseState, commit_dhcp_batch};
+    use rackboot::store::{DhcpBatch, LeaseOp, LeaseRecord, LeaseState, commit_dhcp_batch};
     use std::net::Ipv4Addr;
     let mut app = app().await;
     let ip = |n: u8| Ipv4Addr::new(192, 0, 2, n);
     let mut state = app.state.clone();
-    state.subnets = std::sync::Arc::new(vec![crate::config::Subnet {
+    state.subnets = std::sync::Arc::new(vec![rackboot::config::Subnet {
         network: ip(0),
         prefix_len: 24,
         pool_start: ip(100),
@@ -1068,7 +936,7 @@ async fn a_full_pool_is_reported_in_the_panel() {
         renew_secs: 1800,
         rebind_secs: 3150,
     }]);
-    app.router = crate::http::router(state, app._dir.path().to_path_buf()).layer(
+    app.router = rackboot::http::router(state, app._dir.path().to_path_buf()).layer(
         axum::extract::connect_info::MockConnectInfo(std::net::SocketAddr::from((
             [192, 0, 2, 10],
             40000,
@@ -1093,7 +961,7 @@ async fn a_full_pool_is_reported_in_the_panel() {
                     .map(|(n, m)| {
                         LeaseOp::Put(LeaseRecord {
                             ip: ip(n),
-                            mac: crate::mac::MacAddr([2, 0, 0, 0, 0, m]),
+                            mac: rackboot::mac::MacAddr([2, 0, 0, 0, 0, m]),
                             expires_at: far,
                             state: LeaseState::Bound,
                             hostname: None,
@@ -1145,7 +1013,7 @@ async fn the_api_reinstalls_many_machines_in_one_call() {
         .call(|conn| {
             add_machine(
                 conn,
-                crate::mac::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x60]),
+                rackboot::mac::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x60]),
                 None,
             )
         })

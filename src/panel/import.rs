@@ -1,0 +1,184 @@
+//! Import and export: a CSV or XLSX upload checked row by row into a preview, staged
+//! until the operator confirms it (then written in one transaction), and the
+//! inventory exported as CSV or XLSX.
+
+use super::csrf::{CsrfForm, CsrfMultipart};
+use super::errors::PanelError;
+use super::page::{Nav, PanelResult, call, csrf_of, nav, render, status_for, with_notice};
+use super::session::{Changer, User};
+use crate::auth::Principal;
+use crate::clock;
+use crate::http::AppState;
+use crate::store::StoreError;
+use askama::Template;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Template)]
+#[template(path = "import.html")]
+struct ImportPage {
+    nav: Option<Nav>,
+    notice: Option<String>,
+    error: Option<String>,
+    csrf: String,
+    rows: Vec<crate::bulk::CheckedRow>,
+    ok_count: usize,
+    error_count: usize,
+    staged: String,
+}
+
+fn import_view(
+    user: &Principal,
+    rows: Vec<crate::bulk::CheckedRow>,
+    staged: String,
+    error: Option<String>,
+) -> Response {
+    let error_count = rows.iter().filter(|r| !r.errors.is_empty()).count();
+    let status = status_for(&error);
+    (
+        status,
+        render(&ImportPage {
+            nav: nav(user),
+            notice: None,
+            error,
+            csrf: csrf_of(user),
+            ok_count: rows.len() - error_count,
+            error_count,
+            rows,
+            staged,
+        }),
+    )
+        .into_response()
+}
+
+pub async fn page(Changer(user): Changer) -> PanelResult {
+    Ok(import_view(&user, Vec::new(), String::new(), None))
+}
+
+/// POST /import: the checked preview of an uploaded CSV or XLSX file, staged for the
+/// commit; nothing is written.
+pub async fn preview(
+    State(app): State<AppState>,
+    CsrfMultipart(user, mut multipart): CsrfMultipart,
+) -> PanelResult {
+    let mut upload = None;
+    while let Ok(Some(field)) = multipart.next_field().await {
+        if field.name() == Some("file") {
+            let name = field.file_name().unwrap_or("").to_string();
+            match field.bytes().await {
+                Ok(bytes) if bytes.len() <= crate::bulk::MAX_IMPORT_BYTES => {
+                    upload = Some((name, bytes))
+                }
+                Ok(_) => {
+                    return Ok(import_view(
+                        &user,
+                        Vec::new(),
+                        String::new(),
+                        Some("The file is larger than 20 MiB.".into()),
+                    ));
+                }
+                Err(e) => {
+                    return Ok(import_view(
+                        &user,
+                        Vec::new(),
+                        String::new(),
+                        Some(format!("Upload failed: {e}")),
+                    ));
+                }
+            }
+        }
+    }
+    let Some((name, bytes)) = upload else {
+        return Ok(import_view(
+            &user,
+            Vec::new(),
+            String::new(),
+            Some("Choose a CSV or XLSX file.".into()),
+        ));
+    };
+    let raw = match crate::bulk::parse_upload(&name, &bytes) {
+        Ok(rows) => rows,
+        Err(why) => return Ok(import_view(&user, Vec::new(), String::new(), Some(why))),
+    };
+    let checked = call(&app, move |conn| crate::bulk::check_rows(conn, raw)).await?;
+    let staged = app
+        .imports
+        .stage(&user.name, checked.clone(), clock::now_ms());
+    Ok(import_view(&user, checked, staged, None))
+}
+
+#[derive(serde::Deserialize)]
+pub struct CommitForm {
+    staged: String,
+}
+
+pub async fn commit(
+    State(app): State<AppState>,
+    Changer(user): Changer,
+    CsrfForm(form): CsrfForm<CommitForm>,
+) -> PanelResult {
+    let Some(rows) = app.imports.take(&form.staged, &user.name, clock::now_ms()) else {
+        return Ok(import_view(
+            &user,
+            Vec::new(),
+            String::new(),
+            Some("This preview has expired; upload the file again.".into()),
+        ));
+    };
+    let config = (*app.lifecycle).clone();
+    let actor = user.actor();
+    let now = clock::now_ms();
+    let result = app
+        .store
+        .call(move |conn| crate::bulk::apply_rows(conn, &rows, &config, &actor, now))
+        .await;
+    match result {
+        Ok(summary) => Ok(with_notice("/machines", &summary)),
+        Err(StoreError::Conflict(why)) => Ok(import_view(
+            &user,
+            Vec::new(),
+            String::new(),
+            Some(format!("Nothing imported: {why}")),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn export_csv(State(app): State<AppState>, User(_user): User) -> PanelResult {
+    let machines = call(&app, crate::bulk::all_machines).await?;
+    let body = crate::bulk::to_csv(&machines).map_err(PanelError::internal)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"rackboot-machines.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn export_xlsx(State(app): State<AppState>, User(_user): User) -> PanelResult {
+    let machines = call(&app, crate::bulk::all_machines).await?;
+    let body = tokio::task::spawn_blocking(move || crate::bulk::to_xlsx(&machines))
+        .await
+        .map_err(PanelError::internal)?
+        .map_err(PanelError::internal)?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"rackboot-machines.xlsx\"",
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
