@@ -2,15 +2,15 @@
 //! shown once) and revoke them.
 
 use super::csrf::{CsrfForm, NoFields};
-use super::errors::PanelError;
+use super::errors::shown;
 use super::page::{
-    Nav, NoticeQuery, PanelResult, call, csrf_of, fmt_ms, nav, render, status_for, with_notice,
+    Nav, NoticeQuery, PanelResult, csrf_of, fmt_ms, nav, render, status_for, with_notice,
 };
 use super::session::Admin;
-use crate::auth::{self, Principal, Role};
+use crate::auth::{Principal, Role};
 use crate::clock;
 use crate::http::AppState;
-use crate::store::StoreError;
+use crate::service::Caller;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
@@ -49,10 +49,9 @@ async fn admin_view(
     error: Option<String>,
     new_secret: Option<(String, String)>,
 ) -> PanelResult {
-    let (users, tokens) = call(app, |conn| {
-        Ok((auth::list_users(conn)?, auth::list_tokens(conn)?))
-    })
-    .await?;
+    let caller = Caller::from_principal(user);
+    let users = app.services.users(&caller).await?;
+    let tokens = app.services.tokens(&caller).await?;
     let status = status_for(&error);
     Ok((
         status,
@@ -109,25 +108,20 @@ pub async fn add_user(
         Ok(role) => role,
         Err(why) => return admin_view(&app, &user, None, Some(why), None).await,
     };
-    if let Err(why) =
-        auth::validate_user_name(&form.user).and(auth::validate_password(&form.password))
-    {
-        return admin_view(&app, &user, None, Some(why), None).await;
-    }
-    let password = form.password.clone();
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-        .await
-        .map_err(PanelError::internal)?
-        .map_err(PanelError::internal)?;
-    let (name, actor, now) = (form.user.clone(), user.actor(), clock::now_ms());
+    let caller = Caller::from_principal(&user);
     match app
-        .store
-        .call(move |conn| auth::add_user(conn, &name, &hash, role, &actor, now))
+        .services
+        .add_user(
+            &caller,
+            clock::now_ms(),
+            form.user.clone(),
+            form.password,
+            role,
+        )
         .await
     {
         Ok(()) => Ok(with_notice("/admin", &format!("User {} added.", form.user))),
-        Err(StoreError::Conflict(why)) => admin_view(&app, &user, None, Some(why), None).await,
-        Err(e) => Err(e.into()),
+        Err(e) => admin_view(&app, &user, None, Some(shown(e)?), None).await,
     }
 }
 
@@ -137,17 +131,14 @@ pub async fn delete_user(
     Path(name): Path<String>,
     _: CsrfForm<NoFields>,
 ) -> PanelResult {
-    let (actor, now, who) = (user.actor(), clock::now_ms(), name.clone());
+    let caller = Caller::from_principal(&user);
     match app
-        .store
-        .call(move |conn| auth::delete_user(conn, &who, &actor, now))
+        .services
+        .delete_user(&caller, clock::now_ms(), name.clone())
         .await
     {
         Ok(()) => Ok(with_notice("/admin", &format!("User {name} deleted."))),
-        Err(StoreError::Conflict(why) | StoreError::NotFound(why)) => {
-            admin_view(&app, &user, None, Some(why), None).await
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => admin_view(&app, &user, None, Some(shown(e)?), None).await,
     }
 }
 
@@ -166,15 +157,14 @@ pub async fn create_token(
         Ok(role) => role,
         Err(why) => return admin_view(&app, &user, None, Some(why), None).await,
     };
-    let (name, actor, now) = (form.name.clone(), user.actor(), clock::now_ms());
+    let caller = Caller::from_principal(&user);
     match app
-        .store
-        .call(move |conn| auth::create_token(conn, &name, role, &actor, now))
+        .services
+        .create_token(&caller, clock::now_ms(), form.name.clone(), role)
         .await
     {
         Ok(secret) => admin_view(&app, &user, None, None, Some((form.name, secret))).await,
-        Err(StoreError::Conflict(why)) => admin_view(&app, &user, None, Some(why), None).await,
-        Err(e) => Err(e.into()),
+        Err(e) => admin_view(&app, &user, None, Some(shown(e)?), None).await,
     }
 }
 
@@ -184,14 +174,13 @@ pub async fn revoke_token(
     Path(name): Path<String>,
     _: CsrfForm<NoFields>,
 ) -> PanelResult {
-    let (actor, now, which) = (user.actor(), clock::now_ms(), name.clone());
+    let caller = Caller::from_principal(&user);
     match app
-        .store
-        .call(move |conn| auth::revoke_token(conn, &which, &actor, now))
+        .services
+        .revoke_token(&caller, clock::now_ms(), name.clone())
         .await
     {
         Ok(()) => Ok(with_notice("/admin", &format!("Token {name} revoked."))),
-        Err(StoreError::NotFound(why)) => admin_view(&app, &user, None, Some(why), None).await,
-        Err(e) => Err(e.into()),
+        Err(e) => admin_view(&app, &user, None, Some(shown(e)?), None).await,
     }
 }

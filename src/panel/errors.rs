@@ -67,6 +67,15 @@ impl From<crate::service::ServiceError> for PanelError {
     }
 }
 
+/// A refusal to show on the page the form came from (the user can fix it), or an
+/// internal error to report as such.
+pub fn shown(e: crate::service::ServiceError) -> Result<String, PanelError> {
+    match e.kind() {
+        crate::service::ErrorKind::Internal => Err(e.into()),
+        _ => Ok(e.to_string()),
+    }
+}
+
 /// The status only; the page is made by `error_pages`, which knows the request id.
 impl IntoResponse for PanelError {
     fn into_response(self) -> Response {

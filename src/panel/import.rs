@@ -3,13 +3,13 @@
 //! inventory exported as CSV or XLSX.
 
 use super::csrf::{CsrfForm, CsrfMultipart};
-use super::errors::PanelError;
+use super::errors::{PanelError, shown};
 use super::page::{Nav, PanelResult, call, csrf_of, nav, render, status_for, with_notice};
 use super::session::{Changer, User};
 use crate::auth::Principal;
 use crate::clock;
 use crate::http::AppState;
-use crate::store::StoreError;
+use crate::service::Caller;
 use askama::Template;
 use axum::extract::State;
 use axum::http::header;
@@ -101,7 +101,10 @@ pub async fn preview(
         Ok(rows) => rows,
         Err(why) => return Ok(import_view(&user, Vec::new(), String::new(), Some(why))),
     };
-    let checked = call(&app, move |conn| crate::bulk::check_rows(conn, raw)).await?;
+    let checked = app
+        .services
+        .check_import(&Caller::from_principal(&user), raw)
+        .await?;
     let staged = app
         .imports
         .stage(&user.name, checked.clone(), clock::now_ms());
@@ -126,22 +129,18 @@ pub async fn commit(
             Some("This preview has expired; upload the file again.".into()),
         ));
     };
-    let config = (*app.lifecycle).clone();
-    let actor = user.actor();
-    let now = clock::now_ms();
     let result = app
-        .store
-        .call(move |conn| crate::bulk::apply_rows(conn, &rows, &config, &actor, now))
+        .services
+        .apply_import(&Caller::from_principal(&user), clock::now_ms(), rows)
         .await;
     match result {
-        Ok(summary) => Ok(with_notice("/machines", &summary)),
-        Err(StoreError::Conflict(why)) => Ok(import_view(
+        Ok(imported) => Ok(with_notice("/machines", &imported.to_string())),
+        Err(e) => Ok(import_view(
             &user,
             Vec::new(),
             String::new(),
-            Some(format!("Nothing imported: {why}")),
+            Some(format!("Nothing imported: {}", shown(e)?)),
         )),
-        Err(e) => Err(e.into()),
     }
 }
 

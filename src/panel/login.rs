@@ -2,14 +2,14 @@
 //! followed), logout, and the one-time setup link that creates the first admin.
 
 use super::csrf::{CsrfForm, NoFields};
-use super::errors::PanelError;
-use super::page::{Nav, PanelResult, call, render, see_other};
+use super::errors::{PanelError, shown};
+use super::page::{Nav, PanelResult, render, see_other};
 use super::session::{SESSION_COOKIE, cookie_value, session_cookie};
-use crate::auth::{self, Role};
+use crate::auth;
 use crate::clock;
 use crate::http::AppState;
 use crate::lifecycle;
-use crate::store::StoreError;
+use crate::service::users::LoginRefused;
 use askama::Template;
 use axum::Form;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -64,10 +64,6 @@ pub async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Form(form): Form<LoginForm>,
 ) -> PanelResult {
-    let now = clock::now_ms();
-    let ip_key = format!("ip:{}", peer.ip());
-    let user_key = format!("user:{}", form.user);
-    let keys = [ip_key.as_str(), user_key.as_str()];
     let retry = |error: &str, status: StatusCode| {
         (
             status,
@@ -81,40 +77,33 @@ pub async fn login(
         )
             .into_response()
     };
-    if !app.limiter.allowed(&keys, now) {
-        tracing::warn!(%peer, user = form.user, "login refused: too many failures");
-        return Ok(retry(
-            "Too many failed attempts. Wait a minute and try again.",
-            StatusCode::TOO_MANY_REQUESTS,
-        ));
-    }
-    let name = form.user.clone();
-    let record = call(&app, move |conn| auth::login_record(conn, &name)).await?;
-    let password = form.password.clone();
-    // argon2 is deliberately slow: off the async workers and off the database thread.
-    let role = tokio::task::spawn_blocking(move || auth::check_password(record, &password))
-        .await
-        .map_err(PanelError::internal)?;
-    let lookup = match role {
-        Some(_) => {
-            let name = form.user.clone();
-            Some(call(&app, move |conn| auth::create_session(conn, &name, now)).await?)
-        }
-        None => None,
-    };
-    match lookup {
-        Some((id, _csrf)) => {
-            app.limiter.succeeded(&[user_key.as_str()]);
+    let outcome = app
+        .services
+        .login(
+            clock::now_ms(),
+            form.user.clone(),
+            form.password.clone(),
+            peer.ip(),
+        )
+        .await?;
+    match outcome {
+        Ok(session) => {
             tracing::info!(user = form.user, %peer, "logged in");
             let mut response = see_other(&safe_next(form.next.as_deref()));
             response.headers_mut().insert(
                 header::SET_COOKIE,
-                session_cookie(&app, &id, auth::SESSION_TTL_MS / 1000),
+                session_cookie(&app, &session.id, auth::SESSION_TTL_MS / 1000),
             );
             Ok(response)
         }
-        None => {
-            app.limiter.failed(&keys, now);
+        Err(LoginRefused::TooManyFailures) => {
+            tracing::warn!(%peer, user = form.user, "login refused: too many failures");
+            Ok(retry(
+                "Too many failed attempts. Wait a minute and try again.",
+                StatusCode::TOO_MANY_REQUESTS,
+            ))
+        }
+        Err(LoginRefused::WrongCredentials) => {
             tracing::warn!(user = form.user, %peer, "failed login");
             Ok(retry(
                 "Wrong user name or password.",
@@ -131,7 +120,7 @@ pub async fn logout(
     _: CsrfForm<NoFields>,
 ) -> PanelResult {
     if let Some(id) = cookie_value(&headers, SESSION_COOKIE) {
-        call(&app, move |conn| auth::end_session(conn, &id)).await?;
+        app.services.logout(id).await?;
     }
     let mut response = see_other("/login?notice=Logged%20out.");
     response
@@ -190,36 +179,28 @@ pub async fn setup(
             "This setup link is not valid (it works once).",
         ));
     }
-    let problem = auth::validate_user_name(&form.user)
-        .err()
-        .or_else(|| auth::validate_password(&form.password).err())
-        .or_else(|| (form.password != form.password2).then(|| "the passwords differ".to_string()));
-    if let Some(problem) = problem {
-        return Ok((
+    let refused = |problem: String| {
+        (
             StatusCode::BAD_REQUEST,
             render(&SetupPage {
                 nav: None,
                 notice: None,
                 error: Some(problem),
-                user: form.user,
+                user: form.user.clone(),
             }),
         )
-            .into_response());
+            .into_response()
+    };
+    if form.password != form.password2 {
+        return Ok(refused("the passwords differ".into()));
     }
-    let password = form.password.clone();
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+    if let Err(e) = app
+        .services
+        .add_first_admin(clock::now_ms(), form.user.clone(), form.password.clone())
         .await
-        .map_err(PanelError::internal)?
-        .map_err(PanelError::internal)?;
-    let name = form.user.clone();
-    let now = clock::now_ms();
-    call(&app, move |conn| {
-        if auth::user_count(conn)? > 0 {
-            return Err(StoreError::Conflict("an admin already exists".into()));
-        }
-        auth::add_user(conn, &name, &hash, Role::Admin, "setup-link", now)
-    })
-    .await?;
+    {
+        return Ok(refused(shown(e)?));
+    }
     *app.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = None;
     tracing::info!(
         user = form.user,

@@ -4,7 +4,7 @@
 
 use super::audit::{EventView, event_views};
 use super::csrf::{CsrfForm, NoFields};
-use super::errors::PanelError;
+use super::errors::{PanelError, shown};
 use super::page::{
     Nav, NoticeQuery, PanelResult, call, csrf_of, fmt_ms, nav, optional, parse_mac, render,
     status_for, urlencode, with_notice,
@@ -17,7 +17,9 @@ use crate::http::AppState;
 use crate::inventory::{self, MachineDetail, MachinePatch, MachineQuery, SortBy};
 use crate::lifecycle::{self, EXIT_METHODS, ExitMethod, MODES, Mode};
 use crate::mac::MacAddr;
-use crate::store::{self, StoreError};
+use crate::service::Caller;
+use crate::service::machines::NewMachine;
+use crate::store;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -332,15 +334,10 @@ pub async fn set_mode(
     if matches!(mode, Mode::Install | Mode::Rescue | Mode::Wipe) {
         // One action: the mode, then (with a power controller) a network boot and a
         // power-cycle. A failed power step keeps the mode and is shown as an error.
-        let result = crate::power::reprovision(
-            &app.store,
-            &app.power,
-            &app.lifecycle,
-            mac,
-            mode,
-            &user.actor(),
-        )
-        .await;
+        let result = app
+            .services
+            .reprovision(&Caller::from_principal(&user), mac, mode)
+            .await;
         return match result {
             Ok(report) => match &report.power_error {
                 None if report.steps.len() > 2 => Ok(with_notice(
@@ -365,21 +362,16 @@ pub async fn set_mode(
                     Ok(response)
                 }
             },
-            Err(StoreError::Conflict(why)) => machine_view(&app, &user, mac, None, Some(why)).await,
-            Err(e) => Err(e.into()),
+            Err(e) => machine_view(&app, &user, mac, None, Some(shown(e)?)).await,
         };
     }
-    let config = (*app.lifecycle).clone();
-    let actor = user.actor();
-    let now = clock::now_ms();
     let result = app
-        .store
-        .call(move |conn| inventory::set_mode(conn, mac, mode, &config, &actor, now))
+        .services
+        .set_mode(&Caller::from_principal(&user), clock::now_ms(), mac, mode)
         .await;
     match result {
         Ok(_) => Ok(with_notice(&format!("/machines/{mac}"), &mode_notice(mode))),
-        Err(StoreError::Conflict(why)) => machine_view(&app, &user, mac, None, Some(why)).await,
-        Err(e) => Err(e.into()),
+        Err(e) => machine_view(&app, &user, mac, None, Some(shown(e)?)).await,
     }
 }
 
@@ -414,21 +406,16 @@ pub async fn set_image(
 ) -> PanelResult {
     let mac = parse_mac(&mac_text)?;
     let image = Some(form.image.trim().to_string()).filter(|s| !s.is_empty());
-    let actor = user.actor();
-    let now = clock::now_ms();
     let result = app
-        .store
-        .call(move |conn| inventory::set_image(conn, mac, image.as_deref(), &actor, now))
+        .services
+        .set_image(&Caller::from_principal(&user), clock::now_ms(), mac, image)
         .await;
     match result {
         Ok(m) => Ok(with_notice(
             &format!("/machines/{mac}"),
             &format!("Image set to {}.", m.image.as_deref().unwrap_or("none")),
         )),
-        Err(StoreError::Conflict(why) | StoreError::NotFound(why)) => {
-            machine_view(&app, &user, mac, None, Some(why)).await
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => machine_view(&app, &user, mac, None, Some(shown(e)?)).await,
     }
 }
 
@@ -442,12 +429,13 @@ pub struct SettingsForm {
     ssh_keys: String,
 }
 
-fn validate_settings(form: &SettingsForm) -> Result<MachinePatch, String> {
+/// The form as a patch; the field rules themselves are the service layer's.
+fn settings_patch(form: &SettingsForm) -> Result<MachinePatch, String> {
     let hostname = optional(&form.hostname);
-    if let Some(h) = &hostname
-        && !crate::validate::valid_hostname(h)
-    {
-        return Err(format!("Hostname {h:?} is not a valid host name."));
+    // The form shows the first problem in field order, so the host name (the rule is
+    // the service layer's) is checked before the address is even parsed.
+    if let Some(h) = &hostname {
+        crate::service::machines::check_hostname(h).map_err(|e| e.to_string())?;
     }
     let ip = optional(&form.ip)
         .map(|t| {
@@ -459,18 +447,6 @@ fn validate_settings(form: &SettingsForm) -> Result<MachinePatch, String> {
         .exit_method
         .parse()
         .map_err(|e: lifecycle::ParseError| e.to_string())?;
-    for key in form
-        .ssh_keys
-        .lines()
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-    {
-        if !key.starts_with("ssh-") && !key.starts_with("ecdsa-") && !key.starts_with("sk-") {
-            return Err(format!(
-                "{key:.30}... does not look like an SSH public key."
-            ));
-        }
-    }
     Ok(MachinePatch {
         hostname: Some(hostname),
         ip: Some(ip),
@@ -488,20 +464,17 @@ pub async fn save_settings(
     CsrfForm(form): CsrfForm<SettingsForm>,
 ) -> PanelResult {
     let mac = parse_mac(&mac_text)?;
-    let patch = match validate_settings(&form) {
+    let patch = match settings_patch(&form) {
         Ok(patch) => patch,
         Err(why) => return machine_view(&app, &user, mac, None, Some(why)).await,
     };
-    let actor = user.actor();
-    let now = clock::now_ms();
     match app
-        .store
-        .call(move |conn| inventory::update(conn, mac, &patch, &actor, now))
+        .services
+        .update_machine(&Caller::from_principal(&user), clock::now_ms(), mac, patch)
         .await
     {
         Ok(_) => Ok(with_notice(&format!("/machines/{mac}"), "Settings saved.")),
-        Err(StoreError::Conflict(why)) => machine_view(&app, &user, mac, None, Some(why)).await,
-        Err(e) => Err(e.into()),
+        Err(e) => machine_view(&app, &user, mac, None, Some(shown(e)?)).await,
     }
 }
 
@@ -512,9 +485,9 @@ pub async fn delete(
     _: CsrfForm<NoFields>,
 ) -> PanelResult {
     let mac = parse_mac(&mac_text)?;
-    let actor = user.actor();
-    let now = clock::now_ms();
-    call(&app, move |conn| inventory::delete(conn, mac, &actor, now)).await?;
+    app.services
+        .delete_machine(&Caller::from_principal(&user), clock::now_ms(), mac)
+        .await?;
     Ok(with_notice("/machines", &format!("Machine {mac} deleted.")))
 }
 
@@ -583,6 +556,28 @@ pub struct NewMachineForm {
     position: String,
 }
 
+/// The form as a new machine: parsing only, the rules are the service layer's.
+fn new_machine(form: &NewMachineForm) -> Result<NewMachine, String> {
+    let mac = match form.mac.trim() {
+        "" => return Err("MAC is missing".into()),
+        text => MacAddr::parse(text).map_err(|_| format!("{text:?} is not a MAC address"))?,
+    };
+    let ip = optional(&form.ip)
+        .map(|t| {
+            t.parse::<Ipv4Addr>()
+                .map_err(|_| format!("{t:?} is not an IPv4 address"))
+        })
+        .transpose()?;
+    Ok(NewMachine {
+        hostname: optional(&form.hostname),
+        ip,
+        image: optional(&form.image),
+        rack: optional(&form.rack),
+        position: optional(&form.position),
+        ..NewMachine::new(mac)
+    })
+}
+
 async fn image_names(app: &AppState) -> Result<Vec<String>, PanelError> {
     call(app, |conn| {
         Ok(store::list_images(conn)?
@@ -610,36 +605,20 @@ pub async fn create(
     Changer(user): Changer,
     CsrfForm(form): CsrfForm<NewMachineForm>,
 ) -> PanelResult {
-    let row = crate::bulk::RawRow {
-        line: 1,
-        mac: form.mac.clone(),
-        hostname: form.hostname.clone(),
-        ip: form.ip.clone(),
-        image: form.image.clone(),
-        rack: form.rack.clone(),
-        position: form.position.clone(),
-    };
-    let config = (*app.lifecycle).clone();
-    let actor = user.actor();
-    let now = clock::now_ms();
-    let result = app
-        .store
-        .call(move |conn| {
-            let checked = crate::bulk::check_rows(conn, vec![row])?;
-            let first = checked.into_iter().next();
-            match first {
-                Some(r) if r.errors.is_empty() => {
-                    if r.action == crate::bulk::Action::Update {
-                        return Ok(Err(format!("Machine {} already exists.", r.mac)));
-                    }
-                    inventory::add(conn, &r.new_machine(), &r.extra(), &config, &actor, now)?;
-                    Ok(Ok(r.mac))
-                }
-                Some(r) => Ok(Err(r.errors.join("; "))),
-                None => Ok(Err("nothing to add".into())),
+    let result = match new_machine(&form) {
+        Err(why) => Err(why),
+        Ok(new) => {
+            let caller = Caller::from_principal(&user);
+            match app
+                .services
+                .add_machine(&caller, clock::now_ms(), new)
+                .await
+            {
+                Ok(added) => Ok(added.mac),
+                Err(e) => Err(shown(e)?),
             }
-        })
-        .await?;
+        }
+    };
     match result {
         Ok(mac) => Ok(with_notice(&format!("/machines/{mac}"), "Machine added.")),
         Err(why) => Ok((

@@ -80,7 +80,8 @@ pub async fn action(
         )
         .await;
     };
-    match crate::power::run_verb(&app.store, &app.power, mac, verb, &user.actor()).await {
+    let caller = Caller::from_principal(&user);
+    match app.services.power(&caller, mac, verb).await {
         Ok(outcome) => {
             let notice = match (&outcome.warning, outcome.state) {
                 (Some(w), _) => format!("Power {}: warning: {w}", verb.as_str()),
@@ -89,7 +90,8 @@ pub async fn action(
             };
             Ok(with_notice(&format!("/machines/{mac}"), &notice))
         }
-        Err(crate::power::VerbError::Store(e)) => Err(e.into()),
+        Err(e) if matches!(e.kind(), ErrorKind::Internal | ErrorKind::NotFound) => Err(e.into()),
+        // The BMC failed or there is none to ask: said on the machine's page.
         Err(e) => {
             let mut response = machine_view(&app, &user, mac, None, Some(e.to_string())).await?;
             *response.status_mut() = StatusCode::BAD_GATEWAY;

@@ -14,6 +14,7 @@ use crate::http::AppState;
 use crate::lifecycle::Mode;
 use crate::mac::MacAddr;
 use crate::power::{self, Verb};
+use crate::service::Caller;
 use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -185,7 +186,7 @@ pub async fn confirm(
         let mut rows = Vec::new();
         for mac in macs {
             let machine = crate::inventory::machine(conn, mac)?;
-            let controller = power::get_controller(conn, mac)?;
+            let controller = crate::store::power::get_controller(conn, mac)?;
             rows.push((mac, machine, controller));
         }
         Ok(rows)
@@ -280,66 +281,61 @@ pub async fn run(
 }
 
 async fn run_selection(app: &AppState, user: &Principal, selection: Selection) -> PanelResult {
-    let actor = user.actor();
+    let caller = Caller::from_principal(user);
     let rows: Vec<ResultRow> = match selection.action {
-        Action::Reprovision(mode) => power::reprovision_many(
-            &app.store,
-            &app.power,
-            &app.lifecycle,
-            &selection.macs,
-            mode,
-            &actor,
-        )
-        .await
-        .into_iter()
-        .map(|(mac, result)| match result {
-            Ok(report) => ResultRow {
-                mac: mac.to_string(),
-                result: if report.power_error.is_some() {
-                    "failed"
-                } else if report.steps.iter().any(|s| s.result == "warning") {
-                    "warning"
-                } else {
-                    "ok"
-                },
-                detail: match &report.power_error {
-                    Some(why) => format!("{why}. Steps: {}.", report.describe()),
-                    None => format!("{}.", report.describe()),
-                },
-            },
-            Err(e) => ResultRow {
-                mac: mac.to_string(),
-                result: "failed",
-                detail: e.to_string(),
-            },
-        })
-        .collect(),
-        Action::Power(verb) => {
-            power::run_many(&app.store, &app.power, selection.macs, verb, &actor)
-                .await
-                .into_iter()
-                .map(|(mac, result)| match result {
-                    Ok(outcome) => ResultRow {
-                        mac: mac.to_string(),
-                        result: if outcome.warning.is_some() {
-                            "warning"
-                        } else {
-                            "ok"
-                        },
-                        detail: match (&outcome.warning, outcome.state) {
-                            (Some(w), _) => w.clone(),
-                            (None, Some(state)) => format!("power is {}", state.as_str()),
-                            (None, None) => format!("power {}: done", verb.as_str()),
-                        },
+        Action::Reprovision(mode) => app
+            .services
+            .reprovision_many(&caller, selection.macs, mode)
+            .await?
+            .into_iter()
+            .map(|(mac, result)| match result {
+                Ok(report) => ResultRow {
+                    mac: mac.to_string(),
+                    result: if report.power_error.is_some() {
+                        "failed"
+                    } else if report.steps.iter().any(|s| s.result == "warning") {
+                        "warning"
+                    } else {
+                        "ok"
                     },
-                    Err(e) => ResultRow {
-                        mac: mac.to_string(),
-                        result: "failed",
-                        detail: e.to_string(),
+                    detail: match &report.power_error {
+                        Some(why) => format!("{why}. Steps: {}.", report.describe()),
+                        None => format!("{}.", report.describe()),
                     },
-                })
-                .collect()
-        }
+                },
+                Err(e) => ResultRow {
+                    mac: mac.to_string(),
+                    result: "failed",
+                    detail: e.to_string(),
+                },
+            })
+            .collect(),
+        Action::Power(verb) => app
+            .services
+            .power_many(&caller, selection.macs, verb)
+            .await?
+            .into_iter()
+            .map(|(mac, result)| match result {
+                Ok(outcome) => ResultRow {
+                    mac: mac.to_string(),
+                    result: if outcome.warning.is_some() {
+                        "warning"
+                    } else {
+                        "ok"
+                    },
+                    detail: match (&outcome.warning, outcome.state) {
+                        (Some(w), _) => w.clone(),
+                        (None, Some(state)) => format!("power is {}", state.as_str()),
+                        (None, None) => format!("power {}: done", verb.as_str()),
+                    },
+                },
+                Err(e) => ResultRow {
+                    mac: mac.to_string(),
+                    result: "failed",
+                    detail: e.to_string(),
+                },
+            })
+            .collect(),
     };
     let failed: Vec<String> = rows
         .iter()

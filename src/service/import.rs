@@ -135,6 +135,66 @@ impl std::fmt::Display for Imported {
     }
 }
 
+/// Writes checked rows inside the caller's transaction, checking them again first:
+/// the inventory may have changed since the preview. Any bad row stops them all.
+pub(crate) fn apply_rows_in(
+    tx: &Connection,
+    rows: &[CheckedRow],
+    lifecycle: &crate::lifecycle::LifecycleConfig,
+    subnets: &[Subnet],
+    actor: &str,
+    now_ms: i64,
+) -> Result<Imported, ServiceError> {
+    let fresh = check_rows_in(tx, rows.iter().map(raw).collect(), subnets)?;
+    if let Some(bad) = fresh.iter().find(|r| !r.errors.is_empty()) {
+        return Err(ServiceError::Conflict(format!(
+            "line {}: {}",
+            bad.line,
+            bad.errors.join("; ")
+        )));
+    }
+    let mut imported = Imported {
+        added: 0,
+        updated: 0,
+    };
+    for row in &fresh {
+        let Ok(mac) = MacAddr::parse(&row.mac) else {
+            continue;
+        };
+        let opt = |text: &str| Some(text.trim().to_string()).filter(|s| !s.is_empty());
+        let ip = opt(&row.ip).and_then(|ip| ip.parse().ok());
+        match row.action {
+            Action::Add => {
+                let new = NewMachine {
+                    hostname: opt(&row.hostname),
+                    ip,
+                    image: opt(&row.image),
+                    rack: opt(&row.rack),
+                    position: opt(&row.position),
+                    ..NewMachine::new(mac)
+                };
+                machines::add_in(tx, &new, lifecycle, subnets, actor, now_ms)?;
+                imported.added += 1;
+            }
+            Action::Update => {
+                let patch = MachinePatch {
+                    hostname: opt(&row.hostname).map(Some),
+                    ip: ip.map(Some),
+                    rack: opt(&row.rack).map(Some),
+                    position: opt(&row.position).map(Some),
+                    ..MachinePatch::default()
+                };
+                machines::update_in(tx, mac, &patch, subnets, actor, now_ms)?;
+                if let Some(image) = opt(&row.image) {
+                    machines::set_image_in(tx, mac, Some(&image), actor, now_ms)?;
+                }
+                imported.updated += 1;
+            }
+        }
+    }
+    Ok(imported)
+}
+
 impl Services {
     /// Checks rows for a preview; nothing is written.
     pub async fn check_import(
@@ -164,56 +224,152 @@ impl Services {
             caller.actor_text(),
         );
         self.store
-            .transaction(move |tx| {
-                let fresh = check_rows_in(tx, rows.iter().map(raw).collect(), &subnets)?;
-                if let Some(bad) = fresh.iter().find(|r| !r.errors.is_empty()) {
-                    return Err(ServiceError::Conflict(format!(
-                        "line {}: {}",
-                        bad.line,
-                        bad.errors.join("; ")
-                    )));
-                }
-                let mut imported = Imported {
-                    added: 0,
-                    updated: 0,
-                };
-                for row in &fresh {
-                    let Ok(mac) = MacAddr::parse(&row.mac) else {
-                        continue;
-                    };
-                    let opt = |text: &str| Some(text.trim().to_string()).filter(|s| !s.is_empty());
-                    let ip = opt(&row.ip).and_then(|ip| ip.parse().ok());
-                    match row.action {
-                        Action::Add => {
-                            let new = NewMachine {
-                                hostname: opt(&row.hostname),
-                                ip,
-                                image: opt(&row.image),
-                                rack: opt(&row.rack),
-                                position: opt(&row.position),
-                                ..NewMachine::new(mac)
-                            };
-                            machines::add_in(tx, &new, &lifecycle, &subnets, &actor, now_ms)?;
-                            imported.added += 1;
-                        }
-                        Action::Update => {
-                            let patch = MachinePatch {
-                                hostname: opt(&row.hostname).map(Some),
-                                ip: ip.map(Some),
-                                rack: opt(&row.rack).map(Some),
-                                position: opt(&row.position).map(Some),
-                                ..MachinePatch::default()
-                            };
-                            machines::update_in(tx, mac, &patch, &subnets, &actor, now_ms)?;
-                            if let Some(image) = opt(&row.image) {
-                                machines::set_image_in(tx, mac, Some(&image), &actor, now_ms)?;
-                            }
-                            imported.updated += 1;
-                        }
-                    }
-                }
-                Ok(imported)
-            })
+            .transaction(move |tx| apply_rows_in(tx, &rows, &lifecycle, &subnets, &actor, now_ms))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bulk::{parse_csv, parse_upload, parse_xlsx, to_csv, to_xlsx};
+    use crate::inventory;
+    use crate::lifecycle::LifecycleConfig;
+
+    fn db() -> Connection {
+        let conn = store::open_connection_for_tests();
+        store::put_image(
+            &conn,
+            &store::Image {
+                name: "debian".into(),
+                kernel_path: "k".into(),
+                kernel_sha256: String::new(),
+                initrd_path: "i".into(),
+                initrd_sha256: String::new(),
+                cmdline: String::new(),
+            },
+            0,
+        )
+        .expect("image");
+        conn
+    }
+
+    const SHEET: &str = "MAC,Hostname,IP,Image,Rack,Position\n\
+        52:54:00:00:00:01,node1,192.0.2.11,debian,r1,1\n\
+        52-54-00-00-00-02,node2,,,r1,2\n";
+
+    fn check(conn: &Connection, rows: Vec<RawRow>) -> Result<Vec<CheckedRow>, StoreError> {
+        check_rows_in(conn, rows, &[])
+    }
+
+    fn apply(
+        conn: &mut Connection,
+        rows: &[CheckedRow],
+        lifecycle: &LifecycleConfig,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<String, ServiceError> {
+        let tx = conn.transaction().map_err(StoreError::from)?;
+        let imported = apply_rows_in(&tx, rows, lifecycle, &[], actor, now_ms)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(imported.to_string())
+    }
+
+    #[test]
+    fn preview_reports_each_rows_errors() {
+        let conn = db();
+        let text = "mac,hostname,ip,image\n\
+            52:54:00:00:00:01,node1,192.0.2.11,debian\n\
+            52:54:00:00:00:01,node1b,192.0.2.12,debian\n\
+            zz:zz,bad_host,192.0.2.300,ubuntu\n\
+            52:54:00:00:00:03,node3,192.0.2.11,\n";
+        let rows = check(&conn, parse_csv(text.as_bytes()).expect("parses")).expect("check");
+        assert!(rows[0].errors.is_empty(), "{:?}", rows[0].errors);
+        assert!(
+            rows[1].errors.iter().any(|e| e.contains("line 2")),
+            "{:?}",
+            rows[1].errors
+        );
+        assert_eq!(rows[2].errors.len(), 4, "{:?}", rows[2].errors);
+        assert!(
+            rows[3]
+                .errors
+                .iter()
+                .any(|e| e.contains("IP also on line 2")),
+            "{:?}",
+            rows[3].errors
+        );
+    }
+
+    #[test]
+    fn import_applies_all_or_nothing_then_updates() {
+        let mut conn = db();
+        let config = LifecycleConfig::default();
+        let rows = check(&conn, parse_csv(SHEET.as_bytes()).expect("parses")).expect("check");
+        let summary = apply(&mut conn, &rows, &config, "user:ann", 1).expect("apply");
+        assert_eq!(summary, "Imported: 2 added, 0 updated.");
+        let m1 = inventory::machine(&conn, MacAddr([0x52, 0x54, 0, 0, 0, 1]))
+            .expect("q")
+            .expect("m");
+        assert_eq!(m1.mode, crate::lifecycle::Mode::Install);
+        assert_eq!(m1.rack.as_deref(), Some("r1"));
+        // The same sheet again updates instead of failing.
+        let again = check(
+            &conn,
+            parse_csv(SHEET.replace("node2", "node2b").as_bytes()).expect("p"),
+        )
+        .expect("c");
+        assert!(
+            again
+                .iter()
+                .all(|r| r.action == Action::Update && r.errors.is_empty())
+        );
+        apply(&mut conn, &again, &config, "user:ann", 2).expect("apply");
+        let m2 = inventory::machine(&conn, MacAddr([0x52, 0x54, 0, 0, 0, 2]))
+            .expect("q")
+            .expect("m");
+        assert_eq!(m2.hostname.as_deref(), Some("node2b"));
+        // A row that became invalid since the preview stops the whole import.
+        let stale = check(
+            &conn,
+            parse_csv(b"mac,image\n52:54:00:00:00:07,debian\n52:54:00:00:00:08,gone\n").expect("p"),
+        )
+        .expect("c");
+        assert!(apply(&mut conn, &stale, &config, "user:ann", 3).is_err());
+        assert!(
+            inventory::machine(&conn, MacAddr([0x52, 0x54, 0, 0, 0, 7]))
+                .expect("q")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn xlsx_round_trips_through_export() {
+        let mut conn = db();
+        let rows = check(&conn, parse_csv(SHEET.as_bytes()).expect("parses")).expect("check");
+        apply(&mut conn, &rows, &LifecycleConfig::default(), "user:ann", 1).expect("apply");
+        let machines = crate::bulk::all_machines(&mut conn).expect("all");
+        let xlsx = to_xlsx(&machines).expect("xlsx");
+        let back = parse_xlsx(&xlsx);
+        // The export has columns the import does not take (mode, firmware...).
+        assert!(back.expect_err("export columns").contains("unknown column"));
+        let csv_text = String::from_utf8(to_csv(&machines).expect("csv")).expect("utf8");
+        assert!(csv_text.starts_with("mac,hostname,ip,image,mode"));
+        assert!(csv_text.contains("52:54:00:00:00:01,node1,192.0.2.11,debian,install,r1,1"));
+        // A sheet written as XLSX with the import columns reads back.
+        let mut workbook = rust_xlsxwriter::Workbook::new();
+        let sheet = workbook.add_worksheet();
+        for (col, title) in ["mac", "hostname", "position"].iter().enumerate() {
+            sheet.write_string(0, col as u16, *title).expect("write");
+        }
+        sheet
+            .write_string(1, 0, "52:54:00:00:00:05")
+            .expect("write");
+        sheet.write_string(1, 1, "node5").expect("write");
+        sheet.write_number(1, 2, 12.0).expect("write");
+        let bytes = workbook.save_to_buffer().expect("save");
+        let rows = parse_upload("rack.xlsx", &bytes).expect("xlsx parses");
+        assert_eq!(rows[0].position, "12");
+        assert_eq!(rows[0].hostname, "node5");
     }
 }
