@@ -493,8 +493,8 @@ async fn get_power(
             return Err(StoreError::NotFound(format!("no machine {mac}")));
         }
         Ok((
-            crate::power::get_controller(conn, mac)?,
-            crate::power::cached_status(conn, mac)?,
+            crate::store::power::get_controller(conn, mac)?,
+            crate::store::power::cached_status(conn, mac)?,
         ))
     })
     .await?;

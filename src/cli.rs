@@ -793,8 +793,8 @@ async fn power_cli(
                 .store
                 .call(move |conn| {
                     Ok((
-                        power::get_controller(conn, mac)?,
-                        power::cached_status(conn, mac)?,
+                        store::power::get_controller(conn, mac)?,
+                        store::power::cached_status(conn, mac)?,
                     ))
                 })
                 .await?;

@@ -140,11 +140,6 @@ pub fn boot_router(state: AppState, ipxe_dir: PathBuf) -> Router {
         .with_state(state)
 }
 
-/// Boot files, panel and API on one listener.
-pub fn router(state: AppState, ipxe_dir: PathBuf) -> Router {
-    boot_router(state.clone(), ipxe_dir).merge(crate::panel::router(state))
-}
-
 pub fn plain(status: StatusCode, body: String) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
@@ -611,7 +606,7 @@ pub mod tests {
             config,
         );
         state.scripts = Arc::new(Scripts::new(dir.path().join("ipxe")));
-        let router = router(state.clone(), dir.path().to_path_buf())
+        let router = boot_router(state.clone(), dir.path().to_path_buf())
             .layer(MockConnectInfo(SocketAddr::from((peer, 40000))));
         TestApp {
             router,

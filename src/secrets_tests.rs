@@ -101,7 +101,7 @@ async fn get_from(
 ) -> (StatusCode, String) {
     let mut state = app.state.clone();
     state.secrets = secrets.clone();
-    let router = crate::http::router(state, app._dir.path().to_path_buf())
+    let router = crate::panel::app(state, app._dir.path().to_path_buf())
         .layer(MockConnectInfo(SocketAddr::from((peer, 40000))));
     let request = axum::http::Request::builder()
         .uri(uri)

@@ -84,7 +84,10 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     state.secrets = secrets_rule(&config);
     // The power column of the panel: every BMC read at a modest rate, limited by
     // the same semaphore as the verbs operators send.
-    tokio::spawn(crate::power::poll_loop(store.clone(), state.power.clone()));
+    tokio::spawn(crate::service::power::poll_loop(
+        store.clone(),
+        state.power.clone(),
+    ));
     let panel_url = match (&config.panel.listen, &config.panel.tls) {
         (Some(addr), Some(_)) => format!("https://{addr}"),
         (Some(addr), None) => format!("http://{addr}"),
@@ -136,7 +139,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     let app = if panel_task.is_some() {
         http::boot_router(state, config.ipxe.dir.clone())
     } else {
-        http::router(state, config.ipxe.dir.clone())
+        panel::app(state, config.ipxe.dir.clone())
     };
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await

@@ -116,7 +116,7 @@ pub async fn list(
     };
     let (found, total, mut power) = call(&app, move |conn| {
         let (found, total) = inventory::search(conn, &query)?;
-        Ok((found, total, crate::power::power_column(conn)?))
+        Ok((found, total, crate::store::power::power_column(conn)?))
     })
     .await?;
     let link = |page: u32| {
@@ -211,8 +211,8 @@ pub async fn machine_view(
     let (machine, images, events, boots, power) = call(app, move |conn| {
         let machine = inventory::machine(conn, mac)?;
         let power = (
-            crate::power::get_controller(conn, mac)?,
-            crate::power::cached_status(conn, mac)?,
+            crate::store::power::get_controller(conn, mac)?,
+            crate::store::power::cached_status(conn, mac)?,
         );
         let images = store::list_images(conn)?
             .into_iter()

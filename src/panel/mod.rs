@@ -120,3 +120,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(errors::error_pages));
     middleware::around(pages.merge(crate::api::router())).with_state(state)
 }
+
+/// Boot files, panel and API on one listener.
+pub fn app(state: AppState, ipxe_dir: std::path::PathBuf) -> Router {
+    crate::http::boot_router(state.clone(), ipxe_dir).merge(router(state))
+}

@@ -572,14 +572,6 @@ pub struct CachedStatus {
     pub checked_ms: i64,
 }
 
-// Older paths, kept until every caller goes through the service layer.
-pub use crate::service::power::{
-    Reprovision, VerbError, poll_loop, reprovision, reprovision_many, run_many, run_verb,
-};
-pub use crate::store::power::{
-    cached_status, controllers, get_controller, power_column, save_statuses, targets,
-};
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -936,7 +936,7 @@ async fn a_full_pool_is_reported_in_the_panel() {
         renew_secs: 1800,
         rebind_secs: 3150,
     }]);
-    app.router = rackboot::http::router(state, app._dir.path().to_path_buf()).layer(
+    app.router = rackboot::panel::app(state, app._dir.path().to_path_buf()).layer(
         axum::extract::connect_info::MockConnectInfo(std::net::SocketAddr::from((
             [192, 0, 2, 10],
             40000,

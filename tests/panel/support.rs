@@ -118,7 +118,7 @@ pub async fn app_with(adjust: impl FnOnce(&mut AppState)) -> TestApp {
 
 /// The library's router for `state`, its requests coming from the test machine.
 pub fn router_for(state: &AppState, dir: &tempfile::TempDir) -> Router {
-    rackboot::http::router(state.clone(), dir.path().to_path_buf())
+    rackboot::panel::app(state.clone(), dir.path().to_path_buf())
         .layer(MockConnectInfo(SocketAddr::from((OWN_IP, 40000))))
 }
 
