@@ -474,10 +474,7 @@ async fn done_url(
         }
     };
     let now_ms = clock::now_ms();
-    let result = app
-        .store
-        .call(move |conn| inventory::done(conn, &token, failed, now_ms))
-        .await;
+    let result = app.services.machine_done(now_ms, token, failed).await;
     match result {
         Ok((DoneOutcome::Finished { wiped }, Some(mac))) => {
             tracing::info!(%mac, %peer, wiped, "done-URL called: back to local boot");
@@ -513,9 +510,8 @@ async fn done_url(
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::inventory::MachineExtra;
     use crate::lifecycle::Mode;
-    use crate::store::NewMachine;
+    use crate::service::machines::{NewMachine, add_in, set_mode_in, update_in};
     use axum::body::Body;
     use axum::extract::connect_info::MockConnectInfo;
     use http_body_util::BodyExt;
@@ -568,32 +564,31 @@ pub mod tests {
         let config = test_lifecycle();
         let seed_config = config.clone();
         store
-            .call(move |conn| {
+            .transaction(move |tx| {
                 for image in &images {
-                    store::put_image(conn, image, 0)?;
+                    store::put_image(tx, image, 0)?;
                 }
-                inventory::add(
-                    conn,
+                let mac = MacAddr::parse(MAC).expect("mac");
+                add_in(
+                    tx,
                     &NewMachine {
-                        mac: MacAddr::parse(MAC).ok(),
                         hostname: Some("node1".into()),
                         image: Some("debian".into()),
                         ip: Some(Ipv4Addr::from(OWN_IP)),
-                    },
-                    &MachineExtra {
                         ssh_keys: Some("ssh-ed25519 AAAAown node1-admin".into()),
-                        ..MachineExtra::default()
+                        ..NewMachine::new(mac)
                     },
                     &seed_config,
+                    &[],
                     "test",
                     clock::now_ms(),
                 )?;
-                store::add_machine(
-                    conn,
-                    &NewMachine {
-                        mac: MacAddr::parse("52:54:00:00:00:02").ok(),
-                        ..NewMachine::default()
-                    },
+                add_in(
+                    tx,
+                    &NewMachine::new(MacAddr([0x52, 0x54, 0, 0, 0, 2])),
+                    &seed_config,
+                    &[],
+                    "test",
                     0,
                 )
             })
@@ -644,10 +639,10 @@ pub mod tests {
         let config = test_lifecycle();
         app.state
             .store
-            .call(move |conn| {
-                inventory::set_mode(
-                    conn,
-                    MacAddr::parse(MAC).map_err(|e| store::StoreError::Conflict(e.to_string()))?,
+            .transaction(move |tx| {
+                set_mode_in(
+                    tx,
+                    MacAddr::parse(MAC).expect("mac"),
                     mode,
                     &config,
                     "test",
@@ -737,14 +732,15 @@ pub mod tests {
         set_mode(&app, Mode::Local).await;
         app.state
             .store
-            .call(|conn| {
-                inventory::update(
-                    conn,
+            .transaction(|tx| {
+                update_in(
+                    tx,
                     MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x56]),
                     &inventory::MachinePatch {
                         exit_method: Some(lifecycle::ExitMethod::Sanboot),
                         ..Default::default()
                     },
+                    &[],
                     "test",
                     0,
                 )

@@ -15,7 +15,8 @@ use crate::http::tests::{TestApp, app};
 use crate::inventory;
 use crate::mac::MacAddr;
 use crate::secrets::{Neighbours, Policy, Rule};
-use crate::store::{self, DhcpBatch, LeaseOp, LeaseRecord, LeaseState, NewMachine, Store};
+use crate::service::machines::{NewMachine, add_in};
+use crate::store::{self, DhcpBatch, LeaseOp, LeaseRecord, LeaseState, Store};
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::StatusCode;
@@ -136,14 +137,15 @@ async fn expect_routes(app: &TestApp, peer: Ipv4Addr, secrets: &Rule, served: bo
 async fn clear_fixed_address(app: &TestApp) {
     app.state
         .store
-        .call(|conn| {
-            inventory::update(
-                conn,
+        .transaction(|tx| {
+            crate::service::machines::update_in(
+                tx,
                 VICTIM,
                 &inventory::MachinePatch {
                     ip: Some(None),
                     ..Default::default()
                 },
+                &[],
                 "test",
                 0,
             )
@@ -207,14 +209,16 @@ async fn the_inventory_describes_an_address() {
     let store = Store::open_in_memory().expect("store");
     let now = now_s();
     store
-        .call(|conn| {
-            store::add_machine(
+        .transaction(|conn| {
+            add_in(
                 conn,
                 &NewMachine {
-                    mac: Some(VICTIM),
                     ip: Some(ip(10)),
-                    ..NewMachine::default()
+                    ..NewMachine::new(VICTIM)
                 },
+                &Default::default(),
+                &[],
+                "test",
                 0,
             )
         })
@@ -315,14 +319,16 @@ async fn a_machines_tftp_directory_goes_to_that_machine_only() {
     std::fs::write(root.join("autoexec.ipxe"), b"#!ipxe\n# everyone").expect("write");
     let store = Store::open_in_memory().expect("store");
     store
-        .call(move |conn| {
-            store::add_machine(
+        .transaction(move |conn| {
+            add_in(
                 conn,
                 &NewMachine {
-                    mac: Some(VICTIM),
                     ip: Some(own),
-                    ..NewMachine::default()
+                    ..NewMachine::new(VICTIM)
                 },
+                &Default::default(),
+                &[],
+                "test",
                 0,
             )
         })

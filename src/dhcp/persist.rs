@@ -98,7 +98,8 @@ mod tests {
     //! follow the same steps.
     use super::*;
     use crate::mac::MacAddr;
-    use crate::store::{Discovered, LeaseOp, LeaseState, NewMachine};
+    use crate::service::machines::{NewMachine, add_in};
+    use crate::store::{Discovered, LeaseOp, LeaseState};
     use std::net::Ipv4Addr;
 
     const NOW_MS: i64 = 1_700_000_000_000;
@@ -148,12 +149,15 @@ mod tests {
         // Someone else (the CLI, the panel) adds a machine: the next commit brings it.
         let added = MacAddr([2, 0, 0, 0, 0, 2]);
         store
-            .call(move |conn| {
-                let new = NewMachine {
-                    mac: Some(added),
-                    ..NewMachine::default()
-                };
-                store::add_machine(conn, &new, NOW_MS)
+            .transaction(move |tx| {
+                add_in(
+                    tx,
+                    &NewMachine::new(added),
+                    &Default::default(),
+                    &[],
+                    "test",
+                    NOW_MS,
+                )
             })
             .await
             .expect("adds");

@@ -108,24 +108,7 @@ impl Services {
         let (lifecycle, actor) = (self.lifecycle.clone(), caller.actor_text());
         let image = self
             .store
-            .transaction(move |tx| {
-                let image =
-                    store::get_image(tx, &name)?.ok_or(ServiceError::NoSuchImage(name.clone()))?;
-                let machines = inventory::image_users(tx, &name)?;
-                if machines > 0 {
-                    return Err(ServiceError::ImageInUse { name, machines });
-                }
-                if lifecycle.rescue_image.as_deref() == Some(name.as_str())
-                    || lifecycle.wipe_image.as_deref() == Some(name.as_str())
-                {
-                    return Err(ServiceError::Conflict(format!(
-                        "image {name} is the configured rescue or wipe image and cannot be deleted"
-                    )));
-                }
-                inventory::delete_image_row(tx, &name)?;
-                store::insert_event_by(tx, now_ms, None, "image.deleted", name, Some(&actor))?;
-                Ok(image)
-            })
+            .transaction(move |tx| delete_image_in(tx, &name, &lifecycle, &actor, now_ms))
             .await?;
         let dir = self.data_dir.join("images").join(&image.name);
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await
@@ -135,6 +118,42 @@ impl Services {
         }
         Ok(image)
     }
+}
+
+/// Deletes an image's record inside the caller's transaction, unless a machine uses
+/// it or it is the rescue or wipe image.
+pub fn delete_image_in(
+    tx: &rusqlite::Connection,
+    name: &str,
+    lifecycle: &crate::lifecycle::LifecycleConfig,
+    actor: &str,
+    now_ms: i64,
+) -> Result<Image, ServiceError> {
+    let image = store::get_image(tx, name)?.ok_or(ServiceError::NoSuchImage(name.to_string()))?;
+    let machines = inventory::image_users(tx, name)?;
+    if machines > 0 {
+        return Err(ServiceError::ImageInUse {
+            name: name.to_string(),
+            machines,
+        });
+    }
+    if lifecycle.rescue_image.as_deref() == Some(name)
+        || lifecycle.wipe_image.as_deref() == Some(name)
+    {
+        return Err(ServiceError::Conflict(format!(
+            "image {name} is the configured rescue or wipe image and cannot be deleted"
+        )));
+    }
+    inventory::delete_image_row(tx, name)?;
+    store::insert_event_by(
+        tx,
+        now_ms,
+        None,
+        "image.deleted",
+        name.to_string(),
+        Some(actor),
+    )?;
+    Ok(image)
 }
 
 /// Puts the staged files where the image lives, replacing what was there. Runs on

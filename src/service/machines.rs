@@ -179,7 +179,7 @@ fn require_machine(tx: &Connection, mac: MacAddr) -> Result<MachineDetail, Servi
 /// machine the DHCP server discovered is adopted: the operator's details replace
 /// the empty ones and what was seen of it stays. One added with an image starts in
 /// `install`; one without in `local`.
-pub(crate) fn add_in(
+pub fn add_in(
     tx: &Connection,
     new: &NewMachine,
     lifecycle: &LifecycleConfig,
@@ -246,7 +246,7 @@ pub(crate) fn add_in(
     Ok(())
 }
 
-pub(crate) fn set_mode_in(
+pub fn set_mode_in(
     tx: &Connection,
     mac: MacAddr,
     mode: Mode,
@@ -289,7 +289,7 @@ fn patch_problems(patch: &MachinePatch, subnets: &[Subnet]) -> Vec<ServiceError>
     )
 }
 
-pub(crate) fn update_in(
+pub fn update_in(
     tx: &Connection,
     mac: MacAddr,
     patch: &MachinePatch,
@@ -314,7 +314,7 @@ pub(crate) fn update_in(
     require_machine(tx, mac)
 }
 
-pub(crate) fn set_image_in(
+pub fn set_image_in(
     tx: &Connection,
     mac: MacAddr,
     image: Option<&str>,
@@ -350,6 +350,45 @@ pub(crate) fn set_image_in(
         Some(actor),
     )?;
     require_machine(tx, mac)
+}
+
+/// A done-URL call inside the caller's transaction: the machine is found by its
+/// token and the outcome applied.
+pub fn done_in(
+    tx: &Connection,
+    token: &str,
+    failed: bool,
+    now_ms: i64,
+) -> Result<(DoneOutcome, Option<MacAddr>), ServiceError> {
+    let Some(mac) = inventory::mac_by_token(tx, token)? else {
+        return Ok((DoneOutcome::Refused, None));
+    };
+    let detail = require_machine(tx, mac)?;
+    let outcome = lifecycle::done(&detail.life(), token, failed, now_ms);
+    let actor = Caller::Machine.actor_text();
+    match outcome {
+        DoneOutcome::Refused => {}
+        DoneOutcome::Failed => store::insert_event_by(
+            tx,
+            now_ms,
+            Some(mac),
+            &format!("{}.failed", detail.mode),
+            "the installer reported failure; the machine stays in its mode".into(),
+            Some(&actor),
+        )?,
+        DoneOutcome::Finished { wiped } => {
+            inventory::finish(tx, mac, wiped, now_ms)?;
+            store::insert_event_by(
+                tx,
+                now_ms,
+                Some(mac),
+                &format!("{}.done", detail.mode),
+                format!("{} -> local", detail.mode),
+                Some(&actor),
+            )?;
+        }
+    }
+    Ok((outcome, Some(mac)))
 }
 
 impl Services {
@@ -460,37 +499,241 @@ impl Services {
         failed: bool,
     ) -> Result<(DoneOutcome, Option<MacAddr>), ServiceError> {
         self.store
-            .transaction(move |tx| {
-                let Some(mac) = inventory::mac_by_token(tx, &token)? else {
-                    return Ok((DoneOutcome::Refused, None));
-                };
-                let detail = require_machine(tx, mac)?;
-                let outcome = lifecycle::done(&detail.life(), &token, failed, now_ms);
-                let actor = Caller::Machine.actor_text();
-                match outcome {
-                    DoneOutcome::Refused => {}
-                    DoneOutcome::Failed => store::insert_event_by(
-                        tx,
-                        now_ms,
-                        Some(mac),
-                        &format!("{}.failed", detail.mode),
-                        "the installer reported failure; the machine stays in its mode".into(),
-                        Some(&actor),
-                    )?,
-                    DoneOutcome::Finished { wiped } => {
-                        inventory::finish(tx, mac, wiped, now_ms)?;
-                        store::insert_event_by(
-                            tx,
-                            now_ms,
-                            Some(mac),
-                            &format!("{}.done", detail.mode),
-                            format!("{} -> local", detail.mode),
-                            Some(&actor),
-                        )?;
-                    }
-                }
-                Ok((outcome, Some(mac)))
-            })
+            .transaction(move |tx| done_in(tx, &token, failed, now_ms))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inventory::{MachineQuery, SortBy, events, machine, search};
+    use crate::service::images::delete_image_in;
+
+    fn db() -> Connection {
+        store::open_connection_for_tests()
+    }
+
+    fn config() -> LifecycleConfig {
+        LifecycleConfig {
+            rescue_image: Some("rescue".into()),
+            wipe_image: Some("wipe".into()),
+            ..LifecycleConfig::default()
+        }
+    }
+
+    fn image(conn: &Connection, name: &str) {
+        store::put_image(
+            conn,
+            &store::Image {
+                name: name.into(),
+                kernel_path: "k".into(),
+                kernel_sha256: String::new(),
+                initrd_path: "i".into(),
+                initrd_sha256: String::new(),
+                cmdline: String::new(),
+            },
+            0,
+        )
+        .expect("image");
+    }
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x52, 0x54, 0, 0, 0, n])
+    }
+
+    fn new(n: u8, image: Option<&str>) -> NewMachine {
+        NewMachine {
+            hostname: Some(format!("node{n}")),
+            image: image.map(str::to_string),
+            ..NewMachine::new(mac(n))
+        }
+    }
+
+    fn add(
+        conn: &Connection,
+        new: &NewMachine,
+        config: &LifecycleConfig,
+        actor: &str,
+        now_ms: i64,
+    ) -> Result<MachineDetail, ServiceError> {
+        add_in(conn, new, config, &[], actor, now_ms)?;
+        require_machine(conn, new.mac)
+    }
+
+    #[test]
+    fn a_machine_added_with_an_image_starts_in_install() {
+        let conn = db();
+        image(&conn, "debian");
+        let with = add(&conn, &new(1, Some("debian")), &config(), "user:ann", 5).expect("add");
+        assert_eq!(with.mode, Mode::Install);
+        assert!(with.token.is_some());
+        let without = add(&conn, &new(2, None), &config(), "user:ann", 5).expect("add");
+        assert_eq!(without.mode, Mode::Local);
+        assert!(without.token.is_none());
+    }
+
+    #[test]
+    fn done_url_returns_the_machine_to_local_once() {
+        let conn = db();
+        image(&conn, "debian");
+        let m = add(&conn, &new(1, Some("debian")), &config(), "user:ann", 5).expect("add");
+        let token = m.token.clone().expect("token");
+        assert_eq!(
+            done_in(&conn, "nope", false, 10).expect("done").0,
+            DoneOutcome::Refused
+        );
+        assert_eq!(
+            done_in(&conn, &token, true, 10).expect("done").0,
+            DoneOutcome::Failed
+        );
+        assert_eq!(
+            machine(&conn, mac(1)).expect("q").expect("m").mode,
+            Mode::Install
+        );
+        assert_eq!(
+            done_in(&conn, &token, false, 20).expect("done").0,
+            DoneOutcome::Finished { wiped: false }
+        );
+        let after = machine(&conn, mac(1)).expect("q").expect("m");
+        assert_eq!(after.mode, Mode::Local);
+        assert_eq!(after.installed_ms, Some(20));
+        assert_eq!(
+            done_in(&conn, &token, false, 30).expect("done").0,
+            DoneOutcome::Refused
+        );
+        let kinds: Vec<String> = events(&conn, Some(mac(1)), false, 10)
+            .expect("events")
+            .into_iter()
+            .rev()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "machine.added",
+                "mode.set",
+                "install.failed",
+                "install.done"
+            ]
+        );
+    }
+
+    #[test]
+    fn images_in_use_cannot_be_deleted_and_modes_need_images() {
+        let conn = db();
+        image(&conn, "debian");
+        image(&conn, "rescue");
+        add(&conn, &new(1, Some("debian")), &config(), "user:a", 0).expect("add");
+        assert!(matches!(
+            delete_image_in(&conn, "debian", &config(), "user:a", 1),
+            Err(ServiceError::ImageInUse { .. })
+        ));
+        assert!(matches!(
+            delete_image_in(&conn, "rescue", &config(), "user:a", 1),
+            Err(ServiceError::Conflict(_))
+        ));
+        assert!(matches!(
+            set_image_in(&conn, mac(1), None, "user:a", 1),
+            Err(ServiceError::Conflict(_))
+        ));
+        set_mode_in(&conn, mac(1), Mode::Local, &config(), "user:a", 1).expect("local");
+        set_image_in(&conn, mac(1), None, "user:a", 1).expect("clear");
+        delete_image_in(&conn, "debian", &config(), "user:a", 1).expect("now deletable");
+        let audit = events(&conn, None, true, 50).expect("audit");
+        assert!(
+            audit
+                .iter()
+                .all(|e| e.actor.as_deref().is_some_and(|a| a.starts_with("user:")))
+        );
+        assert!(audit.iter().any(|e| e.kind == "image.deleted"));
+    }
+
+    #[test]
+    fn search_finds_by_any_field_and_pages() {
+        let conn = db();
+        image(&conn, "debian");
+        for n in 1..=30 {
+            let mut m = new(n, if n % 2 == 0 { Some("debian") } else { None });
+            if n == 7 {
+                m.ip = Some(Ipv4Addr::new(192, 0, 2, 7));
+            }
+            add(&conn, &m, &config(), "user:a", 0).expect("add");
+        }
+        let q = |search: &str| MachineQuery {
+            search: Some(search.into()),
+            limit: 100,
+            ..MachineQuery::default()
+        };
+        assert_eq!(search(&conn, &q("node7")).expect("s").1, 1);
+        assert_eq!(search(&conn, &q("52-54-00-00-00-07")).expect("s").1, 1);
+        assert_eq!(search(&conn, &q("192.0.2.7")).expect("s").1, 1);
+        assert_eq!(search(&conn, &q("debian")).expect("s").1, 15);
+        let installs = MachineQuery {
+            mode: Some(Mode::Install),
+            limit: 10,
+            offset: 10,
+            sort: SortBy::Hostname,
+            ..MachineQuery::default()
+        };
+        let (page, total) = search(&conn, &installs).expect("s");
+        assert_eq!((page.len(), total), (5, 15));
+    }
+
+    #[test]
+    fn a_second_machine_with_the_same_mac_or_address_or_an_unknown_image_is_refused() {
+        let conn = db();
+        image(&conn, "debian");
+        let first = NewMachine {
+            ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
+            ..new(1, Some("debian"))
+        };
+        add(&conn, &first, &config(), "user:a", 5).expect("add");
+        assert!(matches!(
+            add(&conn, &first, &config(), "user:a", 6),
+            Err(ServiceError::MachineExists(m)) if m == mac(1)
+        ));
+        let same_ip = NewMachine {
+            mac: mac(2),
+            ..first.clone()
+        };
+        assert!(matches!(
+            add(&conn, &same_ip, &config(), "user:a", 6),
+            Err(ServiceError::AddressTaken { owner, .. }) if owner == mac(1)
+        ));
+        let bad_image = new(3, Some("nope"));
+        let refused = add(&conn, &bad_image, &config(), "user:a", 6).expect_err("no image");
+        assert_eq!(refused.field(), Some("image"));
+        assert_eq!(refused.to_string(), "no image named \"nope\"");
+        assert_eq!(crate::store::list_machines(&conn).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn a_discovered_machine_is_adopted_once() {
+        let mut conn = db();
+        crate::store::commit_dhcp_batch(
+            &mut conn,
+            &crate::store::DhcpBatch {
+                discovered: vec![crate::store::Discovered {
+                    mac: mac(7),
+                    arch: Some("bios".into()),
+                    vendor_class: None,
+                }],
+                ..Default::default()
+            },
+            1,
+        )
+        .expect("discover");
+        let adopted = add(&conn, &new(7, None), &config(), "user:a", 2).expect("adopt");
+        assert!(!adopted.discovered);
+        assert_eq!(
+            adopted.arch.as_deref(),
+            Some("bios"),
+            "what was seen is kept"
+        );
+        assert!(matches!(
+            add(&conn, &new(7, None), &config(), "user:a", 3),
+            Err(ServiceError::MachineExists(_))
+        ));
     }
 }

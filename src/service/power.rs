@@ -157,7 +157,7 @@ impl Services {
     ) -> Result<Reprovision, ServiceError> {
         caller.require(Need::Change)?;
         check_reprovision_mode(mode, false)?;
-        Ok(reprovision(
+        reprovision(
             &self.store,
             &self.power,
             &self.lifecycle,
@@ -165,7 +165,7 @@ impl Services {
             mode,
             &caller.actor_text(),
         )
-        .await?)
+        .await
     }
 
     /// Reinstall or rescue many machines at once; every result, in the order given.
@@ -177,7 +177,7 @@ impl Services {
     ) -> Result<Vec<(MacAddr, Result<Reprovision, ServiceError>)>, ServiceError> {
         caller.require(Need::Change)?;
         check_reprovision_mode(mode, true)?;
-        let results = reprovision_many(
+        Ok(reprovision_many(
             &self.store,
             &self.power,
             &self.lifecycle,
@@ -185,11 +185,7 @@ impl Services {
             mode,
             &caller.actor_text(),
         )
-        .await;
-        Ok(results
-            .into_iter()
-            .map(|(mac, r)| (mac, r.map_err(ServiceError::from)))
-            .collect())
+        .await)
     }
 }
 
@@ -356,13 +352,13 @@ pub async fn reprovision(
     mac: MacAddr,
     mode: Mode,
     actor: &str,
-) -> Result<Reprovision, StoreError> {
+) -> Result<Reprovision, ServiceError> {
     let (life, who) = (life.clone(), actor.to_string());
     let (machine, controller) = store
-        .call(move |conn| {
+        .transaction(move |tx| {
             let machine =
-                inventory::set_mode(conn, mac, mode, &life, &who, crate::clock::now_ms())?;
-            Ok((machine, get_controller(conn, mac)?))
+                super::machines::set_mode_in(tx, mac, mode, &life, &who, crate::clock::now_ms())?;
+            Ok::<_, ServiceError>((machine, get_controller(tx, mac)?))
         })
         .await?;
     let mut report = Reprovision {
@@ -446,7 +442,7 @@ pub async fn reprovision_many(
     macs: &[MacAddr],
     mode: Mode,
     actor: &str,
-) -> Vec<(MacAddr, Result<Reprovision, StoreError>)> {
+) -> Vec<(MacAddr, Result<Reprovision, ServiceError>)> {
     for_each_machine(
         macs,
         |mac| {
@@ -458,7 +454,7 @@ pub async fn reprovision_many(
             );
             async move { reprovision(&store, &power, &life, mac, mode, &actor).await }
         },
-        || Err(StoreError::Conflict("the action ended abnormally".into())),
+        || Err(ServiceError::Conflict("the action ended abnormally".into())),
     )
     .await
 }
@@ -603,20 +599,15 @@ mod tests {
 
     async fn add_machine(store: &Store, mac: MacAddr) {
         store
-            .call(move |conn| {
-                let new = crate::store::NewMachine {
-                    mac: Some(mac),
-                    ..Default::default()
-                };
-                inventory::add(
-                    conn,
-                    &new,
-                    &inventory::MachineExtra::default(),
+            .transaction(move |tx| {
+                super::super::machines::add_in(
+                    tx,
+                    &super::super::machines::NewMachine::new(mac),
                     &LifecycleConfig::default(),
+                    &[],
                     "test",
                     0,
-                )?;
-                Ok(())
+                )
             })
             .await
             .expect("machine");

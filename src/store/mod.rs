@@ -494,108 +494,6 @@ pub fn list_machines(conn: &Connection) -> Result<Vec<Machine>, StoreError> {
     rows.map(|row| machine_from_row(row?)).collect()
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct NewMachine {
-    pub mac: Option<MacAddr>,
-    pub hostname: Option<String>,
-    pub image: Option<String>,
-    pub ip: Option<Ipv4Addr>,
-}
-
-#[cfg(test)]
-pub fn add_machine(conn: &mut Connection, new: &NewMachine, now_ms: i64) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    insert_machine(&tx, new, now_ms, None)?;
-    tx.commit()?;
-    Ok(())
-}
-
-/// Inserts a machine inside the caller's transaction, with its `machine.added` event.
-pub fn insert_machine(
-    tx: &Connection,
-    new: &NewMachine,
-    now_ms: i64,
-    actor: Option<&str>,
-) -> Result<(), StoreError> {
-    let mac = new
-        .mac
-        .ok_or_else(|| StoreError::Conflict("a machine needs a MAC address".into()))?;
-    // A machine the DHCP server discovered is adopted: the operator's details replace
-    // the empty ones, and what was seen of it (firmware, vendor class) is kept.
-    let adopting = match get_machine(tx, mac)? {
-        Some(existing) if existing.discovered => true,
-        Some(_) => {
-            return Err(StoreError::Conflict(format!(
-                "machine {mac} already exists"
-            )));
-        }
-        None => false,
-    };
-    if let Some(image) = &new.image
-        && get_image(tx, image)?.is_none()
-    {
-        return Err(StoreError::NotFound(format!("no image named {image:?}")));
-    }
-    if let Some(ip) = new.ip {
-        let owner: Option<String> = tx
-            .query_row(
-                "SELECT mac FROM machines WHERE ip = ?1",
-                [ip_to_db(ip)],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(owner) = owner {
-            return Err(StoreError::Conflict(format!(
-                "{ip} is already the fixed address of {owner}"
-            )));
-        }
-    }
-    if adopting {
-        tx.execute(
-            "UPDATE machines SET hostname = ?2, image = ?3, ip = ?4, discovered = 0
-             WHERE mac = ?1",
-            params![
-                mac.to_string(),
-                new.hostname,
-                new.image,
-                new.ip.map(ip_to_db)
-            ],
-        )?;
-    } else {
-        tx.execute(
-            "INSERT INTO machines (mac, hostname, image, ip, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                mac.to_string(),
-                new.hostname,
-                new.image,
-                new.ip.map(ip_to_db),
-                now_ms
-            ],
-        )?;
-    }
-    insert_event_by(
-        tx,
-        now_ms,
-        Some(mac),
-        if adopting {
-            "machine.adopted"
-        } else {
-            "machine.added"
-        },
-        format!(
-            "hostname={} image={} ip={}",
-            new.hostname.as_deref().unwrap_or("-"),
-            new.image.as_deref().unwrap_or("-"),
-            new.ip
-                .map(|ip| ip.to_string())
-                .unwrap_or_else(|| "-".into())
-        ),
-        actor,
-    )?;
-    Ok(())
-}
-
 /// A migrated in-memory connection, for tests of modules that query the store.
 #[cfg(test)]
 pub fn open_connection_for_tests() -> Connection {
@@ -1002,6 +900,32 @@ mod tests {
         conn
     }
 
+    /// A machine written as the service layer writes one (a discovered one adopted).
+    fn seed(
+        conn: &Connection,
+        mac: MacAddr,
+        hostname: Option<&str>,
+        image: Option<&str>,
+        ip: Option<Ipv4Addr>,
+    ) {
+        let row = machines::MachineRow {
+            mac,
+            hostname: hostname.map(str::to_string),
+            image: image.map(str::to_string),
+            ip,
+            rack: None,
+            position: None,
+            exit_method: crate::lifecycle::ExitMethod::Exit,
+            ssh_keys: String::new(),
+        };
+        let adopting = get_machine(conn, mac).expect("get").is_some();
+        if adopting {
+            machines::adopt_row(conn, &row).expect("adopt");
+        } else {
+            machines::insert_row(conn, &row, 1).expect("insert");
+        }
+    }
+
     fn mac(last: u8) -> MacAddr {
         MacAddr([0x52, 0x54, 0, 0, 0, last])
     }
@@ -1033,39 +957,18 @@ mod tests {
     fn machines_round_trip_and_refuse_conflicts() {
         let mut conn = db();
         put_image(&conn, &image("debian"), 1).expect("image");
-        let new = NewMachine {
-            mac: Some(mac(1)),
-            hostname: Some("node1".into()),
-            image: Some("debian".into()),
-            ip: Some(Ipv4Addr::new(192, 0, 2, 10)),
-        };
-        add_machine(&mut conn, &new, 5).expect("add");
+        seed(
+            &conn,
+            mac(1),
+            Some("node1"),
+            Some("debian"),
+            Some(Ipv4Addr::new(192, 0, 2, 10)),
+        );
         let got = get_machine(&conn, mac(1)).expect("get").expect("present");
         assert_eq!(got.hostname.as_deref(), Some("node1"));
         assert_eq!(got.ip, Some(Ipv4Addr::new(192, 0, 2, 10)));
-
-        assert!(matches!(
-            add_machine(&mut conn, &new, 6),
-            Err(StoreError::Conflict(_))
-        ));
-        let same_ip = NewMachine {
-            mac: Some(mac(2)),
-            ..new.clone()
-        };
-        assert!(matches!(
-            add_machine(&mut conn, &same_ip, 6),
-            Err(StoreError::Conflict(_))
-        ));
-        let bad_image = NewMachine {
-            mac: Some(mac(3)),
-            image: Some("nope".into()),
-            ip: None,
-            hostname: None,
-        };
-        assert!(matches!(
-            add_machine(&mut conn, &bad_image, 6),
-            Err(StoreError::NotFound(_))
-        ));
+        // Refusing a second machine with the same MAC or address, or an unknown
+        // image, is the service layer's rule: `service::machines` tests it.
         assert_eq!(list_machines(&conn).expect("list").len(), 1);
         let snapshot = inventory_if_changed(&conn, None)
             .expect("snapshot")
@@ -1178,12 +1081,7 @@ mod tests {
                 .is_none()
         );
         // An operator adopting it is, and it stops being discovered.
-        let adopt = NewMachine {
-            mac: Some(mac(7)),
-            hostname: Some("node7".into()),
-            ..NewMachine::default()
-        };
-        add_machine(&mut conn, &adopt, 10).expect("adopt");
+        seed(&conn, mac(7), Some("node7"), None, None);
         let adopted = inventory_if_changed(&conn, Some(after))
             .expect("q")
             .expect("changed");
@@ -1195,7 +1093,6 @@ mod tests {
             Some("bios"),
             "what was seen is kept"
         );
-        assert!(add_machine(&mut conn, &adopt, 11).is_err(), "only once");
     }
 
     #[test]
@@ -1213,12 +1110,13 @@ mod tests {
             renew_secs: 1800,
             rebind_secs: 3150,
         };
-        let fixed = NewMachine {
-            mac: Some(mac(9)),
-            ip: Some(Ipv4Addr::new(192, 0, 2, 105)),
-            ..NewMachine::default()
-        };
-        add_machine(&mut conn, &fixed, 1).expect("add");
+        seed(
+            &conn,
+            mac(9),
+            None,
+            None,
+            Some(Ipv4Addr::new(192, 0, 2, 105)),
+        );
         let declined = LeaseRecord {
             state: LeaseState::Declined,
             ..lease(102, 3)

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use rackboot::auth::{self, Role};
 use rackboot::clock;
+use rackboot::service::ServiceError;
 
 const PAGES: [&str; 12] = [
     "/",
@@ -710,7 +711,7 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
     let url = bmc.url.clone();
     app.state
         .store
-        .call(move |conn| {
+        .transaction(move |conn| {
             for (last, image) in [(0x57, true), (0x58, true), (0x59, false), (0x5a, true)] {
                 add_machine(conn, mac(last), image.then_some("debian"))?;
             }
@@ -729,10 +730,10 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
                 };
                 let controller = spec
                     .resolve(None)
-                    .map_err(rackboot::store::StoreError::Conflict)?;
+                    .map_err(|why| ServiceError::invalid("controller", why))?;
                 rackboot::store::power::write_controller(conn, mac(last), &controller, 0)?;
             }
-            rackboot::inventory::set_mode(
+            rackboot::service::machines::set_mode_in(
                 conn,
                 mac(0x56),
                 rackboot::lifecycle::Mode::Local,
@@ -740,7 +741,7 @@ async fn a_selection_of_machines_is_reinstalled_from_the_list() {
                 "test",
                 0,
             )?;
-            Ok(())
+            Ok::<_, ServiceError>(())
         })
         .await
         .expect("seed");
@@ -1010,7 +1011,7 @@ async fn the_api_reinstalls_many_machines_in_one_call() {
     let viewer = token(&app, "look", Role::Viewer).await;
     app.state
         .store
-        .call(|conn| {
+        .transaction(|conn| {
             add_machine(
                 conn,
                 rackboot::mac::MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0x60]),

@@ -8,11 +8,12 @@ use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use rackboot::auth::{self, Role};
 use rackboot::http::AppState;
-use rackboot::inventory::{self, MachineExtra};
 use rackboot::lifecycle::LifecycleConfig;
 use rackboot::mac::MacAddr;
 use rackboot::script::Scripts;
-use rackboot::store::{self, Image, NewMachine, Store};
+use rackboot::service::ServiceError;
+use rackboot::service::machines::{NewMachine, add_in};
+use rackboot::store::{self, Image, Store};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use tower::ServiceExt;
@@ -65,38 +66,40 @@ pub async fn app_with(adjust: impl FnOnce(&mut AppState)) -> TestApp {
     let config = test_lifecycle();
     let seed_config = config.clone();
     store
-        .call(move |conn| {
+        .transaction(move |tx| {
             for image in &images {
-                store::put_image(conn, image, 0)?;
+                store::put_image(tx, image, 0)?;
             }
-            inventory::add(
-                conn,
+            add_in(
+                tx,
                 &NewMachine {
-                    mac: MacAddr::parse(MAC).ok(),
                     hostname: Some("node1".into()),
                     image: Some("debian".into()),
                     ip: Some(Ipv4Addr::from(OWN_IP)),
-                },
-                &MachineExtra {
                     ssh_keys: Some("ssh-ed25519 AAAAown node1-admin".into()),
-                    ..MachineExtra::default()
+                    ..NewMachine::new(MacAddr::parse(MAC).expect("mac"))
                 },
                 &seed_config,
+                &[],
                 "test",
                 rackboot::clock::now_ms(),
             )?;
-            let tx = conn.transaction()?;
-            store::insert_machine(
-                &tx,
-                &NewMachine {
-                    mac: MacAddr::parse("52:54:00:00:00:02").ok(),
-                    ..NewMachine::default()
+            // A second machine, written without an audit event.
+            rackboot::inventory::insert_row(
+                tx,
+                &rackboot::inventory::MachineRow {
+                    mac: MacAddr([0x52, 0x54, 0, 0, 0, 2]),
+                    hostname: None,
+                    image: None,
+                    ip: None,
+                    rack: None,
+                    position: None,
+                    exit_method: rackboot::lifecycle::ExitMethod::Exit,
+                    ssh_keys: String::new(),
                 },
                 0,
-                None,
             )?;
-            tx.commit()?;
-            Ok(())
+            Ok::<_, ServiceError>(())
         })
         .await
         .expect("seed");
@@ -180,24 +183,22 @@ pub fn api(method: Method, uri: &str, token: Option<&str>, json: Option<&str>) -
 
 /// Adds a machine the way an operator does (mode from its image), by `test`.
 pub fn add_machine(
-    conn: &mut rusqlite::Connection,
+    tx: &rusqlite::Connection,
     mac: rackboot::mac::MacAddr,
     image: Option<&str>,
-) -> Result<(), rackboot::store::StoreError> {
-    let new = rackboot::store::NewMachine {
-        mac: Some(mac),
+) -> Result<(), ServiceError> {
+    let new = NewMachine {
         image: image.map(str::to_string),
-        ..Default::default()
+        ..NewMachine::new(mac)
     };
-    rackboot::inventory::add(
-        conn,
+    add_in(
+        tx,
         &new,
-        &rackboot::inventory::MachineExtra::default(),
         &rackboot::lifecycle::LifecycleConfig::default(),
+        &[],
         "test",
         0,
-    )?;
-    Ok(())
+    )
 }
 
 pub async fn add_user(app: &TestApp, name: &str, role: Role) {
