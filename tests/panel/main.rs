@@ -6,6 +6,7 @@
 //! - `limits`: body limits per route group, the streamed image upload (token before
 //!   body, size cap, free-space floor), and the server's own request id in pages,
 //!   error JSON and log lines.
+//! - `same_rules`: the CLI, the API and the panel refuse an invalid machine alike.
 
 // The fake BMC is the library's test module, compiled into this binary too: the
 // library ships no test code.
@@ -14,4 +15,5 @@
 mod fake_redfish;
 mod limits;
 mod pages;
+mod same_rules;
 mod support;
