@@ -241,22 +241,30 @@ fn plain_token(what: &str, text: &str) -> Result<(), String> {
 }
 
 impl ControllerSpec {
-    /// Validates and resolves the password against the stored controller.
+    /// Validates and resolves the password against the stored controller. A spec
+    /// without a password keeps the stored one only while the secret would go to the
+    /// same place, protected the same way: a changed host, port, user, cipher suite,
+    /// URL or TLS verification needs the password again. Otherwise whoever may edit a
+    /// controller could point it at a machine of theirs and receive the password an
+    /// admin stored.
     pub fn resolve(self, stored: Option<&Controller>) -> Result<Controller, String> {
-        let kept = |kind: &str| match stored {
-            Some(Controller::Ipmi { password, .. }) if kind == "ipmi" => Some(password.clone()),
-            Some(Controller::Redfish { password, .. }) if kind == "redfish" => {
-                Some(password.clone())
-            }
-            _ => None,
-        };
-        let password = |given: Option<String>, kind: &str| match given.filter(|p| !p.is_empty()) {
-            Some(p) if p.contains('\0') || p.contains('\n') => {
-                Err("the password must be one line".to_string())
-            }
-            Some(p) => Ok(Secret::new(p)),
-            None => kept(kind).ok_or_else(|| "a password is required".to_string()),
-        };
+        let password =
+            |given: Option<String>, kept: Option<Secret>, changed: Option<&str>| match given
+                .filter(|p| !p.is_empty())
+            {
+                Some(p) if p.contains('\0') || p.contains('\n') => {
+                    Err("the password must be one line".to_string())
+                }
+                Some(p) => Ok(Secret::new(p)),
+                None => match (kept, changed) {
+                    (Some(secret), None) => Ok(secret),
+                    (Some(_), Some(what)) => Err(format!(
+                        "a password is required: the {what} changed, and the stored password \
+                         is only sent where it was set to go"
+                    )),
+                    (None, _) => Err("a password is required".to_string()),
+                },
+            };
         match self {
             ControllerSpec::Ipmi {
                 host,
@@ -272,11 +280,32 @@ impl ControllerSpec {
                 if cipher_suite > 17 {
                     return Err(format!("cipher suite {cipher_suite} is not 0 to 17"));
                 }
+                let port = port.unwrap_or(623);
+                let (kept, changed) = match stored {
+                    Some(Controller::Ipmi {
+                        host: old_host,
+                        port: old_port,
+                        user: old_user,
+                        password,
+                        cipher_suite: old_cipher,
+                    }) => (
+                        Some(password.clone()),
+                        [
+                            (old_host != &host, "host"),
+                            (*old_port != port, "port"),
+                            (old_user != &user, "user"),
+                            (*old_cipher != cipher_suite, "cipher suite"),
+                        ]
+                        .into_iter()
+                        .find_map(|(differs, what)| differs.then_some(what)),
+                    ),
+                    _ => (None, None),
+                };
                 Ok(Controller::Ipmi {
                     host,
-                    port: port.unwrap_or(623),
+                    port,
                     user,
-                    password: password(given, "ipmi")?,
+                    password: password(given, kept, changed)?,
                     cipher_suite,
                 })
             }
@@ -310,12 +339,32 @@ impl ControllerSpec {
                         "system id {system_id:?} must be letters, digits, . _ -"
                     ));
                 }
+                let verify_tls = verify_tls.unwrap_or(true);
+                let (kept, changed) = match stored {
+                    Some(Controller::Redfish {
+                        url: old_url,
+                        user: old_user,
+                        password,
+                        verify_tls: old_verify,
+                        ..
+                    }) => (
+                        Some(password.clone()),
+                        [
+                            (old_url != &url, "url"),
+                            (old_user != &user, "user"),
+                            (*old_verify != verify_tls, "TLS verification"),
+                        ]
+                        .into_iter()
+                        .find_map(|(differs, what)| differs.then_some(what)),
+                    ),
+                    _ => (None, None),
+                };
                 Ok(Controller::Redfish {
                     url,
                     user,
-                    password: password(given, "redfish")?,
+                    password: password(given, kept, changed)?,
                     system_id,
-                    verify_tls: verify_tls.unwrap_or(true),
+                    verify_tls,
                 })
             }
             ControllerSpec::Wol => Ok(Controller::Wol),
@@ -590,6 +639,86 @@ mod tests {
         let json = serde_json::to_string(&c.view()).expect("json");
         assert!(!json.contains("hunter2"), "{json}");
         assert!(json.contains(r#""password":"set""#), "{json}");
+    }
+
+    #[test]
+    fn a_changed_destination_or_protection_needs_the_password_again() {
+        let ipmi =
+            |host: &str, port: Option<u16>, user: &str, cipher: Option<u8>| ControllerSpec::Ipmi {
+                host: host.into(),
+                port,
+                user: user.into(),
+                password: None,
+                cipher_suite: cipher,
+            };
+        let stored = ControllerSpec::Ipmi {
+            host: "192.0.2.9".into(),
+            port: None,
+            user: "admin".into(),
+            password: Some("admins-secret".into()),
+            cipher_suite: None,
+        }
+        .resolve(None)
+        .expect("valid");
+        assert!(
+            ipmi("192.0.2.9", None, "admin", None)
+                .resolve(Some(&stored))
+                .is_ok()
+        );
+        for (changed, spec) in [
+            ("host", ipmi("198.51.100.66", None, "admin", None)),
+            ("port", ipmi("192.0.2.9", Some(6230), "admin", None)),
+            ("user", ipmi("192.0.2.9", None, "other", None)),
+            ("cipher suite", ipmi("192.0.2.9", None, "admin", Some(0))),
+        ] {
+            let refused = spec.resolve(Some(&stored)).expect_err(changed);
+            assert!(
+                refused.contains("password is required") && refused.contains(changed),
+                "{changed}: {refused}"
+            );
+        }
+        let redfish = |url: &str, user: &str, verify: Option<bool>| ControllerSpec::Redfish {
+            url: url.into(),
+            user: user.into(),
+            password: None,
+            system_id: Some("1".into()),
+            verify_tls: verify,
+        };
+        let stored = ControllerSpec::Redfish {
+            url: "https://bmc.example".into(),
+            user: "root".into(),
+            password: Some("admins-secret".into()),
+            system_id: None,
+            verify_tls: None,
+        }
+        .resolve(None)
+        .expect("valid");
+        // Another system on the same BMC is the same destination.
+        assert!(
+            redfish("https://bmc.example/", "root", None)
+                .resolve(Some(&stored))
+                .is_ok()
+        );
+        for (changed, spec) in [
+            ("url", redfish("https://attacker.example", "root", None)),
+            ("user", redfish("https://bmc.example", "admin", None)),
+            (
+                "TLS verification",
+                redfish("https://bmc.example", "root", Some(false)),
+            ),
+        ] {
+            let refused = spec.resolve(Some(&stored)).expect_err(changed);
+            assert!(
+                refused.contains("password is required") && refused.contains(changed),
+                "{changed}: {refused}"
+            );
+        }
+        // A password of another kind is never carried over.
+        assert!(
+            ipmi("192.0.2.9", None, "root", None)
+                .resolve(Some(&stored))
+                .is_err()
+        );
     }
 
     #[test]
