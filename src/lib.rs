@@ -1,41 +1,60 @@
 //! rackboot: one binary that network-boots bare metal, per machine, from an inventory.
 //!
-//! Modules, and what each owns:
-//! - `config`: the TOML file, validated; errors name the file and the key.
-//! - `store`: the SQLite inventory (machines, images, leases, events) on its own thread.
+//! The library is layered; imports go one way, from the top of this list down, and
+//! `tests/layers.rs` fails on an import the other way or a cycle.
+//!
+//! Foundations and codecs (no I/O of the application):
 //! - `mac`: hardware addresses, parsed in every spelling firmware and people use.
-//! - `dhcp`: the DHCPv4 server: `wire` (decode/encode, reply addressing), `boot`
-//!   (which boot file for which firmware), `leases` (the lease book and its free-address
-//!   index), `policy` (the pure decision, full and proxy mode), `server` (the socket
-//!   loop on its own thread, grouped fsync'd commits).
-//! - `tftp`: the read-only TFTP server (on tokio) for the iPXE binaries and
-//!   `[tftp] root`: `packet`, `request`, `options`, `transfer` (the pure protocol
-//!   core), `files` (lookup and the shared file cache), `server` (the sockets).
-//! - `http`: boot scripts, kernels and initrds over HTTP (axum).
-//! - `secrets`: the one rule for who may fetch a machine's secrets (done-URLs,
-//!   install files, per-machine TFTP files): fixed address, unexpired lease, or in
-//!   proxy mode an observed address the neighbour table (or the operator) confirms.
+//! - `clock`: the wall clock, read only at the edges. `limits`: the open-file limit.
+//! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg.
+//! - `text`: timestamps as people read them. `validate`: host and image names.
+//! - `dhcp::wire` (decode/encode, reply addressing) and `tftp::{packet, request,
+//!   options}`: the wire formats, bounds-checked.
+//!
+//! Domain types and pure decisions (no database, no sockets):
+//! - `model`: machines, images, leases, events, what a batch of DHCP decisions writes.
+//! - `config`: the TOML file, validated; errors name the file and the key.
+//! - `lifecycle`: boot modes, done-URL tokens and what each mode boots.
+//! - `timeline`: boots reconstructed from events, and their SVG drawing.
 //! - `script`: iPXE script templates, built in and overridable at run time.
-//! - `images`: copying image files under `data_dir` with their sha256.
-//! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg
-//!   (Linux).
+//! - `dhcp::{boot, leases, policy}`: which boot file, the lease book, the decision in
+//!   full and proxy mode. `tftp::transfer`: the transfer state machine.
+//! - `power`: the `[power]` settings, controllers and their secrets, the verbs over
+//!   IPMI (`ipmitool`), Redfish and Wake-on-LAN, and the reprovision step plan.
+//!
+//! The store (all SQL lives here):
+//! - `store`: the SQLite file on its own thread, migrations, transactions, leases,
+//!   events and the DHCP group commit; `store::machines` (also reachable as
+//!   `inventory`): machine rows, search, the audit log and boot timelines;
+//!   `store::power`: controllers and the last power state read.
+//! - `auth`: users, sessions, API tokens, password hashing, the login limiter.
+//! - `bulk`: CSV and XLSX read into import rows, previews staged, exports.
+//!
+//! Services (every action written once; the surfaces only translate):
+//! - `service`: `Services`, the `Caller` and typed `ServiceError`s; `machines`,
+//!   `images`, `import`, `power` (controllers, verbs, reprovision, the poller) and
+//!   `users` (users, sessions, tokens, login).
+//! - `images`: image files staged and copied under `data_dir` with their sha256.
+//! - `secrets`: the one rule for who may fetch a machine's secrets (done-URLs, install
+//!   files, per-machine TFTP files): its fixed address, its unexpired lease, or in
+//!   proxy mode an observed address the neighbour table (or the operator) confirms.
+//! - `dhcp::persist`: the narrow persistence interface of the DHCP server.
+//!
+//! Servers:
+//! - `dhcp::server`: the DHCP socket loop on its own thread, grouped fsync'd commits.
+//! - `tftp::{files, server}`: file lookup with its shared cache, and the sockets.
+//! - `http`: boot scripts, kernels and initrds, done-URLs; the shared `AppState` and
+//!   the HTTP status of each kind of service error.
 //! - `ra`: IPv6 router advertisements that end iPXE's wait for a router.
-//! - `lifecycle`: boot modes, done-URL tokens and what each mode boots (pure);
-//!   `inventory`: those decisions carried out on the database, with the audit trail.
-//! - `timeline`: boots reconstructed from events, and their SVG drawing (pure).
-//! - `auth`: users, passwords, sessions, API tokens, login rate limiting.
-//! - `panel`: the admin panel, one file per page group (`panel::machines`,
-//!   `panel::selection` for actions on many machines at once, ...), the session and
-//!   CSRF extractors, the request-id and security-header layers it shares with the
-//!   API, and the body limits per route group; `api`: the JSON API and its OpenAPI
-//!   document;
-//!   `bulk`: CSV/XLSX import and export, image uploads.
-//! - `power`: power controllers (IPMI through `ipmitool`, Redfish, Wake-on-LAN), the
-//!   power verbs, reinstall/rescue/wipe as one action (mode, network boot, power
-//!   cycle), one at a time or many at once, and the background poll of every
-//!   machine's power state.
-//! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
-//! - `limits`: raises the open-file limit at start.
+//!
+//! Web surfaces:
+//! - `panel`: the admin panel, one file per page group, the session, role and CSRF
+//!   extractors, the request-id and security-header layers it shares with the API,
+//!   and the body limits per route group; `panel::app` joins it to the boot routes.
+//! - `api`: the JSON API under `/api/v1` and its OpenAPI document.
+//!
+//! Entry points:
+//! - `serve`: starts every server from the config. `cli`: each subcommand.
 
 pub mod api;
 pub mod auth;

@@ -297,3 +297,31 @@ fn the_checker_sees_a_wrong_way_import_and_a_cycle() {
         Some(vec!["a".into(), "b".into(), "a".into()])
     );
 }
+
+/// Every top-level module of the tree is named in the module map at the top of
+/// `src/lib.rs` (its parts are mapped in their own `mod.rs`).
+#[test]
+fn the_module_map_names_every_module() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let lib = std::fs::read_to_string(src.join("lib.rs")).expect("lib.rs");
+    let map: String = lib
+        .lines()
+        .take_while(|l| l.starts_with("//!"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let tops: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| module_of(&src, f).first().cloned())
+        .filter(|top| !top.ends_with("_tests"))
+        .collect();
+    let missing: Vec<&String> = tops
+        .iter()
+        .filter(|top| !map.contains(&format!("`{top}`")) && !map.contains(&format!("`{top}::")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "modules the map in src/lib.rs does not name: {missing:?}"
+    );
+}
