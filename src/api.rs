@@ -488,16 +488,7 @@ async fn get_power(
     Path(mac): Path<String>,
 ) -> ApiResult<PowerView> {
     let mac = parse_mac(&mac)?;
-    let (controller, status) = call(&app, move |conn| {
-        if inventory::machine(conn, mac)?.is_none() {
-            return Err(StoreError::NotFound(format!("no machine {mac}")));
-        }
-        Ok((
-            crate::store::power::get_controller(conn, mac)?,
-            crate::store::power::cached_status(conn, mac)?,
-        ))
-    })
-    .await?;
+    let (controller, status) = app.services.power_view(mac).await?;
     Ok(Json(PowerView {
         controller: controller.map(|c| c.view()),
         status,

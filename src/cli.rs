@@ -789,15 +789,7 @@ async fn power_cli(
             return Ok(());
         }
         PowerCommand::Show { mac } => {
-            let (controller, status) = services
-                .store
-                .call(move |conn| {
-                    Ok((
-                        store::power::get_controller(conn, mac)?,
-                        store::power::cached_status(conn, mac)?,
-                    ))
-                })
-                .await?;
+            let (controller, status) = services.power_view(mac).await?;
             match controller {
                 None => println!("{mac}: no power controller"),
                 Some(c) => println!("{mac}: {} password=set", c.summary()),

@@ -12,7 +12,8 @@ use crate::power::{
     StepReport, Verb, plan, restart_verb,
 };
 use crate::store::power::{
-    controllers, delete_controller, get_controller, save_statuses, write_controller,
+    all_controllers, delete_controller, get_controller, machines_in, save_statuses,
+    write_controller,
 };
 use crate::store::{Store, StoreError, insert_event_by};
 use serde::Serialize;
@@ -22,10 +23,39 @@ impl From<VerbError> for ServiceError {
     fn from(e: VerbError) -> Self {
         match e {
             VerbError::Store(e) => e.into(),
+            VerbError::NoMachine(mac) => ServiceError::NoSuchMachine(mac),
+            VerbError::Aborted => ServiceError::Conflict(e.to_string()),
             VerbError::NoController(_) => ServiceError::Conflict(e.to_string()),
             VerbError::Power { .. } => ServiceError::Upstream(e.to_string()),
         }
     }
+}
+
+/// The machines named by MAC (each must exist), or every machine of `rack`: the
+/// targets of an action on many machines.
+pub fn targets_in(
+    tx: &rusqlite::Connection,
+    macs: &[MacAddr],
+    rack: Option<&str>,
+) -> Result<Vec<MacAddr>, ServiceError> {
+    if !macs.is_empty() {
+        for mac in macs {
+            if inventory::machine(tx, *mac)?.is_none() {
+                return Err(ServiceError::NoSuchMachine(*mac));
+            }
+        }
+        return Ok(macs.to_vec());
+    }
+    let Some(rack) = rack else {
+        return Err(ServiceError::Conflict(
+            "name machines by MAC, or a rack".into(),
+        ));
+    };
+    let found = machines_in(tx, Some(rack))?;
+    if found.is_empty() {
+        return Err(ServiceError::NotFound(format!("no machine in rack {rack}")));
+    }
+    Ok(found)
 }
 
 /// The modes `reprovision` takes: each boots something from the network.
@@ -51,10 +81,27 @@ impl Services {
         macs: Vec<MacAddr>,
         rack: Option<String>,
     ) -> Result<Vec<MacAddr>, ServiceError> {
-        Ok(self
-            .store
-            .call(move |conn| crate::store::power::targets(conn, &macs, rack.as_deref()))
-            .await?)
+        self.store
+            .transaction(move |tx| targets_in(tx, &macs, rack.as_deref()))
+            .await
+    }
+
+    /// A machine's controller (its password never leaves) and the last state read.
+    pub async fn power_view(
+        &self,
+        mac: MacAddr,
+    ) -> Result<(Option<Controller>, Option<CachedStatus>), ServiceError> {
+        self.store
+            .transaction(move |tx| {
+                if inventory::machine(tx, mac)?.is_none() {
+                    return Err(ServiceError::NoSuchMachine(mac));
+                }
+                Ok((
+                    get_controller(tx, mac)?,
+                    crate::store::power::cached_status(tx, mac)?,
+                ))
+            })
+            .await
     }
 
     /// Sets a machine's power controller. A spec without a password keeps the
@@ -219,6 +266,11 @@ async fn cache(store: &Store, mac: MacAddr, state: &str, detail: String) {
 pub enum VerbError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("no machine {0}")]
+    NoMachine(MacAddr),
+    /// The task running it panicked; said rather than dropped.
+    #[error("the action ended abnormally")]
+    Aborted,
     #[error("{0} has no power controller")]
     NoController(MacAddr),
     #[error("{mac}: power {verb}: {error}")]
@@ -255,14 +307,16 @@ pub async fn run_verb(
     verb: Verb,
     actor: &str,
 ) -> Result<Outcome, VerbError> {
-    let controller = store
+    let found = store
         .call(move |conn| {
-            if inventory::machine(conn, mac)?.is_none() {
-                return Err(StoreError::NotFound(format!("no machine {mac}")));
-            }
-            get_controller(conn, mac)
+            Ok(match inventory::machine(conn, mac)? {
+                None => None,
+                Some(_) => Some(get_controller(conn, mac)?),
+            })
         })
-        .await?
+        .await?;
+    let controller = found
+        .ok_or(VerbError::NoMachine(mac))?
         .ok_or(VerbError::NoController(mac))?;
     run_with(store, power, mac, &controller, verb, actor).await
 }
@@ -513,7 +567,7 @@ pub async fn poll_loop(store: Store, power: Arc<Power>) {
 }
 
 pub async fn poll_once(store: &Store, power: &Arc<Power>) -> Result<usize, StoreError> {
-    let all = store.call(|conn| controllers(conn, &[], None)).await?;
+    let all = store.call(|conn| all_controllers(conn)).await?;
     let mut tasks = tokio::task::JoinSet::new();
     for (mac, controller) in all {
         let Some(controller) = controller.filter(|c| !matches!(c, Controller::Wol)) else {
@@ -575,11 +629,7 @@ pub async fn run_many(
             let (store, power, actor) = (store.clone(), power.clone(), actor.to_string());
             async move { run_verb(&store, &power, mac, verb, &actor).await }
         },
-        || {
-            Err(VerbError::Store(StoreError::Conflict(
-                "the action ended abnormally".into(),
-            )))
-        },
+        || Err(VerbError::Aborted),
     )
     .await
 }
@@ -622,9 +672,11 @@ mod tests {
             verify_tls: Some(verify),
         };
         store
-            .call(move |conn| {
-                let controller = spec.resolve(None).map_err(StoreError::Conflict)?;
-                write_controller(conn, mac, &controller, 0)
+            .transaction(move |conn| {
+                let controller = spec
+                    .resolve(None)
+                    .map_err(|why| ServiceError::invalid("controller", why))?;
+                Ok::<_, ServiceError>(write_controller(conn, mac, &controller, 0)?)
             })
             .await
             .expect("controller");
@@ -886,10 +938,12 @@ mod tests {
             verify_tls: None,
         };
         let controller = store
-            .call(move |conn| {
-                let controller = spec.resolve(None).map_err(StoreError::Conflict)?;
+            .transaction(move |conn| {
+                let controller = spec
+                    .resolve(None)
+                    .map_err(|why| ServiceError::invalid("controller", why))?;
                 write_controller(conn, mac, &controller, 0)?;
-                Ok(controller)
+                Ok::<_, ServiceError>(controller)
             })
             .await
             .expect("controller");

@@ -32,6 +32,12 @@ pub enum StoreError {
     NotFound(String),
     #[error("corrupt value in column {column}: {value:?}")]
     Corrupt { column: &'static str, value: String },
+    #[error(
+        "database schema version {found} is newer than this rackboot ({known}); upgrade rackboot"
+    )]
+    SchemaTooNew { found: usize, known: usize },
+    #[error("cannot start the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -211,7 +217,7 @@ impl Store {
                     job(&mut conn);
                 }
             })
-            .map_err(|e| StoreError::Conflict(format!("cannot start database thread: {e}")))?;
+            .map_err(|e| StoreError::Thread("database", e))?;
         Ok(Store {
             jobs,
             pending_events: Arc::default(),
@@ -365,7 +371,7 @@ impl Store {
                     }
                 }
             })
-            .map_err(|e| StoreError::Conflict(format!("cannot start checkpoint thread: {e}")))?;
+            .map_err(|e| StoreError::Thread("checkpoint", e))?;
         Ok(())
     }
 }
@@ -391,10 +397,10 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let applied = usize::try_from(applied).unwrap_or(usize::MAX);
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Conflict(format!(
-            "database schema version {applied} is newer than this rackboot ({}); upgrade rackboot",
-            MIGRATIONS.len()
-        )));
+        return Err(StoreError::SchemaTooNew {
+            found: applied,
+            known: MIGRATIONS.len(),
+        });
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = conn.transaction()?;
@@ -950,7 +956,10 @@ mod tests {
             .expect("version");
         assert_eq!(version, MIGRATIONS.len() as i64);
         conn.pragma_update(None, "user_version", 99).expect("set");
-        assert!(matches!(migrate(&mut conn), Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(StoreError::SchemaTooNew { found: 99, .. })
+        ));
     }
 
     #[test]

@@ -125,54 +125,24 @@ pub fn delete_controller(tx: &Connection, mac: MacAddr) -> Result<bool, StoreErr
     Ok(gone > 0)
 }
 
-/// Controllers of the named machines, or of every machine in `rack`, or all.
-pub fn controllers(
+/// Every machine's controller (or none), by MAC: what the poller reads.
+pub fn all_controllers(
     conn: &Connection,
-    macs: &[MacAddr],
-    rack: Option<&str>,
 ) -> Result<Vec<(MacAddr, Option<Controller>)>, StoreError> {
-    let mut found = Vec::new();
-    if !macs.is_empty() {
-        for mac in macs {
-            if crate::store::machines::machine(conn, *mac)?.is_none() {
-                return Err(StoreError::NotFound(format!("no machine {mac}")));
-            }
-            found.push((*mac, get_controller(conn, *mac)?));
-        }
-        return Ok(found);
-    }
+    machines_in(conn, None)?
+        .into_iter()
+        .map(|mac| Ok((mac, get_controller(conn, mac)?)))
+        .collect()
+}
+
+/// The machines of `rack`, or all of them, by MAC.
+pub fn machines_in(conn: &Connection, rack: Option<&str>) -> Result<Vec<MacAddr>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT mac FROM machines WHERE ?1 IS NULL OR rack = ?1 ORDER BY mac")?;
     let rows = stmt
         .query_map([rack], |r| r.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
-    for mac in rows {
-        let mac = parse_mac(mac)?;
-        found.push((mac, get_controller(conn, mac)?));
-    }
-    Ok(found)
-}
-
-/// The machines named by MAC (each must exist), or every machine of `rack`: the
-/// targets of an action on many machines.
-pub fn targets(
-    conn: &Connection,
-    macs: &[MacAddr],
-    rack: Option<&str>,
-) -> Result<Vec<MacAddr>, StoreError> {
-    if macs.is_empty() && rack.is_none() {
-        return Err(StoreError::Conflict(
-            "name machines by MAC, or a rack".into(),
-        ));
-    }
-    let found = controllers(conn, macs, rack)?;
-    if found.is_empty() {
-        return Err(StoreError::NotFound(format!(
-            "no machine in rack {}",
-            rack.unwrap_or_default()
-        )));
-    }
-    Ok(found.into_iter().map(|(mac, _)| mac).collect())
+    rows.into_iter().map(parse_mac).collect()
 }
 
 pub fn save_statuses(
