@@ -71,6 +71,8 @@ struct RawPanel {
     listen: Option<SocketAddr>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    upload_max_mib: Option<u64>,
+    upload_min_free_mib: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +144,26 @@ pub struct Config {
 pub struct PanelConfig {
     pub listen: Option<SocketAddr>,
     pub tls: Option<TlsFiles>,
+    pub uploads: UploadLimits,
+}
+
+/// The limits of the panel's image upload, the one large request body rackboot takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// The most one upload (kernel, initrd and install files together) may be.
+    pub max_bytes: u64,
+    /// An upload is refused, or cut off, rather than leave less than this free on
+    /// the data directory's filesystem (the database lives there too).
+    pub min_free_bytes: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits {
+            max_bytes: 16 << 30,
+            min_free_bytes: 1 << 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -581,6 +603,26 @@ impl Config {
                 default_ssh_keys: l.ssh_keys.clone(),
             }
         };
+        let defaults = UploadLimits::default();
+        let mib = |key: &'static str, value: Option<u64>, default: u64| match value {
+            None => Ok(default),
+            Some(0) => Err(invalid(key, "must be at least 1 (MiB)".into())),
+            Some(n) => n
+                .checked_mul(1 << 20)
+                .ok_or_else(|| invalid(key, format!("{n} MiB is too large"))),
+        };
+        let uploads = UploadLimits {
+            max_bytes: mib(
+                "panel.upload_max_mib",
+                raw.panel.upload_max_mib,
+                defaults.max_bytes,
+            )?,
+            min_free_bytes: mib(
+                "panel.upload_min_free_mib",
+                raw.panel.upload_min_free_mib,
+                defaults.min_free_bytes,
+            )?,
+        };
         let panel = match (&raw.panel.tls_cert, &raw.panel.tls_key) {
             (Some(cert), Some(key)) => {
                 if raw.panel.listen.is_none() {
@@ -595,11 +637,13 @@ impl Config {
                         cert: cert.clone(),
                         key: key.clone(),
                     }),
+                    uploads,
                 }
             }
             (None, None) => PanelConfig {
                 listen: raw.panel.listen,
                 tls: None,
+                uploads,
             },
             (Some(_), None) => {
                 return Err(invalid(
@@ -734,6 +778,19 @@ mod tests {
         Config::parse(text, "test.toml")
             .expect_err("config should be refused")
             .to_string()
+    }
+
+    #[test]
+    fn upload_limits_are_read_in_mib() {
+        let config = Config::parse(
+            "[panel]\nupload_max_mib = 512\nupload_min_free_mib = 2048\n",
+            "test.toml",
+        )
+        .expect("valid");
+        assert_eq!(config.panel.uploads.max_bytes, 512 << 20);
+        assert_eq!(config.panel.uploads.min_free_bytes, 2048 << 20);
+        let defaults = Config::parse("", "test.toml").expect("valid").panel.uploads;
+        assert_eq!(defaults, UploadLimits::default());
     }
 
     #[test]
@@ -903,6 +960,11 @@ mod tests {
                 "lifecycle.wipe_image",
             ),
             ("[panel]\ntls_cert = \"c.pem\"\n", "panel.tls_key"),
+            ("[panel]\nupload_max_mib = 0\n", "panel.upload_max_mib"),
+            (
+                "[panel]\nupload_min_free_mib = 18446744073709551615\n",
+                "panel.upload_min_free_mib",
+            ),
             (
                 "[panel]\ntls_cert = \"c\"\ntls_key = \"k\"\n",
                 "panel.listen",

@@ -52,24 +52,7 @@ pub struct AppState {
     pub uploads: UploadLimits,
 }
 
-/// The limits of the panel's image upload, the one large request body rackboot takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UploadLimits {
-    /// The most one upload (kernel, initrd and install files together) may be.
-    pub max_bytes: u64,
-    /// An upload is refused, or cut off, rather than leave less than this free on
-    /// the data directory's filesystem (the database lives there too).
-    pub min_free_bytes: u64,
-}
-
-impl Default for UploadLimits {
-    fn default() -> Self {
-        UploadLimits {
-            max_bytes: 16 << 30,
-            min_free_bytes: 1 << 30,
-        }
-    }
-}
+pub use crate::config::UploadLimits;
 
 impl AppState {
     pub fn new(

@@ -81,6 +81,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         &config,
     ));
     state.secure_cookies = config.panel.tls.is_some();
+    state.uploads = config.panel.uploads;
     state.secrets = secrets_rule(&config);
     // The power column of the panel: every BMC read at a modest rate, limited by
     // the same semaphore as the verbs operators send.
