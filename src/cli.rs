@@ -7,7 +7,7 @@ use crate::service::images::Existing;
 use crate::service::machines::NewMachine;
 use crate::service::{Caller, Services};
 use crate::store::Store;
-use crate::text::format_ms;
+use crate::text::{for_terminal, format_ms};
 use crate::{auth, bulk, clock, images, inventory, lifecycle, power, serve, store};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -379,7 +379,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     image.name,
                     image.kernel_sha256.get(..12).unwrap_or("-"),
                     image.initrd_sha256.get(..12).unwrap_or("-"),
-                    image.cmdline
+                    for_terminal(&image.cmdline)
                 );
             }
             Ok(())
@@ -574,14 +574,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!(
                     "{:<17} {:<20} {:<16} {:<8} {:<15} {:<14} {:<10} {:<25} {}",
                     m.mac,
-                    m.hostname.as_deref().unwrap_or("-"),
+                    for_terminal(m.hostname.as_deref().unwrap_or("-")),
                     m.image.as_deref().unwrap_or("-"),
                     m.mode,
                     m.current_ip().map_or("-".into(), |ip| ip.to_string()),
-                    m.arch.as_deref().unwrap_or("-"),
+                    for_terminal(m.arch.as_deref().unwrap_or("-")),
                     if m.discovered { "discovered" } else { "added" },
                     format_ms(m.last_seen_ms),
-                    m.vendor_class.as_deref().unwrap_or("-"),
+                    for_terminal(m.vendor_class.as_deref().unwrap_or("-")),
                 );
             }
             Ok(())
@@ -607,7 +607,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     l.mac,
                     state,
                     format_ms(Some(l.expires_at * 1000)),
-                    l.hostname.as_deref().unwrap_or("-")
+                    for_terminal(l.hostname.as_deref().unwrap_or("-"))
                 );
             }
             Ok(())
@@ -651,9 +651,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     "{} {} {:<14} {}{}",
                     format_ms(Some(e.at_ms)),
                     e.mac.map_or("-".into(), |m| m.to_string()),
-                    e.kind,
-                    e.detail,
-                    e.actor.map(|a| format!("  [by {a}]")).unwrap_or_default()
+                    for_terminal(&e.kind),
+                    for_terminal(&e.detail),
+                    e.actor
+                        .map(|a| format!("  [by {}]", for_terminal(&a)))
+                        .unwrap_or_default()
                 );
             }
             Ok(())
@@ -686,7 +688,12 @@ async fn reprovision_cli(
                 print!("{mode}: ");
                 print_machine(&report.machine);
                 for step in &report.steps {
-                    println!("  {:<7} {:<8} {}", step.step, step.result, step.detail);
+                    println!(
+                        "  {:<7} {:<8} {}",
+                        step.step,
+                        step.result,
+                        for_terminal(&step.detail)
+                    );
                 }
                 report.power_error
             }
@@ -694,7 +701,7 @@ async fn reprovision_cli(
         };
         if let Some(why) = why {
             if macs.len() > 1 {
-                println!("{mac} {mode} FAILED: {why}");
+                println!("{mac} {mode} FAILED: {}", for_terminal(&why));
             }
             failed.push(mac.to_string());
             last_error = Some(format!("{mac}: {why}"));
@@ -818,12 +825,16 @@ async fn power_cli(
             Ok(outcome) => {
                 let state = outcome.state.map_or("", power::PowerState::as_str);
                 match &outcome.warning {
-                    Some(w) => println!("{mac} {} warning: {w}", verb.as_str()),
+                    Some(w) => println!("{mac} {} warning: {}", verb.as_str(), for_terminal(w)),
                     None => println!("{mac} {} ok {state}", verb.as_str()),
                 }
             }
             Err(e) => {
-                println!("{mac} {} FAILED: {e}", verb.as_str());
+                println!(
+                    "{mac} {} FAILED: {}",
+                    verb.as_str(),
+                    for_terminal(&e.to_string())
+                );
                 failed.push(mac.to_string());
             }
         }

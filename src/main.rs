@@ -17,7 +17,11 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rackboot: {}", cli::error_chain(&e));
+            // The error may quote what a BMC or a file said: no control characters.
+            eprintln!(
+                "rackboot: {}",
+                rackboot::text::for_terminal(&cli::error_chain(&e))
+            );
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,4 +1,5 @@
-//! Text for people: timestamps as the panel and the CLI show them.
+//! Text for people: timestamps as the panel and the CLI show them, and text from the
+//! network made safe to print on a terminal.
 
 pub fn format_ms(ms: Option<i64>) -> String {
     match ms {
@@ -32,6 +33,24 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// `text` with every control character (C0, DEL, C1) shown as an escape, so that text
+/// a client sent (a DHCP vendor class or host name, an event's detail) cannot move the
+/// cursor, retitle the window or clear the screen of whoever runs the CLI.
+pub fn for_terminal(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            shown.extend(c.escape_default());
+        } else {
+            shown.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +63,14 @@ mod tests {
             "2026-11-22 00:00:00.123Z"
         );
         assert_eq!(format_ms(None), "-");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(for_terminal("PXEClient:Arch:00007"), "PXEClient:Arch:00007");
+        let hostile = "a\u{1b}]0;owned\u{7}b\u{1b}[2Jc\u{9b}d\r\n";
+        let shown = for_terminal(hostile);
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "a\\u{1b}]0;owned\\u{7}b\\u{1b}[2Jc\\u{9b}d\\r\\n");
     }
 }

@@ -82,3 +82,70 @@ async fn an_operator_cannot_send_a_stored_bmc_password_elsewhere() {
         "the stored password still works where it belongs"
     );
 }
+
+/// 17.11: an unknown PXE client's vendor class (option 60) and host name (option 12)
+/// reach `machine list`, `lease list` and `event list` as text, never as terminal
+/// control sequences.
+#[tokio::test]
+async fn terminal_escapes_from_the_network_do_not_reach_the_cli() {
+    use rackboot::store::{
+        DhcpBatch, Discovered, LeaseOp, LeaseRecord, LeaseState, NewEvent, Store,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let hostile = "PXE\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m";
+    let mac = rackboot::mac::MacAddr([0x52, 0x54, 0, 0x66, 0x66, 0x66]);
+    let store = Store::open(&data.join("rackboot.db")).expect("open");
+    let batch = DhcpBatch {
+        discovered: vec![Discovered {
+            mac,
+            arch: Some("bios".into()),
+            vendor_class: Some(hostile.into()),
+        }],
+        leases: vec![LeaseOp::Put(LeaseRecord {
+            ip: std::net::Ipv4Addr::new(192, 0, 2, 66),
+            mac,
+            expires_at: rackboot::clock::now_ms() / 1000 + 3600,
+            state: LeaseState::Bound,
+            hostname: Some(hostile.into()),
+            client_id: None,
+        })],
+        events: vec![NewEvent {
+            at_ms: 1,
+            mac: Some(mac),
+            kind: "dhcp.discover",
+            detail: hostile.into(),
+        }],
+        ..DhcpBatch::default()
+    };
+    store
+        .call(move |conn| rackboot::store::commit_dhcp_batch(conn, &batch, 1))
+        .await
+        .expect("commit");
+    drop(store);
+    let config = dir.path().join("rackboot.toml");
+    std::fs::write(&config, format!("data_dir = {data:?}\n")).expect("config");
+    for command in [
+        &["machine", "list"][..],
+        &["lease", "list"],
+        &["event", "list"],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_rackboot"))
+            .arg("--config")
+            .arg(&config)
+            .args(command)
+            .output()
+            .expect("run rackboot");
+        assert!(output.status.success(), "{command:?}");
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            text.contains("owned"),
+            "{command:?}: the text is still shown: {text}"
+        );
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{command:?}: control characters reached the terminal: {text:?}"
+        );
+    }
+}
