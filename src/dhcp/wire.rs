@@ -436,6 +436,11 @@ fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> ReplyOptions {
     for (code, value) in &request.echo {
         opts.push(*code, value);
     }
+    // RFC 6842: a client identifier the client sent comes back in every reply, so a
+    // client that shares its hardware address can tell the reply is its own.
+    if let Some(client_id) = &request.client_id {
+        opts.push(61, client_id);
+    }
     opts
 }
 
@@ -447,7 +452,14 @@ pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Vec<u8> {
     buf.extend_from_slice(&[2, 1, 6, 0]);
     buf.extend_from_slice(&request.xid.to_be_bytes());
     buf.extend_from_slice(&[0, 0]);
-    buf.extend_from_slice(&request.flags.to_be_bytes());
+    // RFC 2131 4.3.2: a NAK sent through a relay has the broadcast bit set, so the
+    // relay broadcasts it to a client whose address is no longer valid.
+    let flags = if spec.msg_type == MessageType::Nak && !request.giaddr.is_unspecified() {
+        request.flags | 0x8000
+    } else {
+        request.flags
+    };
+    buf.extend_from_slice(&flags.to_be_bytes());
     buf.extend_from_slice(&spec.ciaddr.octets());
     buf.extend_from_slice(&spec.yiaddr.octets());
     let siaddr = spec
@@ -511,7 +523,11 @@ pub fn destination(request: &ClientRequest, spec: &ReplySpec) -> Destination {
     if !request.ciaddr.is_unspecified() {
         return Destination::Unicast(request.ciaddr);
     }
-    if request.broadcast_flag() || spec.yiaddr.is_unspecified() {
+    // A zero, broadcast or multicast hardware address is no station's: a neighbour
+    // entry for it would be nonsense, so such a client is answered by broadcast.
+    let [first, ..] = request.mac.0;
+    let no_station = request.mac.0 == [0; 6] || first & 1 == 1;
+    if request.broadcast_flag() || spec.yiaddr.is_unspecified() || no_station {
         return Destination::Broadcast;
     }
     Destination::UnicastNoArp(spec.yiaddr, request.mac)
@@ -780,6 +796,43 @@ pub mod tests {
             destination(&plain, &offer),
             Destination::UnicastNoArp(Ipv4Addr::new(192, 0, 2, 100), MacAddr(MAC))
         );
+        for no_station in [[0u8; 6], [0xff; 6], [0x01, 0, 0x5e, 0, 0, 1]] {
+            let odd = parse(Packet::new(1, no_station).end());
+            assert_eq!(
+                destination(&odd, &offer),
+                Destination::Broadcast,
+                "{no_station:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_nak_through_a_relay_has_the_broadcast_bit() {
+        let relayed =
+            parse_request(&Packet::new(3, MAC).giaddr([198, 18, 0, 1]).end()).expect("parses");
+        let flags = |bytes: &[u8]| u16::from_be_bytes([bytes[10], bytes[11]]);
+        let nak = encode_reply(&relayed, &spec(MessageType::Nak));
+        assert_eq!(flags(&nak) & 0x8000, 0x8000);
+        let ack = encode_reply(&relayed, &spec(MessageType::Ack));
+        assert_eq!(flags(&ack), 0, "other replies keep the client's flags");
+        let direct = parse_request(&Packet::new(3, MAC).end()).expect("parses");
+        assert_eq!(flags(&encode_reply(&direct, &spec(MessageType::Nak))), 0);
+    }
+
+    #[test]
+    fn the_client_identifier_is_echoed() {
+        let id = [1, 0x52, 0x54, 0, 0x12, 0x34, 0x56];
+        let with = parse_request(&Packet::new(1, MAC).option(61, &id).end()).expect("parses");
+        for msg_type in [MessageType::Offer, MessageType::Ack, MessageType::Nak] {
+            let reply = encode_reply(&with, &spec(msg_type));
+            assert!(
+                options_of(&reply).contains(&(61, id.to_vec())),
+                "{msg_type:?}"
+            );
+        }
+        let without = parse_request(&Packet::new(1, MAC).end()).expect("parses");
+        let reply = encode_reply(&without, &spec(MessageType::Offer));
+        assert!(options_of(&reply).iter().all(|(code, _)| *code != 61));
     }
 
     /// The option codes of an encoded reply, in order, and their values.
