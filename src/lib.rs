@@ -7,7 +7,8 @@
 //! - `mac`: hardware addresses, parsed in every spelling firmware and people use.
 //! - `clock`: the wall clock, read only at the edges. `limits`: the open-file limit.
 //! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg.
-//! - `text`: timestamps as people read them. `validate`: host and image names.
+//! - `text`: timestamps as people read them, terminal-safe text. `validate`: host and
+//!   image names. `throttle`: repeated log lines held to a burst per window.
 //! - `dhcp::wire` (decode/encode, reply addressing) and `tftp::{packet, request,
 //!   options}`: the wire formats, bounds-checked.
 //!
@@ -84,5 +85,6 @@ pub mod service;
 pub mod store;
 pub mod text;
 pub mod tftp;
+pub mod throttle;
 pub mod timeline;
 pub mod validate;

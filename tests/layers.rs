@@ -13,7 +13,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "foundations",
         // `dhcp` and `tftp` themselves only declare their parts.
         &[
-            "mac", "clock", "limits", "netif", "text", "validate", "dhcp", "tftp",
+            "mac", "clock", "limits", "netif", "text", "throttle", "validate", "dhcp", "tftp",
         ],
     ),
     (

@@ -244,6 +244,21 @@ fn bad_requests_are_refused_cleanly_and_the_next_one_is_served() {
             tail(&log, 40)
         );
     }
+
+    // A flood of refused requests is refused every time, but logged only a burst at
+    // a time: it must not become a flood of log lines.
+    let lines_before = net.server_log().lines().count();
+    let client = Client::new(&net);
+    for _ in 0..2_000 {
+        client.request(&rrq("../secret", &[]));
+    }
+    still_serves(&mut net, "a flood of refused requests");
+    let flood_lines = net.server_log().lines().count() - lines_before;
+    assert!(
+        flood_lines <= 60,
+        "2,000 refusals wrote {flood_lines} log lines\n{}",
+        tail(&net.server_log(), 20)
+    );
 }
 
 #[test]

@@ -36,6 +36,7 @@ use crate::store::{
     DhcpBatch, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState, Machine, NewEvent, Seen,
     StoreError,
 };
+use crate::throttle::Throttle;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -260,41 +261,6 @@ impl Stats {
     }
 }
 
-/// Logs a repeated condition at most `burst` times per `LOG_EVERY_MS`, then once
-/// more with how many were left out, so a flood cannot flood the log too.
-struct Throttle {
-    burst: u32,
-    window_start_ms: i64,
-    logged: u32,
-    suppressed: u64,
-}
-
-impl Throttle {
-    fn new(burst: u32) -> Self {
-        Throttle {
-            burst,
-            window_start_ms: i64::MIN,
-            logged: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// Some(number left out since the last log) when this one should be logged.
-    fn hit(&mut self, now_ms: i64) -> Option<u64> {
-        if now_ms.saturating_sub(self.window_start_ms) >= LOG_EVERY_MS {
-            self.window_start_ms = now_ms;
-            self.logged = 0;
-        }
-        if self.logged < self.burst {
-            self.logged += 1;
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
-}
-
 pub struct DhcpServer {
     socket: UdpSocket,
     /// Port 4011, proxy mode only.
@@ -376,13 +342,13 @@ impl DhcpServer {
             book,
             inventory,
             arp_failure_logged: false,
-            malformed_log: Throttle::new(20),
-            send_error_log: Throttle::new(5),
-            no_subnet_log: Throttle::new(20),
-            no_boot_file_log: Throttle::new(20),
+            malformed_log: Throttle::new(20, LOG_EVERY_MS),
+            send_error_log: Throttle::new(5, LOG_EVERY_MS),
+            no_subnet_log: Throttle::new(20, LOG_EVERY_MS),
+            no_boot_file_log: Throttle::new(20, LOG_EVERY_MS),
             pool_full_log: HashMap::new(),
             ignored_events: HashMap::new(),
-            ignored_event_budget: Throttle::new(100),
+            ignored_event_budget: Throttle::new(100, LOG_EVERY_MS),
             local_net,
             observed: HashMap::new(),
             stats: Stats::default(),
@@ -818,7 +784,7 @@ impl DhcpServer {
         let throttle = self
             .pool_full_log
             .entry(subnet.network)
-            .or_insert_with(|| Throttle::new(1));
+            .or_insert_with(|| Throttle::new(1, LOG_EVERY_MS));
         if let Some(suppressed) = throttle.hit(now_ms) {
             let size = u64::from(u32::from(subnet.pool_end) - u32::from(subnet.pool_start)) + 1;
             tracing::warn!(
@@ -974,16 +940,6 @@ mod tests {
         assert!(!same_network(ip(1), Ipv4Addr::new(192, 0, 3, 1), 24));
         assert!(same_network(ip(1), Ipv4Addr::new(10, 0, 0, 1), 0));
         assert!(!same_network(ip(1), ip(2), 32));
-    }
-
-    #[test]
-    fn throttle_logs_a_burst_then_counts() {
-        let mut t = Throttle::new(2);
-        assert_eq!(t.hit(0), Some(0));
-        assert_eq!(t.hit(1), Some(0));
-        assert_eq!(t.hit(2), None);
-        assert_eq!(t.hit(3), None);
-        assert_eq!(t.hit(LOG_EVERY_MS + 5), Some(2));
     }
 }
 

@@ -13,6 +13,7 @@ use crate::clock;
 use crate::mac::MacAddr;
 use crate::secrets::{Evidence, Rule};
 use crate::store::Store;
+use crate::throttle::Throttle;
 use std::collections::HashSet;
 use std::future::Future as _;
 use std::io;
@@ -130,9 +131,15 @@ fn bind_listener(listen: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
+/// How many refusals are logged per `REFUSAL_LOG_WINDOW_MS` before the rest are only
+/// counted: a flood of bad datagrams must not become a flood of log lines.
+const REFUSAL_LOG_BURST: u32 = 20;
+const REFUSAL_LOG_WINDOW_MS: i64 = 10_000;
+
 async fn listen(socket: UdpSocket, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 65536];
     let mut reply = Vec::with_capacity(128);
+    let mut refusals = Throttle::new(REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW_MS);
     loop {
         let (len, from, local) = match recv_with_local(&socket, &mut buf).await {
             Ok(received) => received,
@@ -158,14 +165,18 @@ async fn listen(socket: UdpSocket, shared: Arc<Shared>) {
                 accept(&shared, request, from, local);
             }
             Err(refusal) => {
-                match &refusal {
-                    request::Refusal::NotARequest(_) => {
+                let logged = refusals.hit(crate::clock::now_ms());
+                match (&refusal, logged) {
+                    (_, None) => {}
+                    (request::Refusal::NotARequest(_), Some(_)) => {
                         tracing::debug!(client = %from, "TFTP packet dropped: {refusal}");
                     }
-                    request::Refusal::Path(_) => {
-                        tracing::warn!(client = %from, "TFTP request refused: {refusal}");
+                    (request::Refusal::Path(_), Some(left_out)) => {
+                        tracing::warn!(client = %from, left_out, "TFTP request refused: {refusal}");
                     }
-                    _ => tracing::info!(client = %from, "TFTP request refused: {refusal}"),
+                    (_, Some(left_out)) => {
+                        tracing::info!(client = %from, left_out, "TFTP request refused: {refusal}")
+                    }
                 }
                 if let Some((code, message)) = refusal.error() {
                     packet::encode_error(code, message, &mut reply);
@@ -538,6 +549,7 @@ async fn drive(sockets: &Sockets, transfer: &mut Transfer, blksize: usize) -> io
         from: [None; BATCH],
     });
     let mut wire = Vec::with_capacity(blksize + 4);
+    let mut stray = Throttle::new(REFUSAL_LOG_BURST, REFUSAL_LOG_WINDOW_MS);
     transfer.start(Instant::now(), &mut out);
     flush(sockets, transfer, &mut out, &mut wire).await;
     let sleep = tokio::time::sleep(std::time::Duration::ZERO);
@@ -574,7 +586,9 @@ async fn drive(sockets: &Sockets, transfer: &mut Transfer, blksize: usize) -> io
         match event {
             Event::Readable(ready) => {
                 let (socket, mut guard) = ready?;
-                read(socket, &mut guard, &mut batch, transfer, &mut out)?;
+                read(
+                    socket, &mut guard, &mut batch, transfer, &mut out, &mut stray,
+                )?;
             }
             Event::Tick => {
                 armed = None;
@@ -603,6 +617,7 @@ fn read(
     batch: &mut Batch,
     transfer: &mut Transfer,
     out: &mut Vec<Send>,
+    stray: &mut Throttle,
 ) -> io::Result<()> {
     let count = match recv_batch(socket.get_ref().as_raw_fd(), batch) {
         Ok(count) => count,
@@ -627,10 +642,14 @@ fn read(
         match transfer.on_datagram(from, bytes, now, out) {
             Handled::Progress | Handled::Finished | Handled::StaleAck(_) => {}
             Handled::WrongPeer(peer) => {
-                tracing::info!(client = %transfer.client(), %peer, "TFTP packet from a wrong port: answered with error 5");
+                if let Some(left_out) = stray.hit(crate::clock::now_ms()) {
+                    tracing::info!(client = %transfer.client(), %peer, left_out, "TFTP packet from a wrong port: answered with error 5");
+                }
             }
             Handled::Dropped(why) => {
-                tracing::info!(client = %transfer.client(), "TFTP packet dropped: {why}");
+                if let Some(left_out) = stray.hit(crate::clock::now_ms()) {
+                    tracing::info!(client = %transfer.client(), left_out, "TFTP packet dropped: {why}");
+                }
             }
         }
     }
