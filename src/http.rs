@@ -120,7 +120,52 @@ pub fn boot_router(state: AppState, ipxe_dir: PathBuf) -> Router {
         .route("/machines/{mac}/files/{name}", get(install_file))
         .route("/done/{token}", get(done_url).post(done_url))
         .nest_service("/ipxe", ServeDir::new(ipxe_dir))
+        // Scripts, templates and kernels are never to be sniffed into something a
+        // browser would run.
+        .layer(axum::middleware::map_response(
+            |mut response: Response| async {
+                response.headers_mut().insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
+                response
+            },
+        ))
         .with_state(state)
+}
+
+/// The largest install template rendered: an operator's file, but read per request.
+const MAX_TEMPLATE_BYTES: u64 = 1 << 20;
+
+/// Reads an install template, refusing a symlink (it could point anywhere the
+/// process can read) and an oversized file.
+fn read_template(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "install files are not followed through symlinks",
+                )
+            } else {
+                e
+            }
+        })?;
+    let mut source = String::new();
+    file.take(MAX_TEMPLATE_BYTES + 1)
+        .read_to_string(&mut source)?;
+    if source.len() as u64 > MAX_TEMPLATE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("install files are limited to {MAX_TEMPLATE_BYTES} bytes"),
+        ));
+    }
+    Ok(source)
 }
 
 pub fn plain(status: StatusCode, body: String) -> Response {
@@ -410,7 +455,7 @@ async fn install_file(
         base_url => app.base_url.clone(),
     };
     let rendered = tokio::task::spawn_blocking(move || {
-        let source = std::fs::read_to_string(&path)?;
+        let source = read_template(&path)?;
         Ok::<_, std::io::Error>(crate::script::render_source(&name, source, ctx))
     })
     .await;
@@ -426,6 +471,10 @@ async fn install_file(
         }
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             plain(StatusCode::NOT_FOUND, "no such file in this image\n".into())
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(%mac, "install file refused: {e}");
+            plain(StatusCode::FORBIDDEN, format!("{e}\n"))
         }
         Ok(Err(e)) => render_error(mac, e),
         Ok(Ok(Err(e))) => render_error(mac, e),
@@ -773,6 +822,41 @@ pub mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         let (status, _) = get(&app, "/machines/52-54-00-12-34-56/files/..%2Fkernel", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn install_files_are_not_read_through_symlinks_and_boot_routes_say_nosniff() {
+        let app = app().await;
+        let files = crate::images::files_dir(app._dir.path(), "debian");
+        let secret = app._dir.path().join("outside.txt");
+        std::fs::write(&secret, "OUTSIDE-SECRET").expect("write");
+        std::os::unix::fs::symlink(&secret, files.join("link.cfg")).expect("symlink");
+        let (status, body) = get(&app, "/machines/52-54-00-12-34-56/files/link.cfg", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(!body.contains("OUTSIDE-SECRET"), "{body}");
+        for uri in [
+            "/boot/52-54-00-12-34-56.ipxe",
+            "/boot/52-54-00-12-34-56/kernel",
+            "/machines/52-54-00-12-34-56/files/preseed.cfg",
+            "/healthz",
+        ] {
+            let response = app
+                .router
+                .clone()
+                .oneshot(
+                    axum::http::Request::builder()
+                        .uri(uri)
+                        .body(Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("response");
+            assert_eq!(
+                response.headers().get(header::X_CONTENT_TYPE_OPTIONS),
+                Some(&HeaderValue::from_static("nosniff")),
+                "{uri}"
+            );
+        }
     }
 
     #[tokio::test]
