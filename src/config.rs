@@ -84,6 +84,9 @@ struct RawDhcp {
     policy: Option<String>,
     match_client_id: Option<bool>,
     event_retention_days: Option<u32>,
+    discover_per_second: Option<u32>,
+    discovered_max: Option<u32>,
+    discovered_expire_days: Option<u32>,
     trust_observed_addresses: Option<bool>,
     #[serde(default)]
     subnets: Vec<RawSubnet>,
@@ -172,6 +175,29 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// What unknown PXE clients may add to the inventory as discovered machines: a
+/// flood of made-up MACs must not grow the database, the event log or the log file
+/// without bound (Kea and dnsmasq store nothing for a DISCOVER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryLimits {
+    /// New discovered machines per second, at most.
+    pub per_second: u32,
+    /// Discovered (not adopted) machines in all, at most.
+    pub max: u32,
+    /// Discovered machines unseen this long are deleted; 0 keeps them.
+    pub expire_days: u32,
+}
+
+impl Default for DiscoveryLimits {
+    fn default() -> Self {
+        DiscoveryLimits {
+            per_second: 20,
+            max: 10_000,
+            expire_days: 30,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DhcpConfig {
     pub interface: String,
@@ -186,6 +212,8 @@ pub struct DhcpConfig {
     pub match_client_id: bool,
     /// DHCP events older than this are deleted; 0 keeps them forever.
     pub event_retention_days: u32,
+    /// How unknown PXE clients may grow the inventory (`policy = "all"`).
+    pub discovery: DiscoveryLimits,
     /// Proxy mode: an address only observed in a PXE packet may fetch the machine's
     /// secrets without a neighbour entry confirming it. Spoofable; off by default.
     pub trust_observed_addresses: bool,
@@ -333,6 +361,9 @@ impl Config {
                     || raw.dhcp.policy.is_some()
                     || raw.dhcp.match_client_id.is_some()
                     || raw.dhcp.event_retention_days.is_some()
+                    || raw.dhcp.discover_per_second.is_some()
+                    || raw.dhcp.discovered_max.is_some()
+                    || raw.dhcp.discovered_expire_days.is_some()
                     || raw.dhcp.trust_observed_addresses.is_some();
                 if !raw.dhcp.subnets.is_empty() || other_keys {
                     return Err(invalid(
@@ -499,6 +530,31 @@ impl Config {
                         .dhcp
                         .event_retention_days
                         .unwrap_or(DEFAULT_EVENT_RETENTION_DAYS),
+                    discovery: {
+                        let defaults = DiscoveryLimits::default();
+                        let positive =
+                            |key: &'static str, value: Option<u32>, default: u32| match value {
+                                Some(0) => Err(invalid(key, "must be at least 1".into())),
+                                Some(n) => Ok(n),
+                                None => Ok(default),
+                            };
+                        DiscoveryLimits {
+                            per_second: positive(
+                                "dhcp.discover_per_second",
+                                raw.dhcp.discover_per_second,
+                                defaults.per_second,
+                            )?,
+                            max: positive(
+                                "dhcp.discovered_max",
+                                raw.dhcp.discovered_max,
+                                defaults.max,
+                            )?,
+                            expire_days: raw
+                                .dhcp
+                                .discovered_expire_days
+                                .unwrap_or(defaults.expire_days),
+                        }
+                    },
                     trust_observed_addresses,
                     subnets,
                 })
@@ -778,6 +834,33 @@ mod tests {
         Config::parse(text, "test.toml")
             .expect_err("config should be refused")
             .to_string()
+    }
+
+    #[test]
+    fn discovery_limits_have_defaults_and_refuse_zero() {
+        let dhcp = Config::parse(MINIMAL_DHCP, "test.toml")
+            .expect("valid")
+            .dhcp
+            .expect("dhcp");
+        assert_eq!(dhcp.discovery, DiscoveryLimits::default());
+        let set = MINIMAL_DHCP.replace(
+            "[dhcp]",
+            "[dhcp]\ndiscover_per_second = 5\ndiscovered_max = 100\ndiscovered_expire_days = 0",
+        );
+        let dhcp = Config::parse(&set, "test.toml")
+            .expect("valid")
+            .dhcp
+            .expect("dhcp");
+        assert_eq!(
+            dhcp.discovery,
+            DiscoveryLimits {
+                per_second: 5,
+                max: 100,
+                expire_days: 0
+            }
+        );
+        let zero = MINIMAL_DHCP.replace("[dhcp]", "[dhcp]\ndiscovered_max = 0");
+        assert!(error_text(&zero).contains("`dhcp.discovered_max`"));
     }
 
     #[test]

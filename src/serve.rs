@@ -220,6 +220,9 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             if dhcp.event_retention_days > 0 {
                 tokio::spawn(prune_events(store.clone(), dhcp.event_retention_days));
             }
+            if dhcp.discovery.expire_days > 0 {
+                tokio::spawn(expire_discovered(store.clone(), dhcp.discovery.expire_days));
+            }
             tracing::info!(
                 interface = dhcp.interface,
                 %server_ip,
@@ -314,6 +317,28 @@ async fn shutdown_signal() {
         }
         Err(_) => {
             let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// Deletes discovered machines (never adopted) unseen for `[dhcp]
+/// discovered_expire_days`, at start and hourly.
+async fn expire_discovered(store: Store, expire_days: u32) {
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let before_ms = clock::now_ms() - i64::from(expire_days) * 86_400_000;
+        match store
+            .call(move |conn| store::machines::expire_discovered(conn, before_ms))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deleted = n,
+                expire_days,
+                "unseen discovered machines deleted"
+            ),
+            Err(e) => tracing::warn!("could not expire discovered machines: {e}"),
         }
     }
 }

@@ -23,7 +23,7 @@
 //! most every `INVENTORY_RECHECK`, so CLI and panel changes apply within milliseconds.
 
 use crate::clock;
-use crate::config::{DhcpConfig, DhcpMode, Subnet};
+use crate::config::{DhcpConfig, DhcpMode, DiscoveryLimits, Subnet};
 use crate::dhcp::boot::{self, BootConfig};
 use crate::dhcp::leases::LeaseBook;
 use crate::dhcp::persist::{CommitOutcome, DhcpPersistence, PersistFuture};
@@ -261,6 +261,45 @@ impl Stats {
     }
 }
 
+/// New discovered machines admitted: at most `per_second` in each second, and none
+/// once `max` are waiting to be adopted.
+struct DiscoveryBudget {
+    limits: DiscoveryLimits,
+    second: i64,
+    used: u32,
+}
+
+impl DiscoveryBudget {
+    fn new(limits: DiscoveryLimits) -> Self {
+        DiscoveryBudget {
+            limits,
+            second: i64::MIN,
+            used: 0,
+        }
+    }
+
+    fn admit(&mut self, now_ms: i64, waiting: usize) -> Result<(), String> {
+        if waiting >= usize::try_from(self.limits.max).unwrap_or(usize::MAX) {
+            return Err(format!(
+                "{waiting} discovered machines wait for an operator (dhcp.discovered_max)"
+            ));
+        }
+        let second = now_ms.div_euclid(1000);
+        if second != self.second {
+            self.second = second;
+            self.used = 0;
+        }
+        if self.used >= self.limits.per_second {
+            return Err(format!(
+                "more than {} new clients this second (dhcp.discover_per_second)",
+                self.limits.per_second
+            ));
+        }
+        self.used += 1;
+        Ok(())
+    }
+}
+
 pub struct DhcpServer {
     socket: UdpSocket,
     /// Port 4011, proxy mode only.
@@ -280,6 +319,13 @@ pub struct DhcpServer {
     pool_full_log: HashMap<Ipv4Addr, Throttle>,
     ignored_events: HashMap<MacAddr, i64>,
     ignored_event_budget: Throttle,
+    /// How many new discovered machines may still be added, this second and in all.
+    discovery: DiscoveryBudget,
+    /// Discovered (not adopted) machines in the inventory, counted when a snapshot
+    /// is installed and on each addition.
+    discovered_waiting: usize,
+    refused_discovery_log: Throttle,
+    discovery_log: Throttle,
     /// The serving interface's address and prefix length.
     local_net: Option<(Ipv4Addr, u8)>,
     observed: HashMap<MacAddr, (Ipv4Addr, i64)>,
@@ -324,6 +370,8 @@ impl DhcpServer {
             .await?
             .unwrap_or_default();
         let (pools, reserved) = pools_and_reserved(&config.subnets, server_ip, &inventory.fixed);
+        let discovery_limits = config.discovery;
+        let discovered_waiting = inventory.machines.values().filter(|m| m.discovered).count();
         let book = LeaseBook::load(config.match_client_id, &pools, reserved, records);
         let local_net = netif::ipv4_of(&config.interface).ok().flatten();
         tracing::info!(
@@ -348,7 +396,13 @@ impl DhcpServer {
             no_boot_file_log: Throttle::new(20, LOG_EVERY_MS),
             pool_full_log: HashMap::new(),
             ignored_events: HashMap::new(),
-            ignored_event_budget: Throttle::new(100, LOG_EVERY_MS),
+            // One a second on average: enough to explain why a new machine is not
+            // answered, not enough for a flood of made-up clients to grow the table.
+            ignored_event_budget: Throttle::new(10, LOG_EVERY_MS),
+            discovery: DiscoveryBudget::new(discovery_limits),
+            discovered_waiting,
+            discovery_log: Throttle::new(20, LOG_EVERY_MS),
+            refused_discovery_log: Throttle::new(1, LOG_EVERY_MS),
             local_net,
             observed: HashMap::new(),
             stats: Stats::default(),
@@ -494,6 +548,7 @@ impl DhcpServer {
                 pools_and_reserved(&self.config.subnets, self.server_ip, &snapshot.fixed);
             self.book.set_pools(&pools, reserved);
         }
+        self.discovered_waiting = snapshot.machines.values().filter(|m| m.discovered).count();
         self.inventory = snapshot;
     }
 
@@ -615,13 +670,34 @@ impl DhcpServer {
         writes: &mut DhcpBatch,
     ) {
         let firmware = boot::firmware(request).map(|f| f.name());
-        if let Some(found) = &decision.discovered {
-            tracing::info!(
-                mac = %found.mac,
-                arch = found.arch.as_deref().unwrap_or("-"),
-                vendor_class = found.vendor_class.as_deref().unwrap_or("-"),
-                "unknown PXE client added to the inventory as discovered"
-            );
+        let admitted = match &decision.discovered {
+            None => None,
+            Some(found) => match self.discovery.admit(now_ms, self.discovered_waiting) {
+                Ok(()) => Some(found),
+                Err(why) => {
+                    // Still answered (policy "all"), but not written down.
+                    if let Some(left_out) = self.refused_discovery_log.hit(now_ms) {
+                        tracing::warn!(
+                            mac = %found.mac,
+                            left_out,
+                            "unknown PXE client not added to the inventory: {why}"
+                        );
+                    }
+                    None
+                }
+            },
+        };
+        if let Some(found) = admitted {
+            self.discovered_waiting += 1;
+            if let Some(left_out) = self.discovery_log.hit(now_ms) {
+                tracing::info!(
+                    mac = %found.mac,
+                    arch = found.arch.as_deref().unwrap_or("-"),
+                    vendor_class = found.vendor_class.as_deref().unwrap_or("-"),
+                    left_out,
+                    "unknown PXE client added to the inventory as discovered"
+                );
+            }
             self.inventory.machines.insert(
                 found.mac,
                 Machine {
@@ -690,7 +766,9 @@ impl DhcpServer {
             self.stats.naks += 1;
         }
         tracing::debug!(%mac, "{:?}: {}", reply.msg_type, decision.why);
-        if pxe {
+        // Boot events belong to machines in the inventory: a client that was not
+        // written down (the discovery budget was spent) leaves no rows either.
+        if pxe && self.inventory.machines.contains_key(&mac) {
             let kind = match (self.config.mode, reply.msg_type) {
                 (DhcpMode::Proxy, MessageType::Offer) => "dhcp.proxy-offer",
                 (DhcpMode::Proxy, _) => "dhcp.proxy-ack",
@@ -932,6 +1010,21 @@ fn drain(socket: &UdpSocket, port: Port, bufs: &mut [[u8; 2048]], batch: &mut Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_is_held_to_a_rate_and_a_total() {
+        let mut budget = DiscoveryBudget::new(DiscoveryLimits {
+            per_second: 3,
+            max: 5,
+            expire_days: 30,
+        });
+        let admitted = (0..100).filter(|_| budget.admit(10_000, 0).is_ok()).count();
+        assert_eq!(admitted, 3, "three in one second, whatever the flood");
+        assert!(budget.admit(10_999, 0).is_err());
+        assert!(budget.admit(11_000, 0).is_ok(), "the next second has room");
+        let full = budget.admit(20_000, 5).expect_err("five wait already");
+        assert!(full.contains("dhcp.discovered_max"), "{full}");
+    }
 
     #[test]
     fn same_network_by_prefix() {
@@ -1192,6 +1285,7 @@ mod loop_tests {
                 policy: AnswerPolicy::All,
                 match_client_id: false,
                 event_retention_days: 0,
+                discovery: DiscoveryLimits::default(),
                 trust_observed_addresses: false,
                 subnets: vec![Subnet {
                     network: Ipv4Addr::new(127, 0, 0, 0),
@@ -1305,6 +1399,46 @@ mod loop_tests {
             }
             assert!(!self.task.is_finished(), "the server is still running");
         }
+    }
+
+    /// A flood of made-up PXE clients (more than the pool holds) is not written down
+    /// beyond the discovery budget, and leaves no events for the rest.
+    #[tokio::test]
+    async fn a_flood_of_unknown_pxe_clients_adds_only_the_budget() {
+        let mut h = Harness::start().await;
+        let flood = 200u8;
+        for n in 0..flood {
+            let client = [0x02, 0xf1, 0, 0, 1, n];
+            h.send(
+                Packet::new(1, client)
+                    .giaddr(GIADDR)
+                    .option(60, b"PXEClient:Arch:00000:UNDI:002001")
+                    .option(93, &[0, 0])
+                    .end(),
+            )
+            .await;
+        }
+        let (mut discovered, mut events) = (0, 0);
+        while let Ok(Some(commit)) =
+            tokio::time::timeout(std::time::Duration::from_millis(700), h.commits.recv()).await
+        {
+            discovered += commit.batch.discovered.len();
+            events += commit.batch.events.len();
+            commit.answer(Ok(()));
+        }
+        let per_second = DiscoveryLimits::default().per_second as usize;
+        assert!(discovered >= 1, "unknown PXE clients are still discovered");
+        // The flood may straddle a second boundary: two seconds' worth at most.
+        assert!(
+            discovered <= 2 * per_second,
+            "{discovered} of {flood} made-up clients were written down"
+        );
+        // One event per reply to a discovered machine, and a small burst of
+        // `dhcp.ignored` for those the full pool left unanswered.
+        assert!(
+            events <= discovered + 10,
+            "{events} events for {discovered} machines"
+        );
     }
 
     #[tokio::test]

@@ -386,6 +386,16 @@ pub fn delete_row(tx: &Connection, mac: MacAddr) -> Result<bool, StoreError> {
     Ok(tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])? > 0)
 }
 
+/// Deletes discovered machines (never adopted by an operator) last seen before
+/// `before_ms`; returns how many.
+pub fn expire_discovered(tx: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+    Ok(tx.execute(
+        "DELETE FROM machines WHERE discovered = 1
+           AND coalesce(last_seen_ms, first_seen_ms, created_ms) < ?1",
+        [before_ms],
+    )?)
+}
+
 /// The machine whose done-URL token this is.
 pub fn mac_by_token(tx: &Connection, token: &str) -> Result<Option<MacAddr>, StoreError> {
     tx.query_row("SELECT mac FROM machines WHERE token = ?1", [token], |r| {

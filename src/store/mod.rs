@@ -389,6 +389,9 @@ fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // After a checkpoint the WAL file is cut back to this size: a burst of writes (a
+    // boot storm, a flood of DHCP traffic) must not leave a large file behind.
+    conn.pragma_update(None, "journal_size_limit", 16i64 << 20)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     migrate(conn)
 }
@@ -1101,6 +1104,38 @@ mod tests {
             machine.arch.as_deref(),
             Some("bios"),
             "what was seen is kept"
+        );
+    }
+
+    #[test]
+    fn unseen_discovered_machines_expire_and_adopted_ones_stay() {
+        let mut conn = db();
+        let discover = |mac, at_ms| DhcpBatch {
+            discovered: vec![Discovered {
+                mac,
+                arch: None,
+                vendor_class: None,
+            }],
+            ..DhcpBatch::default()
+        };
+        commit_dhcp_batch(&mut conn, &discover(mac(1), 100), 100).expect("commit");
+        commit_dhcp_batch(&mut conn, &discover(mac(2), 100), 100).expect("commit");
+        commit_dhcp_batch(&mut conn, &discover(mac(3), 900), 900).expect("commit");
+        seed(&conn, mac(2), Some("adopted"), None, None);
+        assert_eq!(machines::expire_discovered(&conn, 500).expect("expire"), 1);
+        let left: Vec<MacAddr> = list_machines(&conn)
+            .expect("list")
+            .into_iter()
+            .map(|m| m.mac)
+            .collect();
+        assert_eq!(left, vec![mac(2), mac(3)]);
+        let size_limit: i64 = conn
+            .pragma_query_value(None, "journal_size_limit", |r| r.get(0))
+            .expect("pragma");
+        assert_eq!(
+            size_limit,
+            16 << 20,
+            "the WAL is cut back after checkpoints"
         );
     }
 
