@@ -1110,7 +1110,7 @@ mod tests {
     #[test]
     fn unseen_discovered_machines_expire_and_adopted_ones_stay() {
         let mut conn = db();
-        let discover = |mac, at_ms| DhcpBatch {
+        let discover = |mac| DhcpBatch {
             discovered: vec![Discovered {
                 mac,
                 arch: None,
@@ -1118,9 +1118,9 @@ mod tests {
             }],
             ..DhcpBatch::default()
         };
-        commit_dhcp_batch(&mut conn, &discover(mac(1), 100), 100).expect("commit");
-        commit_dhcp_batch(&mut conn, &discover(mac(2), 100), 100).expect("commit");
-        commit_dhcp_batch(&mut conn, &discover(mac(3), 900), 900).expect("commit");
+        commit_dhcp_batch(&mut conn, &discover(mac(1)), 100).expect("commit");
+        commit_dhcp_batch(&mut conn, &discover(mac(2)), 100).expect("commit");
+        commit_dhcp_batch(&mut conn, &discover(mac(3)), 900).expect("commit");
         seed(&conn, mac(2), Some("adopted"), None, None);
         assert_eq!(machines::expire_discovered(&conn, 500).expect("expire"), 1);
         let left: Vec<MacAddr> = list_machines(&conn)
