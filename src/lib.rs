@@ -29,7 +29,8 @@
 //!   CSRF extractors, the request-id and security-header layers it shares with the
 //!   API, and the body limits per route group; `api`: the JSON API and its OpenAPI
 //!   document;
-//!   `bulk`: CSV/XLSX import and export, image uploads.
+//!   `bulk`: CSV/XLSX import and export, image uploads; `bulk::sheet` reads uploaded
+//!   sheets within fixed limits (rows, columns, cell and unpacked sizes).
 //! - `power`: power controllers (IPMI through `ipmitool`, Redfish, Wake-on-LAN), the
 //!   power verbs, reinstall/rescue/wipe as one action (mode, network boot, power
 //!   cycle), one at a time or many at once, and the background poll of every

@@ -93,9 +93,9 @@ pub async fn preview(
             let name = field.file_name().unwrap_or("").to_string();
             match read_limited(&mut field).await {
                 Ok(Some(bytes)) => upload = Some((name, bytes)),
+                // The panel's 413 page, as for image uploads.
                 Ok(None) => {
-                    return Ok(refused(
-                        &user,
+                    return Err(PanelError::new(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         format!(
                             "The file was refused: {}.",
