@@ -9,7 +9,14 @@ use rusqlite::Connection;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-pub const MAX_IMPORT_BYTES: usize = 20 << 20;
+mod sheet;
+
+pub use sheet::{
+    MAX_CELL_BYTES, MAX_COLUMNS, MAX_DATA_ROWS, MAX_IMPORT_BYTES, MAX_SHARED_STRINGS,
+    MAX_SHEET_ROWS, MAX_SHEET_TEXT_BYTES, MAX_WORKBOOK_ITEMS, MAX_XLSX_ENTRIES,
+    MAX_XLSX_UNPACKED_BYTES, SheetError, parse_csv, parse_upload, parse_xlsx,
+};
+
 /// A preview is kept this long for its confirmation.
 const STAGED_TTL_MS: i64 = 30 * 60 * 1000;
 
@@ -58,120 +65,6 @@ pub struct CheckedRow {
 impl CheckedRow {
     pub fn mac_addr(&self) -> Option<MacAddr> {
         MacAddr::parse(&self.mac).ok()
-    }
-}
-
-const COLUMNS: [&str; 6] = ["mac", "hostname", "ip", "image", "rack", "position"];
-
-/// Maps header cells to known columns; `mac` is required, unknown columns refused
-/// (a typo in a header must not silently drop a column).
-fn header_map(header: &[String]) -> Result<HashMap<&'static str, usize>, String> {
-    let mut map = HashMap::new();
-    for (index, cell) in header.iter().enumerate() {
-        let name = cell.trim().to_ascii_lowercase();
-        let name = match name.as_str() {
-            "mac address" | "mac_address" | "hwaddr" => "mac",
-            "host" | "name" => "hostname",
-            "ip address" | "ip_address" | "address" => "ip",
-            "pos" | "slot" | "u" => "position",
-            other => other,
-        };
-        if name.is_empty() {
-            continue;
-        }
-        let Some(known) = COLUMNS.iter().find(|c| **c == name) else {
-            return Err(format!(
-                "unknown column {cell:?}; known columns: {}",
-                COLUMNS.join(", ")
-            ));
-        };
-        if map.insert(*known, index).is_some() {
-            return Err(format!("column {known} appears twice"));
-        }
-    }
-    if !map.contains_key("mac") {
-        return Err("the header row has no mac column".into());
-    }
-    Ok(map)
-}
-
-fn rows_from_table(table: Vec<Vec<String>>) -> Result<Vec<RawRow>, String> {
-    let mut lines = table.into_iter().enumerate();
-    let Some((_, header)) = lines.next() else {
-        return Err("the file is empty".into());
-    };
-    let map = header_map(&header)?;
-    let cell = |row: &[String], column: &str| {
-        map.get(column)
-            .and_then(|i| row.get(*i))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default()
-    };
-    let rows: Vec<RawRow> = lines
-        .filter(|(_, row)| row.iter().any(|c| !c.trim().is_empty()))
-        .map(|(index, row)| RawRow {
-            line: index + 1,
-            mac: cell(&row, "mac"),
-            hostname: cell(&row, "hostname"),
-            ip: cell(&row, "ip"),
-            image: cell(&row, "image"),
-            rack: cell(&row, "rack"),
-            position: cell(&row, "position"),
-        })
-        .collect();
-    if rows.is_empty() {
-        return Err("the file has a header but no rows".into());
-    }
-    Ok(rows)
-}
-
-pub fn parse_csv(bytes: &[u8]) -> Result<Vec<RawRow>, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(bytes);
-    let mut table = Vec::new();
-    for (index, record) in reader.records().enumerate() {
-        let record = record.map_err(|e| format!("line {}: {e}", index + 1))?;
-        table.push(record.iter().map(str::to_string).collect());
-    }
-    rows_from_table(table)
-}
-
-pub fn parse_xlsx(bytes: &[u8]) -> Result<Vec<RawRow>, String> {
-    use calamine::{Data, Reader, Xlsx};
-    let mut workbook = Xlsx::new(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("not a readable XLSX file: {e}"))?;
-    let range = workbook
-        .worksheet_range_at(0)
-        .ok_or("the workbook has no sheet")?
-        .map_err(|e| format!("cannot read the first sheet: {e}"))?;
-    let table = range
-        .rows()
-        .map(|row| {
-            row.iter()
-                .map(|cell| match cell {
-                    Data::Empty => String::new(),
-                    // Positions typed as numbers arrive as floats: 12.0 means "12".
-                    Data::Float(f) if f.fract() == 0.0 => format!("{f:.0}"),
-                    other => other.to_string(),
-                })
-                .collect()
-        })
-        .collect();
-    rows_from_table(table)
-}
-
-/// Parses an upload by its name (or, failing that, its content).
-pub fn parse_upload(file_name: &str, bytes: &[u8]) -> Result<Vec<RawRow>, String> {
-    let lower = file_name.to_ascii_lowercase();
-    if lower.ends_with(".xlsx") || bytes.starts_with(b"PK\x03\x04") {
-        parse_xlsx(bytes)
-    } else {
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| "the CSV file is not UTF-8 text".to_string())?;
-        parse_csv(text.trim_start_matches('\u{feff}').as_bytes())
     }
 }
 
@@ -246,30 +139,119 @@ pub fn to_xlsx(machines: &[MachineDetail]) -> Result<Vec<u8>, String> {
     workbook.save_to_buffer().map_err(|e| e.to_string())
 }
 
-/// A preview waiting for confirmation: who uploaded it, its rows, when.
-type Staged = (String, Vec<CheckedRow>, i64);
+/// Previews kept at once for one user; a new one drops that user's oldest.
+pub const MAX_STAGED_PER_USER: usize = 5;
+/// Previews kept at once for everyone; past it a new one is refused until some are
+/// confirmed or expire (refused rather than evicting: one user must not be able to
+/// drop everyone else's previews).
+pub const MAX_STAGED_TOTAL: usize = 100;
+/// Rows kept across all previews (ten full files): memory stays bounded however the
+/// previews are split.
+pub const MAX_STAGED_ROWS: usize = 10 * MAX_DATA_ROWS;
 
-/// Previews waiting for confirmation, by id, for the user who uploaded them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StageError {
+    #[error(
+        "too many previews are waiting for confirmation (at most {MAX_STAGED_TOTAL} previews and {MAX_STAGED_ROWS} rows for everyone); confirm one or try again when older ones expire"
+    )]
+    Full,
+}
+
+/// A preview waiting for confirmation: who uploaded it, its rows, when, and in
+/// which order (two in the same millisecond still have an oldest).
+struct Staged {
+    user: String,
+    rows: Vec<CheckedRow>,
+    at_ms: i64,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct StagedInner {
+    previews: HashMap<String, Staged>,
+    next_seq: u64,
+}
+
+impl StagedInner {
+    fn prune(&mut self, now_ms: i64) {
+        self.previews
+            .retain(|_, s| now_ms - s.at_ms < STAGED_TTL_MS);
+    }
+
+    fn oldest_of(&self, user: &str) -> Option<String> {
+        self.previews
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .min_by_key(|(_, s)| (s.at_ms, s.seq))
+            .map(|(id, _)| id.clone())
+    }
+}
+
+/// Previews waiting for confirmation, by id, for the user who uploaded them; bounded
+/// per user, in number and in rows, and pruned of expired ones on every call.
 #[derive(Default)]
 pub struct StagedImports {
-    staged: Mutex<HashMap<String, Staged>>,
+    staged: Mutex<StagedInner>,
 }
 
 impl StagedImports {
-    pub fn stage(&self, user: &str, rows: Vec<CheckedRow>, now_ms: i64) -> String {
+    pub fn stage(
+        &self,
+        user: &str,
+        rows: Vec<CheckedRow>,
+        now_ms: i64,
+    ) -> Result<String, StageError> {
+        let mut inner = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        inner.prune(now_ms);
+        // The user's own older previews make room first, then the shared caps apply.
+        loop {
+            let mine = inner.previews.values().filter(|s| s.user == user).count();
+            let total_rows: usize = inner.previews.values().map(|s| s.rows.len()).sum();
+            let over = mine >= MAX_STAGED_PER_USER
+                || inner.previews.len() >= MAX_STAGED_TOTAL
+                || total_rows + rows.len() > MAX_STAGED_ROWS;
+            if !over {
+                break;
+            }
+            match inner.oldest_of(user) {
+                Some(id) => {
+                    inner.previews.remove(&id);
+                }
+                None => return Err(StageError::Full),
+            }
+        }
         let id = hex::encode(rand::random::<[u8; 16]>());
-        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        staged.retain(|_, (_, _, at)| now_ms - *at < STAGED_TTL_MS);
-        staged.insert(id.clone(), (user.to_string(), rows, now_ms));
-        id
+        let seq = inner.next_seq;
+        inner.next_seq += 1;
+        inner.previews.insert(
+            id.clone(),
+            Staged {
+                user: user.to_string(),
+                rows,
+                at_ms: now_ms,
+                seq,
+            },
+        );
+        Ok(id)
     }
 
     pub fn take(&self, id: &str, user: &str, now_ms: i64) -> Option<Vec<CheckedRow>> {
-        let mut staged = self.staged.lock().unwrap_or_else(|p| p.into_inner());
-        match staged.remove(id) {
-            Some((owner, rows, at)) if owner == user && now_ms - at < STAGED_TTL_MS => Some(rows),
+        let mut inner = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        inner.prune(now_ms);
+        match inner.previews.get(id) {
+            Some(s) if s.user == user => inner.previews.remove(id).map(|s| s.rows),
             _ => None,
         }
+    }
+
+    /// Previews kept now (for tests and status).
+    pub fn len(&self) -> usize {
+        let inner = self.staged.lock().unwrap_or_else(|p| p.into_inner());
+        inner.previews.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -283,14 +265,14 @@ mod tests {
         let rows = parse_upload("rack.csv", text.as_bytes()).expect("parses");
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].line, rows[0].hostname.as_str()), (2, "n9"));
-        assert!(
-            parse_csv(b"hostname\nx\n")
-                .expect_err("no mac")
-                .contains("no mac column")
+        assert_eq!(
+            parse_csv(b"hostname\nx\n").expect_err("no mac"),
+            SheetError::NoMacColumn
         );
         assert!(
             parse_csv(b"mac,colour\n1\n")
                 .expect_err("unknown")
+                .to_string()
                 .contains("colour")
         );
     }
@@ -298,12 +280,64 @@ mod tests {
     #[test]
     fn staged_previews_belong_to_their_user_and_expire() {
         let staged = StagedImports::default();
-        let id = staged.stage("ann", vec![], 0);
+        let id = staged.stage("ann", vec![], 0).expect("room");
         assert!(staged.take(&id, "bob", 1).is_none());
-        let id = staged.stage("ann", vec![], 0);
+        let id = staged.stage("ann", vec![], 0).expect("room");
         assert!(staged.take(&id, "ann", STAGED_TTL_MS + 1).is_none());
-        let id = staged.stage("ann", vec![], 0);
+        let id = staged.stage("ann", vec![], 0).expect("room");
         assert!(staged.take(&id, "ann", 1).is_some());
         assert!(staged.take(&id, "ann", 1).is_none(), "once");
+    }
+
+    fn rows(n: usize) -> Vec<CheckedRow> {
+        let row = CheckedRow {
+            line: 2,
+            action: Action::Add,
+            mac: String::new(),
+            hostname: String::new(),
+            ip: String::new(),
+            image: String::new(),
+            rack: String::new(),
+            position: String::new(),
+            errors: Vec::new(),
+        };
+        vec![row; n]
+    }
+
+    #[test]
+    fn staged_previews_are_capped_per_user_in_total_and_in_rows() {
+        let staged = StagedImports::default();
+        // A user's sixth preview drops their oldest, not anyone else's.
+        let first = staged.stage("ann", rows(1), 0).expect("room");
+        let bobs = staged.stage("bob", rows(1), 0).expect("room");
+        for _ in 1..MAX_STAGED_PER_USER {
+            staged.stage("ann", rows(1), 0).expect("room");
+        }
+        assert_eq!(staged.len(), MAX_STAGED_PER_USER + 1);
+        let newest = staged.stage("ann", rows(1), 0).expect("room");
+        assert_eq!(staged.len(), MAX_STAGED_PER_USER + 1);
+        assert!(staged.take(&first, "ann", 1).is_none(), "oldest dropped");
+        assert!(staged.take(&newest, "ann", 1).is_some());
+        assert!(staged.take(&bobs, "bob", 1).is_some());
+        // Everyone together: past the total a newcomer is refused, not evicting.
+        let staged = StagedImports::default();
+        for user in 0..MAX_STAGED_TOTAL {
+            staged.stage(&format!("u{user}"), rows(1), 0).expect("room");
+        }
+        assert_eq!(staged.stage("late", rows(1), 0), Err(StageError::Full));
+        // A user already holding one replaces it instead.
+        assert!(staged.stage("u0", rows(1), 0).is_ok());
+        assert_eq!(staged.len(), MAX_STAGED_TOTAL);
+        // Expired previews are pruned and make room.
+        assert!(staged.stage("late", rows(1), STAGED_TTL_MS).is_ok());
+        assert_eq!(staged.len(), 1);
+        // Rows: ten full files fill it; an eleventh from a new user is refused.
+        let staged = StagedImports::default();
+        for user in 0..10 {
+            staged
+                .stage(&format!("u{user}"), rows(MAX_DATA_ROWS), 0)
+                .expect("room");
+        }
+        assert_eq!(staged.stage("late", rows(1), 0), Err(StageError::Full));
     }
 }

@@ -465,11 +465,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Machine(MachineCommand::Import { file }) => {
             let name = file.display().to_string();
-            let bytes = tokio::fs::read(&file)
+            let bytes = read_import_file(&file)
                 .await
-                .with_context(|| format!("reading {name}"))?;
-            let rows =
-                bulk::parse_upload(&name, &bytes).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+                .with_context(|| format!("reading {name}"))?
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            // The same limits as the panel's preview; parsing is CPU work, off the runtime.
+            let parse_name = name.clone();
+            let rows = tokio::task::spawn_blocking(move || bulk::parse_upload(&parse_name, &bytes))
+                .await?
+                .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
             let checked = services.check_import(&caller, rows).await?;
             let bad: Vec<_> = checked.iter().filter(|r| !r.errors.is_empty()).collect();
             if !bad.is_empty() {
@@ -724,6 +728,25 @@ async fn reprovision_cli(
         (1, Some(why)) if macs.len() == 1 => anyhow::bail!(why),
         (n, _) => anyhow::bail!("{mode} failed for {n} of {} machines", macs.len()),
     }
+}
+
+/// Reads an import file, never more than the import limit plus one byte: a file
+/// that is larger (or grows while read) is refused, not loaded whole.
+async fn read_import_file(path: &Path) -> std::io::Result<Result<Vec<u8>, bulk::SheetError>> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(path).await?;
+    let size = file.metadata().await?.len();
+    if size > bulk::MAX_IMPORT_BYTES as u64 {
+        return Ok(Err(bulk::SheetError::FileTooLarge { size }));
+    }
+    let mut bytes = Vec::new();
+    file.take(bulk::MAX_IMPORT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await?;
+    if bytes.len() > bulk::MAX_IMPORT_BYTES {
+        return Ok(Err(bulk::SheetError::UploadTooLarge));
+    }
+    Ok(Ok(bytes))
 }
 
 fn read_password(file: Option<&Path>) -> anyhow::Result<String> {

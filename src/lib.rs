@@ -29,7 +29,8 @@
 //!   `inventory`): machine rows, search, the audit log and boot timelines;
 //!   `store::power`: controllers and the last power state read.
 //! - `auth`: users, sessions, API tokens, password hashing, the login limiter.
-//! - `bulk`: CSV and XLSX read into import rows, previews staged, exports.
+//! - `bulk`: CSV and XLSX read into import rows within bounds on rows, columns and
+//!   unpacked size (`bulk::sheet`), previews staged (capped), exports.
 //!
 //! Services (every action written once; the surfaces only translate):
 //! - `service`: `Services`, the `Caller` and typed `ServiceError`s; `machines`,

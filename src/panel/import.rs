@@ -12,7 +12,7 @@ use crate::http::AppState;
 use crate::service::Caller;
 use askama::Template;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 #[derive(Template)]
@@ -56,6 +56,31 @@ pub async fn page(Changer(user): Changer) -> PanelResult {
     Ok(import_view(&user, Vec::new(), String::new(), None))
 }
 
+/// At most two files are parsed at once: each may take tens of MiB while it is checked
+/// (within the limits of `bulk`), and parsing is CPU work for the blocking pool.
+static PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+
+fn refused(user: &Principal, status: StatusCode, why: String) -> Response {
+    let mut response = import_view(user, Vec::new(), String::new(), Some(why));
+    *response.status_mut() = status;
+    response
+}
+
+/// Reads the file field chunk by chunk, stopping at the limit: a larger file is never
+/// held whole. `Ok(None)`: the field went past the limit.
+async fn read_limited(
+    field: &mut axum::extract::multipart::Field<'_>,
+) -> Result<Option<Vec<u8>>, axum::extract::multipart::MultipartError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if bytes.len() + chunk.len() > crate::bulk::MAX_IMPORT_BYTES {
+            return Ok(None);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
+}
+
 /// POST /import: the checked preview of an uploaded CSV or XLSX file, staged for the
 /// commit; nothing is written.
 pub async fn preview(
@@ -63,27 +88,26 @@ pub async fn preview(
     CsrfMultipart(user, mut multipart): CsrfMultipart,
 ) -> PanelResult {
     let mut upload = None;
-    while let Ok(Some(field)) = multipart.next_field().await {
+    while let Ok(Some(mut field)) = multipart.next_field().await {
         if field.name() == Some("file") {
             let name = field.file_name().unwrap_or("").to_string();
-            match field.bytes().await {
-                Ok(bytes) if bytes.len() <= crate::bulk::MAX_IMPORT_BYTES => {
-                    upload = Some((name, bytes))
-                }
-                Ok(_) => {
-                    return Ok(import_view(
-                        &user,
-                        Vec::new(),
-                        String::new(),
-                        Some("The file is larger than 20 MiB.".into()),
+            match read_limited(&mut field).await {
+                Ok(Some(bytes)) => upload = Some((name, bytes)),
+                // The panel's 413 page, as for image uploads.
+                Ok(None) => {
+                    return Err(PanelError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "The file was refused: {}.",
+                            crate::bulk::SheetError::UploadTooLarge
+                        ),
                     ));
                 }
                 Err(e) => {
-                    return Ok(import_view(
+                    return Ok(refused(
                         &user,
-                        Vec::new(),
-                        String::new(),
-                        Some(format!("Upload failed: {e}")),
+                        e.status(),
+                        format!("Upload failed: {}", e.body_text()),
                     ));
                 }
             }
@@ -97,18 +121,38 @@ pub async fn preview(
             Some("Choose a CSV or XLSX file.".into()),
         ));
     };
-    let raw = match crate::bulk::parse_upload(&name, &bytes) {
+    let parsed = {
+        let _slot = PARSING.acquire().await.map_err(PanelError::internal)?;
+        tokio::task::spawn_blocking(move || crate::bulk::parse_upload(&name, &bytes))
+            .await
+            .map_err(PanelError::internal)?
+    };
+    let raw = match parsed {
         Ok(rows) => rows,
-        Err(why) => return Ok(import_view(&user, Vec::new(), String::new(), Some(why))),
+        Err(why) => {
+            return Ok(import_view(
+                &user,
+                Vec::new(),
+                String::new(),
+                Some(format!("The file was refused: {why}.")),
+            ));
+        }
     };
     let checked = app
         .services
         .check_import(&Caller::from_principal(&user), raw)
         .await?;
-    let staged = app
+    match app
         .imports
-        .stage(&user.name, checked.clone(), clock::now_ms());
-    Ok(import_view(&user, checked, staged, None))
+        .stage(&user.name, checked.clone(), clock::now_ms())
+    {
+        Ok(staged) => Ok(import_view(&user, checked, staged, None)),
+        Err(full) => Ok(refused(
+            &user,
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("The preview was not kept: {full}."),
+        )),
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -352,7 +352,11 @@ mod tests {
         let xlsx = to_xlsx(&machines).expect("xlsx");
         let back = parse_xlsx(&xlsx);
         // The export has columns the import does not take (mode, firmware...).
-        assert!(back.expect_err("export columns").contains("unknown column"));
+        assert!(
+            back.expect_err("export columns")
+                .to_string()
+                .contains("unknown column")
+        );
         let csv_text = String::from_utf8(to_csv(&machines).expect("csv")).expect("utf8");
         assert!(csv_text.starts_with("mac,hostname,ip,image,mode"));
         assert!(csv_text.contains("52:54:00:00:00:01,node1,192.0.2.11,debian,install,r1,1"));

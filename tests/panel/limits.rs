@@ -439,3 +439,94 @@ async fn the_import_preview_has_its_own_limit() {
         reply.body
     );
 }
+
+fn multipart_head(csrf: &str, file_name: &str) -> Vec<u8> {
+    format!(
+        "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{csrf}\r\n--x\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn import_upload(cookie: &str, body: Body) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/import")
+        .header(header::COOKIE, cookie)
+        .header(header::CONTENT_TYPE, "multipart/form-data; boundary=x")
+        .body(body)
+        .expect("request")
+}
+
+/// An endless file field: the preview stops reading at the file limit and answers
+/// 413 with the limit on the page, while the body is still coming (it never held
+/// more than the limit).
+#[tokio::test]
+async fn the_import_preview_stops_reading_at_the_file_limit() {
+    use tokio::io::AsyncReadExt as _;
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let head = std::io::Cursor::new(multipart_head(&csrf, "huge.csv"));
+    let endless = head.chain(tokio::io::repeat(b'a'));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(endless));
+    let reply = send_soon(&app, import_upload(&cookie, body)).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply
+            .body
+            .contains("larger than 20971520 bytes (20 MiB), the most that is read"),
+        "{}",
+        reply.body
+    );
+}
+
+/// A sheet claiming every cell of a worksheet is refused on the page with what it
+/// claimed; nothing is staged.
+#[tokio::test]
+async fn the_import_preview_refuses_a_sheet_claiming_too_much() {
+    use std::io::Write as _;
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let mut workbook = rust_xlsxwriter::Workbook::new();
+    workbook
+        .add_worksheet()
+        .write_string(0, 0, "mac")
+        .expect("write");
+    let normal = workbook.save_to_buffer().expect("save");
+    let mut source = zip::ZipArchive::new(std::io::Cursor::new(normal)).expect("zip");
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for index in 0..source.len() {
+        let entry = source.by_index_raw(index).expect("entry");
+        if entry.name().expect("name") != "xl/worksheets/sheet1.xml" {
+            out.raw_copy_file(entry).expect("copy");
+        }
+    }
+    out.start_file(
+        "xl/worksheets/sheet1.xml",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .expect("start");
+    out.write_all(
+        br#"<worksheet><dimension ref="A1:XFD1048576"/><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>mac</t></is></c></row><row r="1048576"><c r="XFD1048576"><v>1</v></c></row></sheetData></worksheet>"#,
+    )
+    .expect("write");
+    let xlsx = out.finish().expect("finish").into_inner();
+    let mut body = multipart_head(&csrf, "hostile.xlsx");
+    body.extend_from_slice(&xlsx);
+    body.extend_from_slice(b"\r\n--x--\r\n");
+    let reply = send_soon(&app, import_upload(&cookie, Body::from(body))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("the sheet claims the range A1:XFD1048576"),
+        "{}",
+        reply.body
+    );
+}
