@@ -2,7 +2,8 @@
 //!
 //! Modules, and what each owns:
 //! - `config`: the TOML file, validated; errors name the file and the key.
-//! - `store`: the SQLite inventory (machines, images, leases, events) on its own thread.
+//! - `store`: the SQLite inventory (machines, images, leases, events; `store::auth`
+//!   for users, sessions and tokens) on its own thread.
 //! - `mac`: hardware addresses, parsed in every spelling firmware and people use.
 //! - `dhcp`: the DHCPv4 server: `wire` (decode/encode, reply addressing), `boot`
 //!   (which boot file for which firmware), `leases` (the lease book and its free-address
@@ -23,7 +24,9 @@
 //! - `lifecycle`: boot modes, done-URL tokens and what each mode boots (pure);
 //!   `inventory`: those decisions carried out on the database, with the audit trail.
 //! - `timeline`: boots reconstructed from events, and their SVG drawing (pure).
-//! - `auth`: users, passwords, sessions, API tokens, login rate limiting.
+//! - `auth`: roles, users, password hashing, session and token secrets and their
+//!   digests, login rate limiting (no storage: the rows are `store::auth`'s, the
+//!   actions `service::users`').
 //! - `panel`: the admin panel, one file per page group (`panel::machines`,
 //!   `panel::selection` for actions on many machines at once, ...), the session and
 //!   CSRF extractors, the request-id and security-header layers it shares with the
