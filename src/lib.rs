@@ -38,7 +38,8 @@
 //!   cycle), one at a time or many at once, and the background poll of every
 //!   machine's power state.
 //! - `serve`: starts the servers; `clock`: the wall clock, read only at the edges.
-//! - `limits`: raises the open-file limit at start.
+//! - `limits`: raises the open-file limit at start, and makes large freed blocks
+//!   go back to the kernel.
 
 pub mod api;
 pub mod auth;

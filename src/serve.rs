@@ -15,6 +15,9 @@ use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
 
 pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
+    if !limits::return_large_allocations() {
+        tracing::warn!("cannot fix the allocator's mmap threshold; freed memory may stay held");
+    }
     let open_files = match limits::raise_nofile(1 << 20) {
         Ok((before, after)) => {
             if after > before {

@@ -55,10 +55,12 @@ impl PasswordChecks {
     pub const QUEUED: usize = 32;
     pub const WAIT: Duration = Duration::from_secs(5);
 
+    /// `running + queued` logins are admitted at once; hashing a new password
+    /// always gets one running place, or adding a user would wait forever.
     pub fn new(running: usize, queued: usize, wait: Duration) -> Self {
         PasswordChecks {
             admitted: Arc::new(Semaphore::new(running + queued)),
-            running: Arc::new(Semaphore::new(running)),
+            running: Arc::new(Semaphore::new(running.max(1))),
             wait,
             check: Arc::new(auth::check_password),
         }
