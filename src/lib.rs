@@ -20,6 +20,8 @@
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `dhcp::{boot, leases, policy}`: which boot file, the lease book, the decision in
 //!   full and proxy mode. `tftp::transfer`: the transfer state machine.
+//! - `auth`: roles, users, password hashing, session and token secrets and their
+//!   digests, the login limiter (no storage: the rows are `store::auth`'s).
 //! - `power`: the `[power]` settings, controllers and their secrets, the verbs over
 //!   IPMI (`ipmitool`), Redfish and Wake-on-LAN, and the reprovision step plan.
 //!
@@ -27,8 +29,8 @@
 //! - `store`: the SQLite file on its own thread, migrations, transactions, leases,
 //!   events and the DHCP group commit; `store::machines` (also reachable as
 //!   `inventory`): machine rows, search, the audit log and boot timelines;
-//!   `store::power`: controllers and the last power state read.
-//! - `auth`: users, sessions, API tokens, password hashing, the login limiter.
+//!   `store::power`: controllers and the last power state read; `store::auth`: users,
+//!   sessions and API tokens.
 //! - `bulk`: CSV and XLSX read into import rows within bounds on rows, columns and
 //!   unpacked size (`bulk::sheet`), previews staged (capped), exports.
 //!

@@ -28,6 +28,24 @@ pub fn raise_nofile(cap: u64) -> std::io::Result<(u64, u64)> {
     Ok((limit.rlim_cur, limit.rlim_cur))
 }
 
+/// Makes large freed blocks go back to the kernel at once. glibc raises its mmap
+/// threshold each time a large mapped block is freed; after that, blocks of that
+/// size come from its heaps and stay resident when freed. Each 19 MiB argon2 check
+/// of a login then grew the process for good (measured: 30 logins, +500 MB, even
+/// with two checks at a time). A fixed threshold keeps every block of 1 MiB or
+/// more in its own mapping, unmapped on free. Returns whether it was set.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn return_large_allocations() -> bool {
+    // SAFETY: mallopt only sets an allocator parameter; any value is accepted or refused.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20) == 1 }
+}
+
+/// Other allocators have no such threshold to fix.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn return_large_allocations() -> bool {
+    true
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

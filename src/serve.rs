@@ -10,11 +10,14 @@ use crate::limits;
 use crate::netif;
 use crate::store::{self, Store};
 use crate::tftp;
-use crate::{auth, lifecycle, panel, ra, secrets};
+use crate::{lifecycle, panel, ra, secrets};
 use anyhow::{Context as _, bail};
 use std::net::SocketAddr;
 
 pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
+    if !limits::return_large_allocations() {
+        tracing::warn!("cannot fix the allocator's mmap threshold; freed memory may stay held");
+    }
     let open_files = match limits::raise_nofile(1 << 20) {
         Ok((before, after)) => {
             if after > before {
@@ -94,7 +97,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         (Some(addr), None) => format!("http://{addr}"),
         (None, _) => base_url.clone(),
     };
-    if store.call(|conn| auth::user_count(conn)).await? == 0 {
+    if state.services.user_count().await? == 0 {
         let token = lifecycle::new_token();
         *state.setup_token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token.clone());
         // Printed, not logged to a file someone else reads later: it grants admin.

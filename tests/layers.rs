@@ -39,9 +39,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "dhcp::policy",
             "tftp::transfer",
             "secrets::rule",
+            "auth",
         ],
     ),
-    ("store", &["store", "inventory", "auth", "bulk"]),
+    ("store", &["store", "inventory", "bulk"]),
     (
         "services",
         &["service", "images", "secrets", "dhcp::persist"],

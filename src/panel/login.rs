@@ -103,6 +103,13 @@ pub async fn login(
                 StatusCode::TOO_MANY_REQUESTS,
             ))
         }
+        Err(LoginRefused::Busy) => {
+            tracing::warn!(%peer, user = form.user, "login refused: password checks busy");
+            Ok(retry(
+                "The server is busy checking other logins. Try again in a moment.",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ))
+        }
         Err(LoginRefused::WrongCredentials) => {
             tracing::warn!(user = form.user, %peer, "failed login");
             Ok(retry(

@@ -6,7 +6,7 @@
 
 use super::errors::PanelError;
 use super::page::urlencode;
-use crate::auth::{self, Principal};
+use crate::auth::Principal;
 use crate::clock;
 use crate::http::AppState;
 use axum::extract::FromRequestParts;
@@ -68,11 +68,7 @@ impl FromRequestParts<AppState> for User {
             return Err(LoginRedirect(next).into_response());
         };
         let now = clock::now_ms();
-        match app
-            .store
-            .call(move |conn| auth::session(conn, &id, now))
-            .await
-        {
+        match app.services.session(now, id).await {
             Ok(Some(principal)) => {
                 parts.extensions.insert(principal.clone());
                 Ok(User(principal))

@@ -13,7 +13,8 @@
 //! - `import`: check rows of a CSV/XLSX file against the inventory, apply them.
 //! - `power`: power controllers, power verbs, reinstall/rescue/wipe of one machine
 //!   or many.
-//! - `users`: panel users, sessions and API tokens.
+//! - `users`: panel users, logins (rate-limited, a bounded number of password
+//!   checks at once), sessions and API tokens.
 //!
 //! Callers are people (a panel session or an API token, with a role), the CLI
 //! (acting as admin, recorded with the Unix user), a machine (its done-URL) and
@@ -46,8 +47,10 @@ pub struct Services {
     pub power: Arc<crate::power::Power>,
     /// Where images live (`images/NAME/`) and uploads are staged (`uploads/`).
     pub data_dir: PathBuf,
-    /// Failed logins per address and per user name.
+    /// Login attempts per address and per user name.
     pub limiter: Arc<crate::auth::LoginLimiter>,
+    /// The bound on argon2 checks at once (memory), shared by every login.
+    pub password_checks: Arc<users::PasswordChecks>,
 }
 
 impl Services {
@@ -61,6 +64,7 @@ impl Services {
         Services {
             data_dir,
             limiter: Arc::default(),
+            password_checks: Arc::default(),
             store,
             lifecycle: Arc::new(lifecycle),
             subnets: Arc::new(subnets),

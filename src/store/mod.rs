@@ -6,6 +6,7 @@
 //! on the same file while `serve` runs; WAL and a busy timeout let both proceed, and
 //! because every request reads the database, CLI changes apply to the next request.
 
+pub mod auth;
 pub mod machines;
 pub mod power;
 

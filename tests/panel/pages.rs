@@ -3,12 +3,16 @@
 //! cannot change anything; the OpenAPI document matches the routes.
 
 use crate::fake_redfish::{FakeRedfish, GOOD_AUTH};
-use crate::support::{add_machine, add_user, api, app, get, login, post_form, send, token};
+use crate::support::{
+    add_machine, add_user, api, app, app_with, get, login, post_form, send, token,
+};
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use rackboot::auth::{self, Role};
 use rackboot::clock;
 use rackboot::service::ServiceError;
+use rackboot::service::users::PasswordChecks;
+use std::sync::Arc;
 
 const PAGES: [&str; 12] = [
     "/",
@@ -222,6 +226,30 @@ async fn login_is_rate_limited_and_errors_show_no_internals() {
     )
     .await;
     assert_eq!(reply.headers[header::LOCATION], "/");
+}
+
+/// Past the password checks that may run and wait at once, a login is refused as
+/// busy (503) without a check, and without counting against the limit.
+#[tokio::test]
+async fn a_login_beyond_the_password_check_queue_is_503() {
+    let app = app_with(|state| {
+        // No place at all: every login finds the checks busy.
+        state.services.password_checks =
+            Arc::new(PasswordChecks::new(0, 0, std::time::Duration::ZERO));
+    })
+    .await;
+    // No user either: a missing one is checked against a decoy hash just the same.
+    for _ in 0..=auth::LOGIN_FAILURES_ALLOWED {
+        let reply = send(
+            &app,
+            post_form("/login", None, "user=ann&password=a-long-password"),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(reply.body.contains("busy"), "{}", reply.body);
+        assert!(reply.headers.get(header::SET_COOKIE).is_none());
+    }
+    assert!(app.state.limiter.allowed(&["ip:192.0.2.10", "user:ann"], 0));
 }
 
 #[tokio::test]

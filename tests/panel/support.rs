@@ -6,13 +6,13 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
-use rackboot::auth::{self, Role};
+use rackboot::auth::Role;
 use rackboot::http::AppState;
 use rackboot::lifecycle::LifecycleConfig;
 use rackboot::mac::MacAddr;
 use rackboot::script::Scripts;
-use rackboot::service::ServiceError;
 use rackboot::service::machines::{NewMachine, add_in};
+use rackboot::service::{Caller, ServiceError};
 use rackboot::store::{self, Image, Store};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -202,11 +202,15 @@ pub fn add_machine(
 }
 
 pub async fn add_user(app: &TestApp, name: &str, role: Role) {
-    let hash = auth::hash_password("a-long-password").expect("hash");
-    let name = name.to_string();
     app.state
-        .store
-        .call(move |conn| auth::add_user(conn, &name, &hash, role, "test", 0))
+        .services
+        .add_user(
+            &Caller::cli("test"),
+            0,
+            name.to_string(),
+            "a-long-password".into(),
+            role,
+        )
         .await
         .expect("user");
 }
@@ -246,10 +250,9 @@ pub async fn login(app: &TestApp, name: &str) -> (String, String) {
 }
 
 pub async fn token(app: &TestApp, name: &str, role: Role) -> String {
-    let name = name.to_string();
     app.state
-        .store
-        .call(move |conn| auth::create_token(conn, &name, role, "test", 0))
+        .services
+        .create_token(&Caller::cli("test"), 0, name.to_string(), role)
         .await
         .expect("token")
 }
