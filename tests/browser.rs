@@ -8,17 +8,16 @@
 //! (`docs/panel-machine.png`, `docs/panel-machines.png`): a test run does not touch
 //! tracked files unless asked to.
 
-#[path = "harness/browser.rs"]
-mod browser;
-mod harness;
-
-use browser::{Checked, Driver, Page, STEP, connect, screenshot_dir, wait_for_port};
-use harness::{Proc, RACKBOOT, should_run, tail};
+use harness::browser::{Checked, Driver, Page, STEP, connect, screenshot_dir, wait_for_port};
+use harness::{Proc, should_run, tail};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 /// The whole browser part; a healthy run takes a few seconds.
 const SCENARIO_DEADLINE: Duration = Duration::from_secs(60);

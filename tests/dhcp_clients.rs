@@ -2,13 +2,14 @@
 //! it (dhclient at T1, two seconds here; udhcpc on SIGUSR1) and release it, across a
 //! veth pair between two namespaces.
 
-mod harness;
-
 use harness::{DhcpNet, Proc, should_run, tail, wait_until};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const DHCP: &str = r#"
 [[dhcp.subnets]]
@@ -64,7 +65,7 @@ fn dhclient_gets_renews_and_releases_a_lease() {
     if !should_run("dhcp_clients dhclient", &["ip", "dhclient"]) {
         return;
     }
-    let mut net = DhcpNet::new("dhcl", DHCP);
+    let mut net = DhcpNet::new(RACKBOOT, "dhcl", DHCP);
     // The client starts without an address; only DHCP gives it one.
     net.client_ns.ip(&["addr", "flush", "dev", "rbc"]);
     net.start();
@@ -149,7 +150,7 @@ fn udhcpc_gets_renews_and_releases_a_lease() {
     if !should_run("dhcp_clients udhcpc", &["ip", "udhcpc"]) {
         return;
     }
-    let mut net = DhcpNet::new("udhc", DHCP);
+    let mut net = DhcpNet::new(RACKBOOT, "udhc", DHCP);
     net.client_ns.ip(&["addr", "flush", "dev", "rbc"]);
     net.start();
     let mac = mac_of(&net);

@@ -3,8 +3,6 @@
 //! leased to the same client after the restarts, no address is held twice, no client
 //! holds two, and a returning client is offered its address again.
 
-mod harness;
-
 use harness::{
     Capture, DhcpNet, Proc, RawDhcp, dhcp_exchange, read_dhcp, read_pcap_udp, should_run, tail,
     wait_until,
@@ -12,6 +10,9 @@ use harness::{
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const DHCP: &str = r#"
 [[dhcp.subnets]]
@@ -27,7 +28,7 @@ fn acknowledged_leases_survive_kill_9_under_load() {
     if !should_run("dhcp_crash", &["ip", "perfdhcp", "tcpdump"]) {
         return;
     }
-    let mut net = DhcpNet::new("crash", DHCP);
+    let mut net = DhcpNet::new(RACKBOOT, "crash", DHCP);
     net.server_ns
         .ip(&["addr", "add", "198.18.0.1/20", "dev", "rbs"]);
     net.client_ns

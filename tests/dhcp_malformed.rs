@@ -1,11 +1,12 @@
 //! Packets that crashed other DHCP servers are dropped and logged, and the server
 //! still answers a normal DISCOVER after each one.
 
-mod harness;
-
 use harness::{DhcpNet, RawDhcp, dhcp_exchange, should_run, tail};
 use std::net::Ipv4Addr;
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const MAC: [u8; 6] = [0x02, 0x00, 0x5e, 0x00, 0x53, 0x01];
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -20,6 +21,7 @@ fn malformed_packets_are_dropped_logged_and_survived() {
         return;
     }
     let mut net = DhcpNet::new(
+        RACKBOOT,
         "malf",
         "[[dhcp.subnets]]\ncidr = \"192.0.2.0/24\"\npool = \"192.0.2.100-192.0.2.120\"\n",
     );

@@ -3,14 +3,15 @@
 //! information only, and a UEFI VM (OVMF's own PXE, then iPXE) boots its image. Every
 //! reply rackboot sends carries no address; the PXE boot server port 4011 answers too.
 
-mod harness;
-
 use harness::{
     BootNet, Capture, Firmware, Proc, RawDhcp, Vm, boot_fixtures, dhcp_send_from, read_dhcp,
     read_pcap_udp, should_run, tail,
 };
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const MARKER: &str = "RACKBOOT-MARKER-BOOTED";
 const VM_MAC: &str = "52:54:00:bb:0c:01";
@@ -33,7 +34,7 @@ fn proxy_mode_boots_a_vm_beside_another_dhcp_server() {
         return;
     }
     let fixtures = boot_fixtures();
-    let mut net = BootNet::new("proxy", &["tap0"]);
+    let mut net = BootNet::new(RACKBOOT, "proxy", &["tap0"]);
     net.set_dhcp_section(
         "[dhcp]\ninterface = \"br0\"\nmode = \"proxy\"\npolicy = \"known_only\"\n",
     );

@@ -3,10 +3,11 @@
 //! sub-option of option 82 names; replies go back to the relay on port 67 with
 //! option 82 echoed unchanged, last.
 
-mod harness;
-
 use harness::{Capture, DhcpNet, read_dhcp, read_pcap_udp, should_run};
 use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const DHCP: &str = r#"
 [[dhcp.subnets]]
@@ -74,7 +75,7 @@ fn relayed_clients_get_leases_from_the_relays_subnet() {
     if !should_run("dhcp_relay", &["ip", "perfdhcp", "tcpdump"]) {
         return;
     }
-    let mut net = DhcpNet::new("relay", DHCP);
+    let mut net = DhcpNet::new(RACKBOOT, "relay", DHCP);
     // The relay's own address on the rack network, and the route back to it.
     net.client_ns
         .ip(&["addr", "add", "198.18.0.1/24", "dev", "rbc"]);
@@ -181,6 +182,7 @@ fn a_flood_fills_the_pool_but_never_takes_fixed_addresses() {
         return;
     }
     let mut net = DhcpNet::new(
+        RACKBOOT,
         "starve",
         "[[dhcp.subnets]]\ncidr = \"192.0.2.0/24\"\npool = \"192.0.2.100-192.0.2.119\"\n\
          known_pool = \"192.0.2.50-192.0.2.51\"\n",

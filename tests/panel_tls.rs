@@ -1,12 +1,13 @@
 //! The panel and API on their own address with TLS (a management network), apart from
 //! the boot-serving HTTP: checked with curl against a real `rackboot serve`.
 
-mod harness;
-
-use harness::{Proc, RACKBOOT, run, should_run, wait_until};
+use harness::{Proc, run, should_run, wait_until};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -5,16 +5,15 @@
 //! and across a rack; and Wake-on-LAN captured on the boot network. Everything runs
 //! inside network namespaces the tests create.
 
-#[path = "harness/browser.rs"]
-mod browser;
-mod harness;
-
-use browser::{Checked, Driver, Page, STEP, connect, screenshot_dir};
-use harness::{BootNet, Netns, Proc, RACKBOOT, boot_fixtures, should_run, tail, wait_until};
+use harness::browser::{Checked, Driver, Page, STEP, connect, screenshot_dir};
+use harness::{BootNet, Netns, Proc, boot_fixtures, should_run, tail, wait_until};
 use std::fs;
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const MAC: &str = "52:54:00:1b:3c:01";
 const IPMI_PORT: &str = "9623";
@@ -191,7 +190,7 @@ fn reinstall_powers_a_vm_through_ipmi_sim_and_it_installs() {
         return;
     }
     let fixtures = boot_fixtures();
-    let mut net = BootNet::new("ipmi", &["tap0"]);
+    let mut net = BootNet::new(RACKBOOT, "ipmi", &["tap0"]);
     // No background poll during the test: every BMC call is one the test made.
     append_config(
         &net.config,
@@ -670,7 +669,7 @@ fn wake_on_lan_sends_the_magic_packet_on_the_boot_network() {
     if !should_run("power_wol", &["ip", "tcpdump"]) {
         return;
     }
-    let net = BootNet::new("wol", &["tap0"]);
+    let net = BootNet::new(RACKBOOT, "wol", &["tap0"]);
     net.cli(&["machine", "add", MAC, "--hostname", "wol-vm"]);
     net.cli(&["power", "set", MAC, "wol"]);
     let pcap = net.dir.path().join("wol.pcap");

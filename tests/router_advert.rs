@@ -2,10 +2,11 @@
 //! a solicitation with router lifetime 0 and no prefix, and it stays silent once
 //! another router (`radvd`) advertises on the link.
 
-mod harness;
-
 use harness::{BootNet, Netns, Proc, should_run, wait_until};
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 /// One router solicitation from the client namespace; every advertisement heard.
 fn solicit(client: &Netns) -> String {
@@ -43,7 +44,7 @@ fn answers_solicitations_and_yields_to_a_real_router() {
     if !should_run("router_advert", &["ip", "rdisc6", "radvd"]) {
         return;
     }
-    let mut net = BootNet::new("ra", &[]);
+    let mut net = BootNet::new(RACKBOOT, "ra", &[]);
     let client = attach(&net, "ra-client", "vc0", "vs0");
     // Wait for link-local addresses (duplicate address detection) on both sides.
     let ready = wait_until(Duration::from_secs(10), || {

@@ -5,13 +5,14 @@
 //! wrong port gets ERROR 5 without disturbing the transfer, and an ICMP port
 //! unreachable from the client is a lost packet, not the end of the transfer.
 
-mod harness;
-
 use harness::{
     FILES_CLIENT_IP, FILES_SERVER_IP, FileNet, should_run, tail, test_bytes, udp_socket_in,
 };
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const SMALL_LEN: usize = 5000;
 
@@ -135,7 +136,7 @@ impl Client {
 }
 
 fn serve(tag: &str) -> FileNet {
-    let mut net = FileNet::new(tag);
+    let mut net = FileNet::new(RACKBOOT, tag);
     net.put("root/small.bin", &test_bytes(SMALL_LEN, 11));
     net.put("secret", b"outside the served trees");
     net.start();

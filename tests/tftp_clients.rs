@@ -3,14 +3,15 @@
 //! set, through 5% loss, past block 65535, and two hundred at once; every byte is
 //! compared.
 
-mod harness;
-
 use harness::{
     FILES_CLIENT_IP, FILES_SERVER_IP, FileNet, peak_rss_kib, should_run, tail, test_bytes,
     thread_count, wait_until,
 };
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const TOOLS: &[&str] = &["ip", "curl", "tftp", "atftp", "nft"];
 const MACHINE: &str = "52:54:00:aa:bb:01";
@@ -26,7 +27,7 @@ fn text() -> Vec<u8> {
 /// Serves a set of files and registers the client's address as a machine, so
 /// transfers are recorded as its events.
 fn serve(tag: &str) -> FileNet {
-    let mut net = FileNet::new(tag);
+    let mut net = FileNet::new(RACKBOOT, tag);
     net.put("ipxe/snponly.efi", &test_bytes(173_792, 1));
     net.put("root/small.bin", &test_bytes(100_000, 2));
     net.put("root/exact1468.bin", &test_bytes(1468 * 64, 3));

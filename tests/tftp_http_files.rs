@@ -2,11 +2,12 @@
 //! If-None-Match, and a thousand downloads at once from a server started with a
 //! soft open-file limit of 1024, streamed (memory far below what whole files take).
 
-mod harness;
-
 use harness::{FILES_SERVER_IP, FileNet, peak_rss_kib, should_run, tail, test_bytes};
 use std::io::Write;
 use std::time::{Duration, Instant};
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const MAC: &str = "52:54:00:aa:bb:02";
 const INITRD_LEN: usize = 2 << 20;
@@ -19,7 +20,7 @@ fn url(file: &str) -> String {
 }
 
 fn serve(tag: &str, soft_nofile: Option<u32>) -> FileNet {
-    let mut net = FileNet::new(tag);
+    let mut net = FileNet::new(RACKBOOT, tag);
     let kernel = net.put("src/kernel", &test_bytes(300_000, 21));
     let initrd = net.put("src/initrd", &test_bytes(INITRD_LEN, 22));
     net.cli(&[

@@ -1,10 +1,11 @@
 //! Real machines boot: QEMU VMs with firmware nobody here wrote (SeaBIOS + iPXE ROM,
 //! OVMF's own PXE) boot a Debian kernel and a busybox initramfs from `rackboot serve`.
 
-mod harness;
-
 use harness::{BootNet, Firmware, Vm, boot_fixtures, should_run, tail};
 use std::time::Duration;
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 const MARKER: &str = "RACKBOOT-MARKER-BOOTED";
 const BIOS_MAC: &str = "52:54:00:b1:05:01";
@@ -59,7 +60,7 @@ fn bios_and_uefi_machines_boot_over_the_network() {
         return;
     }
     let fixtures = boot_fixtures();
-    let mut net = BootNet::new("boot", &["tap0", "tap1"]);
+    let mut net = BootNet::new(RACKBOOT, "boot", &["tap0", "tap1"]);
     let kernel = fixtures.join("vmlinuz");
     let initrd = fixtures.join("initrd.img");
     net.cli(&[
@@ -199,7 +200,7 @@ fn install_calls_its_done_url_and_the_machine_returns_to_local() {
         return;
     }
     let fixtures = boot_fixtures();
-    let mut net = BootNet::new("install", &["tap0"]);
+    let mut net = BootNet::new(RACKBOOT, "install", &["tap0"]);
     let kernel = fixtures.join("vmlinuz");
     let installer = fixtures.join("installer.img");
     net.cli(&[

@@ -3,13 +3,10 @@
 //! steps a test takes on the panel (open, find, wait, click, screenshot), each
 //! failing with what the page showed.
 //!
-//! Not a module of `harness` itself: only the tests that drive a browser include it
-//! (`#[path = "harness/browser.rs"] mod browser;`), so the others do not build
-//! fantoccini.
+//! Test files reach it as `harness::browser`.
 
-#![allow(dead_code)]
-
-use crate::harness::{Netns, Proc, tail, wait_until};
+use crate::fixtures::repo_root;
+use crate::{Netns, Proc, in_netns, tail, wait_until};
 use fantoccini::elements::Element;
 use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -114,7 +111,7 @@ impl Driver {
         );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let status = || match ns {
-            Some(ns) => crate::harness::in_netns(ns, move || http_get(addr, "/status")),
+            Some(ns) => in_netns(ns, move || http_get(addr, "/status")),
             None => http_get(addr, "/status"),
         };
         let ready = wait_until(START_DEADLINE, || {
@@ -352,9 +349,7 @@ impl Page<'_> {
 /// A directory under `test-output/` for one test's screenshots, emptied first:
 /// screenshots left by an earlier run would pass for this run's.
 pub fn screenshot_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("test-output")
-        .join(name);
+    let dir = repo_root().join("test-output").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     dir
