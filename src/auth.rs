@@ -113,8 +113,11 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
         .is_ok()
 }
 
+/// The longest user (and token) name.
+pub const MAX_USER_NAME_CHARS: usize = 64;
+
 pub fn validate_user_name(name: &str) -> Result<(), String> {
-    let ok = (1..=64).contains(&name.len())
+    let ok = (1..=MAX_USER_NAME_CHARS).contains(&name.len())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
@@ -184,6 +187,9 @@ pub fn check_password(record: Option<&LoginRecord>, password: &str) -> Option<Ro
 /// An attempt is counted before its password is checked (`try_attempt`), under the
 /// lock, so parallel attempts cannot all pass the check before any is counted; one
 /// that did not fail gives its slot back (`release`, `succeeded`).
+/// The most keys the limiter keeps: a flood of logins must not grow it without end.
+pub const LIMITER_KEYS: usize = 10_000;
+
 #[derive(Default)]
 pub struct LoginLimiter {
     attempts: Mutex<HashMap<String, Vec<i64>>>,
@@ -205,9 +211,19 @@ impl LoginLimiter {
     /// otherwise counts nothing and says no.
     pub fn try_attempt(&self, keys: &[&str], now_ms: i64) -> bool {
         let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
-        // Bound memory under a flood of made-up user names.
-        if attempts.len() > 10_000 {
+        // Bound memory under a flood of made-up names or addresses: forget what is
+        // past the window, and if that is not enough, the half attempted longest ago.
+        if attempts.len() >= LIMITER_KEYS {
             attempts.retain(|_, times| times.iter().any(|t| now_ms - *t < LOGIN_WINDOW_MS));
+        }
+        if attempts.len() >= LIMITER_KEYS {
+            let mut last: Vec<i64> = attempts
+                .values()
+                .map(|times| times.iter().copied().max().unwrap_or(i64::MIN))
+                .collect();
+            let cut = last.len() / 2;
+            let (_, &mut median, _) = last.select_nth_unstable(cut);
+            attempts.retain(|_, times| times.iter().any(|t| *t > median));
         }
         let room = keys.iter().all(|key| {
             attempts.get_mut(*key).is_none_or(|recent| {
@@ -237,6 +253,26 @@ impl LoginLimiter {
                 }
             }
         }
+    }
+
+    /// How many keys are kept.
+    pub fn len(&self) -> usize {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `key` has attempts counted.
+    pub fn counted(&self, key: &str) -> bool {
+        self.attempts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
     }
 
     /// Forgets every counted attempt of `keys`.

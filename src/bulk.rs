@@ -113,10 +113,25 @@ pub fn to_csv(machines: &[MachineDetail]) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())?;
     for m in machines {
         writer
-            .write_record(export_cells(m))
+            .write_record(
+                export_cells(m)
+                    .iter()
+                    .map(|cell| spreadsheet_safe(cell).into_owned()),
+            )
             .map_err(|e| e.to_string())?;
     }
     writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// A CSV cell a spreadsheet will not run as a formula (OWASP's advice on CSV
+/// injection): one that starts with `=`, `+`, `-`, `@`, a tab or a carriage return is
+/// prefixed with `'`. A rack named `=cmd|' /C calc'!A0` stays text. (XLSX cells are
+/// written as strings and need nothing.)
+fn spreadsheet_safe(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => std::borrow::Cow::Owned(format!("'{cell}")),
+        _ => std::borrow::Cow::Borrowed(cell),
+    }
 }
 
 pub fn to_xlsx(machines: &[MachineDetail]) -> Result<Vec<u8>, String> {
@@ -339,5 +354,19 @@ mod tests {
                 .expect("room");
         }
         assert_eq!(staged.stage("late", rows(1), 0), Err(StageError::Full));
+    }
+
+    #[test]
+    fn csv_cells_that_start_a_formula_are_kept_as_text() {
+        assert_eq!(
+            spreadsheet_safe("=cmd|' /C calc'!A0"),
+            "'=cmd|' /C calc'!A0"
+        );
+        for hostile in ["+1", "-1+2", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(spreadsheet_safe(hostile).starts_with('\''), "{hostile:?}");
+        }
+        assert_eq!(spreadsheet_safe("r1"), "r1");
+        assert_eq!(spreadsheet_safe("52:54:00:00:00:01"), "52:54:00:00:00:01");
+        assert_eq!(spreadsheet_safe(""), "");
     }
 }

@@ -34,10 +34,32 @@ pub struct NextQuery {
 }
 
 /// Only local paths are followed after login: no open redirect.
+/// Where to go after logging in: a path of this panel only. Browsers drop tabs and
+/// newlines from a URL and read `\\` as `/`, so `/%09/evil.example` would leave the
+/// site: anything but plain visible characters is refused.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && n.chars().all(|c| c.is_ascii_graphic() && c != '\\') =>
+        {
+            n.to_string()
+        }
         _ => "/".into(),
+    }
+}
+
+/// A typed user name as logs show it: cut short, so a huge one cannot fill the log.
+fn logged_name(name: &str) -> String {
+    let short: String = name
+        .chars()
+        .take(crate::auth::MAX_USER_NAME_CHARS)
+        .collect();
+    if short.len() < name.len() {
+        format!("{}...", crate::text::for_terminal(&short))
+    } else {
+        crate::text::for_terminal(&short).into_owned()
     }
 }
 
@@ -88,7 +110,7 @@ pub async fn login(
         .await?;
     match outcome {
         Ok(session) => {
-            tracing::info!(user = form.user, %peer, "logged in");
+            tracing::info!(user = logged_name(&form.user), %peer, "logged in");
             let mut response = see_other(&safe_next(form.next.as_deref()));
             response.headers_mut().insert(
                 header::SET_COOKIE,
@@ -97,21 +119,21 @@ pub async fn login(
             Ok(response)
         }
         Err(LoginRefused::TooManyFailures) => {
-            tracing::warn!(%peer, user = form.user, "login refused: too many failures");
+            tracing::warn!(%peer, user = logged_name(&form.user), "login refused: too many failures");
             Ok(retry(
                 "Too many failed attempts. Wait a minute and try again.",
                 StatusCode::TOO_MANY_REQUESTS,
             ))
         }
         Err(LoginRefused::Busy) => {
-            tracing::warn!(%peer, user = form.user, "login refused: password checks busy");
+            tracing::warn!(%peer, user = logged_name(&form.user), "login refused: password checks busy");
             Ok(retry(
                 "The server is busy checking other logins. Try again in a moment.",
                 StatusCode::SERVICE_UNAVAILABLE,
             ))
         }
         Err(LoginRefused::WrongCredentials) => {
-            tracing::warn!(user = form.user, %peer, "failed login");
+            tracing::warn!(user = logged_name(&form.user), %peer, "failed login");
             Ok(retry(
                 "Wrong user name or password.",
                 StatusCode::UNAUTHORIZED,
@@ -214,4 +236,33 @@ pub async fn setup(
         "first admin created through the setup link"
     );
     Ok(see_other("/login?notice=Admin%20created.%20Log%20in."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        assert_eq!(safe_next(Some("/machines?q=r1")), "/machines?q=r1");
+        for off_site in [
+            "//evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "/ /evil.example",
+            "evil.example",
+        ] {
+            assert_eq!(safe_next(Some(off_site)), "/", "{off_site:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn huge_user_names_are_cut_in_logs() {
+        let logged = logged_name(&"x".repeat(1 << 20));
+        assert!(logged.len() < 100, "{}", logged.len());
+        assert_eq!(logged_name("ann"), "ann");
+    }
 }

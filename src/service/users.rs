@@ -344,8 +344,12 @@ impl Services {
         password: String,
         peer: IpAddr,
     ) -> Result<Result<NewSession, LoginRefused>, ServiceError> {
+        // Failures count per address and per (user, address): one address cannot
+        // lock a user out for everyone else. A name longer than any user's is cut
+        // (no such user exists), so it cannot grow the limiter's memory either.
         let ip_key = format!("ip:{peer}");
-        let user_key = format!("user:{name}");
+        let short: String = name.chars().take(auth::MAX_USER_NAME_CHARS + 1).collect();
+        let user_key = format!("user:{short}@{peer}");
         let keys = [ip_key.as_str(), user_key.as_str()];
         if !self.limiter.try_attempt(&keys, now_ms) {
             return Ok(Err(LoginRefused::TooManyFailures));
@@ -652,6 +656,58 @@ mod tests {
         assert!(!services.limiter.try_attempt(&["ip:192.0.2.1"], 12));
         services.logout(session.id.clone()).await.expect("logout");
         assert!(services.session(13, session.id).await.expect("q").is_none());
+    }
+
+    /// Defect 9 of issue 17: five failures for a user from one address locked that
+    /// user out from every address.
+    #[tokio::test]
+    async fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
+        let services = services(PasswordChecks::default());
+        services
+            .add_user(
+                &Caller::cli("root"),
+                0,
+                "ann".into(),
+                "a-long-password".into(),
+                Role::Admin,
+            )
+            .await
+            .expect("add");
+        let attacker: IpAddr = [198, 51, 100, 9].into();
+        for _ in 0..LOGIN_FAILURES_ALLOWED {
+            let refused = services
+                .login(10, "ann".into(), "guess".into(), attacker)
+                .await
+                .expect("login");
+            assert_eq!(refused.err(), Some(LoginRefused::WrongCredentials));
+        }
+        let locked = services
+            .login(11, "ann".into(), "a-long-password".into(), attacker)
+            .await
+            .expect("login");
+        assert_eq!(locked.err(), Some(LoginRefused::TooManyFailures));
+        let ann: IpAddr = [192, 0, 2, 20].into();
+        let session = services
+            .login(12, "ann".into(), "a-long-password".into(), ann)
+            .await
+            .expect("login");
+        assert!(session.is_ok(), "ann logs in from her own address");
+    }
+
+    /// Defect 6 of issue 17: logins with made-up names (1 MiB each) grew the limiter
+    /// without bound.
+    #[test]
+    fn the_limiter_keeps_a_bounded_number_of_keys() {
+        let limiter = auth::LoginLimiter::default();
+        for n in 0..(3 * auth::LIMITER_KEYS) {
+            let key = format!("user:{n}@192.0.2.1");
+            // All within one window: pruning by time alone would keep every one.
+            limiter.try_attempt(&[key.as_str()], i64::try_from(n).unwrap_or(0));
+        }
+        assert!(limiter.len() <= auth::LIMITER_KEYS, "{}", limiter.len());
+        // The newest attempts are the ones kept.
+        let newest = format!("user:{}@192.0.2.1", 3 * auth::LIMITER_KEYS - 1);
+        assert!(limiter.counted(&newest));
     }
 
     /// Defect 5 of issue 17: 40 parallel wrong passwords from one address were all

@@ -149,3 +149,52 @@ async fn terminal_escapes_from_the_network_do_not_reach_the_cli() {
         );
     }
 }
+
+/// 17.8: a `next` that a browser would read as another site is not followed after
+/// login; 17.10: a CSV export does not hand a spreadsheet a formula.
+#[tokio::test]
+async fn login_stays_on_the_panel_and_exports_hold_no_formulas() {
+    use crate::support::{add_user, get, login, post_form};
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    for next in [
+        "%2F%09%2Fevil.example",
+        "%2F%5Cevil.example",
+        "%2F%2Fevil.example",
+    ] {
+        let reply = send(
+            &app,
+            post_form(
+                "/login",
+                None,
+                &format!("user=ann&password=a-long-password&next={next}"),
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+        assert_eq!(reply.headers[axum::http::header::LOCATION], "/", "{next}");
+    }
+    let (cookie, csrf) = login(&app, "ann").await;
+    let settings = format!(
+        "csrf={csrf}&hostname=node1&ip=192.0.2.10&exit_method=exit&rack=%3Dcmd%7C%27+%2FC+calc%27%21A0&position=&ssh_keys="
+    );
+    let saved = send(
+        &app,
+        post_form(
+            "/machines/52-54-00-12-34-56/settings",
+            Some(&cookie),
+            &settings,
+        ),
+    )
+    .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    let csv = send(&app, get("/export.csv", Some(&cookie))).await;
+    assert!(csv.body.contains("'=cmd|"), "{}", csv.body);
+    assert!(
+        !csv.body
+            .lines()
+            .any(|line| line.split(',').any(|cell| cell.starts_with('='))),
+        "{}",
+        csv.body
+    );
+}
