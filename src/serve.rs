@@ -104,15 +104,22 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         );
     }
 
-    let limits = config.http.connections;
-    let listeners = if config.panel.listen.is_some() { 2 } else { 1 };
-    if (limits.max_connections * listeners) as u64 > open_files / 2 {
+    let mut limits = config.http.connections;
+    // TFTP may take half the descriptors (below); HTTP a quarter, shared by its
+    // listeners, at two a connection (its socket and the file it sends), so at a
+    // low open-file limit the cap still leaves TFTP and SQLite theirs.
+    let listeners: u64 = if config.panel.listen.is_some() { 2 } else { 1 };
+    let share = usize::try_from(open_files / 8 / listeners)
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if limits.max_connections > share {
         tracing::warn!(
-            max_connections = limits.max_connections,
+            configured = limits.max_connections,
             open_files,
-            "http.max_connections is more than half the open-file limit allows: at the \
-             cap, HTTP could leave TFTP and the database without descriptors"
+            used = share,
+            "http.max_connections lowered to fit the open-file limit"
         );
+        limits.max_connections = share;
     }
     let panel_task = match &config.panel.listen {
         None => None,
