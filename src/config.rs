@@ -111,6 +111,9 @@ struct RawSubnet {
 struct RawHttp {
     listen: Option<SocketAddr>,
     url: Option<String>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -262,6 +265,33 @@ pub struct HttpConfig {
     /// Base URL machines use to reach rackboot; `None` until it can be derived from
     /// the DHCP interface's address at start.
     pub url: Option<String>,
+    /// Timeouts and the connection cap of each HTTP listener, the panel's included.
+    pub connections: ConnectionLimits,
+}
+
+/// What one HTTP listener holds open, so idle or dribbling clients cannot use up the
+/// process's file descriptors (TFTP shares them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// A request's headers (and a TLS handshake) must arrive within this.
+    pub header_read_timeout: std::time::Duration,
+    /// A connection on which no byte moved either way for this long is closed; a
+    /// slow download that keeps moving is never cut.
+    pub idle_timeout: std::time::Duration,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            // Above the 1,000 concurrent boot-file downloads tested, with room for
+            // the panel and retries.
+            max_connections: 4096,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -581,6 +611,39 @@ impl Config {
             None => None,
         };
 
+        let connections = {
+            let defaults = ConnectionLimits::default();
+            let secs =
+                |value: Option<u64>, key: &str, default: std::time::Duration, max: u64| match value
+                {
+                    None => Ok(default),
+                    Some(n) if (1..=max).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+                    Some(_) => Err(invalid(key, format!("must be between 1 and {max} seconds"))),
+                };
+            let max_connections = raw.http.max_connections.unwrap_or(defaults.max_connections);
+            if !(1..=1_000_000).contains(&max_connections) {
+                return Err(invalid(
+                    "http.max_connections",
+                    "must be between 1 and 1000000".into(),
+                ));
+            }
+            ConnectionLimits {
+                header_read_timeout: secs(
+                    raw.http.header_read_timeout_secs,
+                    "http.header_read_timeout_secs",
+                    defaults.header_read_timeout,
+                    300,
+                )?,
+                idle_timeout: secs(
+                    raw.http.idle_timeout_secs,
+                    "http.idle_timeout_secs",
+                    defaults.idle_timeout,
+                    3600,
+                )?,
+                max_connections,
+            }
+        };
+
         let raw_tftp = raw.tftp.as_ref();
         // TFTP runs when configured, or when DHCP runs (firmware PXE needs it).
         let tftp = match (raw_tftp, &dhcp) {
@@ -785,7 +848,11 @@ impl Config {
                 .data_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             dhcp,
-            http: HttpConfig { listen, url },
+            http: HttpConfig {
+                listen,
+                url,
+                connections,
+            },
             tftp,
             ipxe,
         })
@@ -874,6 +941,27 @@ mod tests {
         assert_eq!(config.panel.uploads.min_free_bytes, 2048 << 20);
         let defaults = Config::parse("", "test.toml").expect("valid").panel.uploads;
         assert_eq!(defaults, UploadLimits::default());
+    }
+
+    #[test]
+    fn connection_limits_are_read_from_http() {
+        let config = Config::parse(
+            "[http]\nheader_read_timeout_secs = 3\nidle_timeout_secs = 90\nmax_connections = 50\n",
+            "test.toml",
+        )
+        .expect("valid");
+        let limits = config.http.connections;
+        assert_eq!(
+            limits.header_read_timeout,
+            std::time::Duration::from_secs(3)
+        );
+        assert_eq!(limits.idle_timeout, std::time::Duration::from_secs(90));
+        assert_eq!(limits.max_connections, 50);
+        let defaults = Config::parse("", "test.toml")
+            .expect("valid")
+            .http
+            .connections;
+        assert_eq!(defaults, ConnectionLimits::default());
     }
 
     #[test]
@@ -969,6 +1057,18 @@ mod tests {
                 "dhcp.subnets[1].cidr",
             ),
             ("[http]\nurl = \"ftp://x\"\n".to_string(), "http.url"),
+            (
+                "[http]\nheader_read_timeout_secs = 0\n".to_string(),
+                "http.header_read_timeout_secs",
+            ),
+            (
+                "[http]\nidle_timeout_secs = 7200\n".to_string(),
+                "http.idle_timeout_secs",
+            ),
+            (
+                "[http]\nmax_connections = 0\n".to_string(),
+                "http.max_connections",
+            ),
             (
                 "[tftp]\nbios_file = \"../etc/passwd\"\n".to_string(),
                 "tftp.bios_file",

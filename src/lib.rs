@@ -50,6 +50,8 @@
 //! - `http`: boot scripts, kernels and initrds, done-URLs; the shared `AppState` and
 //!   the HTTP status of each kind of service error.
 //! - `ra`: IPv6 router advertisements that end iPXE's wait for a router.
+//! - `listen`: the accept loop of each HTTP listener (plain or TLS): header-read and
+//!   idle timeouts, the connection cap.
 //!
 //! Web surfaces:
 //! - `panel`: the admin panel, one file per page group, the session, role and CSRF
@@ -73,6 +75,7 @@ pub mod images;
 pub use store::machines as inventory;
 pub mod lifecycle;
 pub mod limits;
+pub mod listen;
 pub mod mac;
 pub mod model;
 pub mod netif;

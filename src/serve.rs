@@ -7,12 +7,12 @@ use crate::dhcp::server as dhcp_server;
 use crate::dhcp::wire;
 use crate::http::{self, AppState};
 use crate::limits;
+use crate::listen;
 use crate::netif;
 use crate::store::{self, Store};
 use crate::tftp;
 use crate::{lifecycle, panel, ra, secrets};
 use anyhow::{Context as _, bail};
-use std::net::SocketAddr;
 
 pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     if !limits::return_large_allocations() {
@@ -107,15 +107,33 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         );
     }
 
+    let mut limits = config.http.connections;
+    // TFTP may take half the descriptors (below); HTTP a quarter, shared by its
+    // listeners, at two a connection (its socket and the file it sends), so at a
+    // low open-file limit the cap still leaves TFTP and SQLite theirs.
+    let listeners: u64 = if config.panel.listen.is_some() { 2 } else { 1 };
+    let share = usize::try_from(open_files / 8 / listeners)
+        .unwrap_or(usize::MAX)
+        .max(16);
+    if limits.max_connections > share {
+        tracing::warn!(
+            configured = limits.max_connections,
+            open_files,
+            used = share,
+            "http.max_connections lowered to fit the open-file limit"
+        );
+        limits.max_connections = share;
+    }
     let panel_task = match &config.panel.listen {
         None => None,
         Some(addr) => {
-            let panel =
-                panel::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+            let panel = panel::router(state.clone());
             let addr = *addr;
-            let task = match &config.panel.tls {
+            let tls = match &config.panel.tls {
                 Some(tls) => {
                     let _ = rustls::crypto::ring::default_provider().install_default();
+                    // Loaded by axum-server, which also offers HTTP/2 and HTTP/1.1 by
+                    // ALPN; the connections are ours (listen.rs), for the timeouts.
                     let rustls_config =
                         axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                             .await
@@ -126,16 +144,14 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                                     tls.key.display()
                                 )
                             })?;
-                    let server = axum_server::bind_rustls(addr, rustls_config);
-                    tokio::spawn(async move { server.serve(panel).await })
+                    Some(tokio_rustls::TlsAcceptor::from(rustls_config.get_inner()))
                 }
-                None => {
-                    let listener = tokio::net::TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("panel.listen: cannot listen on {addr}"))?;
-                    tokio::spawn(async move { axum::serve(listener, panel).await })
-                }
+                None => None,
             };
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("panel.listen: cannot listen on {addr}"))?;
+            let task = tokio::spawn(listen::serve(listener, panel, limits, tls, "panel"));
             tracing::info!(url = panel_url, "admin panel and API on their own address");
             Some(task)
         }
@@ -149,13 +165,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("http.listen: cannot listen on {}", config.http.listen))?;
     let http_addr = listener.local_addr()?;
-    let http_task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
+    let http_task = tokio::spawn(listen::serve(listener, app, limits, None, "http"));
 
     if let Some(tftp_config) = &config.tftp {
         if !config.ipxe.dir.is_dir() {

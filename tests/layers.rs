@@ -49,7 +49,14 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     (
         "servers",
-        &["dhcp::server", "tftp::files", "tftp::server", "ra", "http"],
+        &[
+            "dhcp::server",
+            "tftp::files",
+            "tftp::server",
+            "ra",
+            "http",
+            "listen",
+        ],
     ),
     ("web", &["panel", "api"]),
     ("entry points", &["serve", "cli"]),
