@@ -3,15 +3,15 @@
 //! timeout, `max_connections` idle connections hold the cap until one closes, and a
 //! slow but steady download outlives the idle timeout while a stalled one does not.
 
-mod harness;
-
-use harness::{Proc, RACKBOOT, spawn_ready, tail, wait_until};
+use harness::{Proc, spawn_ready, tail, wait_until};
 use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 
 /// Starts `rackboot serve` with `http` appended to its `[http]` section (and the iPXE
 /// directory `ipxe_dir`, served at `/ipxe/`), and returns it with its HTTP port.

@@ -215,7 +215,9 @@ async fn login_is_rate_limited_and_errors_show_no_internals() {
         "even the right password waits"
     );
     // An open redirect through `next` is refused.
-    app.state.limiter.succeeded(&["ip:192.0.2.10", "user:ann"]);
+    app.state
+        .limiter
+        .succeeded(&["ip:192.0.2.10", "user:ann@192.0.2.10"]);
     let reply = send(
         &app,
         post_form(
