@@ -194,7 +194,7 @@ fn parse_mac(text: &str) -> Result<MacAddr, ApiError> {
 
 async fn call<R, F>(app: &AppState, f: F) -> Result<R, ApiError>
 where
-    F: FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    F: FnOnce(&mut crate::store::Db) -> Result<R, StoreError> + Send + 'static,
     R: Send + 'static,
 {
     app.store.call(f).await.map_err(ApiError::from)

@@ -4,8 +4,8 @@
 
 use crate::inventory::{self, MachineDetail, MachineQuery};
 use crate::mac::MacAddr;
+use crate::store::Db;
 use crate::store::StoreError;
-use rusqlite::Connection;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -68,7 +68,7 @@ impl CheckedRow {
     }
 }
 
-pub fn all_machines(conn: &mut Connection) -> Result<Vec<MachineDetail>, StoreError> {
+pub fn all_machines(conn: &mut Db) -> Result<Vec<MachineDetail>, StoreError> {
     let query = MachineQuery {
         limit: u32::MAX,
         ..MachineQuery::default()

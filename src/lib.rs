@@ -26,7 +26,8 @@
 //!   IPMI (`ipmitool`), Redfish and Wake-on-LAN, and the reprovision step plan.
 //!
 //! The store (all SQL lives here):
-//! - `store`: the SQLite file on its own thread, migrations, transactions, leases,
+//! - `store`: the SQLite file on its own thread, reached as a `store::Db` by typed
+//!   functions only (nothing outside names the engine), migrations, transactions, leases,
 //!   events and the DHCP group commit; `store::machines` (also reachable as
 //!   `inventory`): machine rows, search, the audit log and boot timelines;
 //!   `store::power`: controllers and the last power state read; `store::auth`: users,

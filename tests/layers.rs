@@ -333,3 +333,42 @@ fn the_module_map_names_every_module() {
         "modules the map in src/lib.rs does not name: {missing:?}"
     );
 }
+
+/// The store is reached through its typed functions over `store::Db`: nothing outside
+/// `src/store/` names the database engine, and no SQL is written there.
+#[test]
+fn only_the_store_speaks_to_the_database() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let store = src.join("store");
+    let mut found = Vec::new();
+    for file in files.iter().filter(|f| !f.starts_with(&store)) {
+        let text = std::fs::read_to_string(file).expect("read source");
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let sql = [
+                "SELECT ",
+                "INSERT INTO",
+                "UPDATE machines",
+                "DELETE FROM",
+                "CREATE TABLE",
+            ]
+            .iter()
+            .any(|k| code.contains(k));
+            if code.contains("rusqlite") || sql {
+                found.push(format!(
+                    "{}:{}: {}",
+                    file.strip_prefix(&src).expect("under src").display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the database outside src/store/:\n{}",
+        found.join("\n")
+    );
+}

@@ -97,9 +97,7 @@ async fn images_view(
         .into_response())
 }
 
-fn inventory_images(
-    conn: &mut rusqlite::Connection,
-) -> Result<Vec<(store::Image, u64)>, StoreError> {
+fn inventory_images(conn: &mut crate::store::Db) -> Result<Vec<(store::Image, u64)>, StoreError> {
     inventory::images_with_use(conn)
 }
 

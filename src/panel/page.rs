@@ -47,7 +47,7 @@ pub fn render<T: Template>(page: &T) -> Html<String> {
 /// Runs `f` on the database thread; its domain errors become the page's.
 pub async fn call<R, F>(app: &AppState, f: F) -> Result<R, PanelError>
 where
-    F: FnOnce(&mut rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+    F: FnOnce(&mut crate::store::Db) -> Result<R, StoreError> + Send + 'static,
     R: Send + 'static,
 {
     app.store.call(f).await.map_err(PanelError::from)

@@ -123,7 +123,7 @@ impl Services {
 /// Deletes an image's record inside the caller's transaction, unless a machine uses
 /// it or it is the rescue or wipe image.
 pub fn delete_image_in(
-    tx: &rusqlite::Connection,
+    tx: &crate::store::Db,
     name: &str,
     lifecycle: &crate::lifecycle::LifecycleConfig,
     actor: &str,

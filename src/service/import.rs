@@ -7,14 +7,14 @@ use crate::bulk::{Action, CheckedRow, RawRow};
 use crate::config::Subnet;
 use crate::inventory::MachinePatch;
 use crate::mac::MacAddr;
+use crate::store::Db;
 use crate::store::{self, StoreError};
-use rusqlite::Connection;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 /// Checks every row against the file and the inventory; nothing is written.
 pub(crate) fn check_rows_in(
-    tx: &Connection,
+    tx: &Db,
     rows: Vec<RawRow>,
     subnets: &[Subnet],
 ) -> Result<Vec<CheckedRow>, StoreError> {
@@ -138,7 +138,7 @@ impl std::fmt::Display for Imported {
 /// Writes checked rows inside the caller's transaction, checking them again first:
 /// the inventory may have changed since the preview. Any bad row stops them all.
 pub(crate) fn apply_rows_in(
-    tx: &Connection,
+    tx: &Db,
     rows: &[CheckedRow],
     lifecycle: &crate::lifecycle::LifecycleConfig,
     subnets: &[Subnet],
@@ -236,7 +236,7 @@ mod tests {
     use crate::inventory;
     use crate::lifecycle::LifecycleConfig;
 
-    fn db() -> Connection {
+    fn db() -> Db {
         let conn = store::open_connection_for_tests();
         store::put_image(
             &conn,
@@ -258,20 +258,19 @@ mod tests {
         52:54:00:00:00:01,node1,192.0.2.11,debian,r1,1\n\
         52-54-00-00-00-02,node2,,,r1,2\n";
 
-    fn check(conn: &Connection, rows: Vec<RawRow>) -> Result<Vec<CheckedRow>, StoreError> {
+    fn check(conn: &Db, rows: Vec<RawRow>) -> Result<Vec<CheckedRow>, StoreError> {
         check_rows_in(conn, rows, &[])
     }
 
     fn apply(
-        conn: &mut Connection,
+        conn: &mut Db,
         rows: &[CheckedRow],
         lifecycle: &LifecycleConfig,
         actor: &str,
         now_ms: i64,
     ) -> Result<String, ServiceError> {
-        let tx = conn.transaction().map_err(StoreError::from)?;
-        let imported = apply_rows_in(&tx, rows, lifecycle, &[], actor, now_ms)?;
-        tx.commit().map_err(StoreError::from)?;
+        let imported =
+            conn.atomically(|tx| apply_rows_in(tx, rows, lifecycle, &[], actor, now_ms))?;
         Ok(imported.to_string())
     }
 

@@ -7,9 +7,9 @@ use crate::config::Subnet;
 use crate::inventory::{self, MachineDetail, MachinePatch};
 use crate::lifecycle::{self, DoneOutcome, ExitMethod, LifecycleConfig, Mode};
 use crate::mac::MacAddr;
+use crate::store::Db;
 use crate::store::{self, StoreError};
 use crate::validate::valid_hostname;
-use rusqlite::Connection;
 use std::net::Ipv4Addr;
 
 /// The longest rack or position label: they are shown in tables and exported.
@@ -139,7 +139,7 @@ pub fn field_problems(fields: &Fields<'_>, subnets: &[Subnet]) -> Vec<ServiceErr
 
 /// Problems against the inventory: `ip` fixed for another machine, `image` unknown.
 pub fn inventory_problems(
-    tx: &Connection,
+    tx: &Db,
     mac: Option<MacAddr>,
     ip: Option<Ipv4Addr>,
     image: Option<&str>,
@@ -171,7 +171,7 @@ fn first(problems: Vec<ServiceError>) -> Result<(), ServiceError> {
     }
 }
 
-fn require_machine(tx: &Connection, mac: MacAddr) -> Result<MachineDetail, ServiceError> {
+fn require_machine(tx: &Db, mac: MacAddr) -> Result<MachineDetail, ServiceError> {
     inventory::machine(tx, mac)?.ok_or(ServiceError::NoSuchMachine(mac))
 }
 
@@ -180,7 +180,7 @@ fn require_machine(tx: &Connection, mac: MacAddr) -> Result<MachineDetail, Servi
 /// the empty ones and what was seen of it stays. One added with an image starts in
 /// `install`; one without in `local`.
 pub fn add_in(
-    tx: &Connection,
+    tx: &Db,
     new: &NewMachine,
     lifecycle: &LifecycleConfig,
     subnets: &[Subnet],
@@ -247,7 +247,7 @@ pub fn add_in(
 }
 
 pub fn set_mode_in(
-    tx: &Connection,
+    tx: &Db,
     mac: MacAddr,
     mode: Mode,
     lifecycle: &LifecycleConfig,
@@ -290,7 +290,7 @@ fn patch_problems(patch: &MachinePatch, subnets: &[Subnet]) -> Vec<ServiceError>
 }
 
 pub fn update_in(
-    tx: &Connection,
+    tx: &Db,
     mac: MacAddr,
     patch: &MachinePatch,
     subnets: &[Subnet],
@@ -315,7 +315,7 @@ pub fn update_in(
 }
 
 pub fn set_image_in(
-    tx: &Connection,
+    tx: &Db,
     mac: MacAddr,
     image: Option<&str>,
     actor: &str,
@@ -355,7 +355,7 @@ pub fn set_image_in(
 /// A done-URL call inside the caller's transaction: the machine is found by its
 /// token and the outcome applied.
 pub fn done_in(
-    tx: &Connection,
+    tx: &Db,
     token: &str,
     failed: bool,
     now_ms: i64,
@@ -510,7 +510,7 @@ mod tests {
     use crate::inventory::{MachineQuery, SortBy, events, machine, search};
     use crate::service::images::delete_image_in;
 
-    fn db() -> Connection {
+    fn db() -> Db {
         store::open_connection_for_tests()
     }
 
@@ -522,7 +522,7 @@ mod tests {
         }
     }
 
-    fn image(conn: &Connection, name: &str) {
+    fn image(conn: &Db, name: &str) {
         store::put_image(
             conn,
             &store::Image {
@@ -551,7 +551,7 @@ mod tests {
     }
 
     fn add(
-        conn: &Connection,
+        conn: &Db,
         new: &NewMachine,
         config: &LifecycleConfig,
         actor: &str,

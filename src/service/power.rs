@@ -34,7 +34,7 @@ impl From<VerbError> for ServiceError {
 /// The machines named by MAC (each must exist), or every machine of `rack`: the
 /// targets of an action on many machines.
 pub fn targets_in(
-    tx: &rusqlite::Connection,
+    tx: &crate::store::Db,
     macs: &[MacAddr],
     rack: Option<&str>,
 ) -> Result<Vec<MacAddr>, ServiceError> {

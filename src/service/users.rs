@@ -6,8 +6,8 @@
 use super::{Caller, Need, ServiceError, Services};
 use crate::auth::{self, ApiToken, LoginRecord, Principal, Role, User};
 use crate::lifecycle::constant_time_eq;
+use crate::store::Db;
 use crate::store::{self, auth as rows};
-use rusqlite::Connection;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,7 +106,7 @@ fn checked_name(name: &str) -> Result<(), ServiceError> {
 
 /// Adds a user inside the caller's transaction, with its audit event.
 fn add_user_in(
-    tx: &Connection,
+    tx: &Db,
     name: &str,
     password_hash: &str,
     role: Role,
@@ -133,12 +133,7 @@ fn add_user_in(
 
 /// Deletes a user inside the caller's transaction, unless none would be left to
 /// administer the rest.
-fn delete_user_in(
-    tx: &Connection,
-    name: &str,
-    actor: &str,
-    now_ms: i64,
-) -> Result<(), ServiceError> {
+fn delete_user_in(tx: &Db, name: &str, actor: &str, now_ms: i64) -> Result<(), ServiceError> {
     if !rows::user_exists(tx, name)? {
         return Err(ServiceError::NotFound(format!("no user {name}")));
     }
@@ -160,11 +155,7 @@ fn delete_user_in(
 }
 
 /// Opens a session for `user` (forgetting expired ones); its id and CSRF token.
-fn open_session_in(
-    tx: &Connection,
-    user: &str,
-    now_ms: i64,
-) -> Result<(String, String), ServiceError> {
+fn open_session_in(tx: &Db, user: &str, now_ms: i64) -> Result<(String, String), ServiceError> {
     let (id, csrf) = auth::new_session_secrets();
     rows::delete_expired_sessions(tx, now_ms)?;
     rows::insert_session(
@@ -180,7 +171,7 @@ fn open_session_in(
 
 /// Creates a token inside the caller's transaction; its secret, shown once.
 fn create_token_in(
-    tx: &Connection,
+    tx: &Db,
     name: &str,
     role: Role,
     actor: &str,
@@ -205,12 +196,7 @@ fn create_token_in(
     Ok(secret)
 }
 
-fn revoke_token_in(
-    tx: &Connection,
-    name: &str,
-    actor: &str,
-    now_ms: i64,
-) -> Result<(), ServiceError> {
+fn revoke_token_in(tx: &Db, name: &str, actor: &str, now_ms: i64) -> Result<(), ServiceError> {
     if !rows::revoke_token_row(tx, name, now_ms)? {
         return Err(ServiceError::NotFound(format!(
             "no live token named {name}"
@@ -229,7 +215,7 @@ fn revoke_token_in(
 
 /// The principal behind a bearer token, if it is live; notes when it was used.
 fn token_principal_in(
-    tx: &Connection,
+    tx: &Db,
     secret: &str,
     now_ms: i64,
 ) -> Result<Option<Principal>, ServiceError> {
@@ -459,7 +445,7 @@ mod tests {
     use std::sync::{Condvar, Mutex};
     use tokio::task::JoinSet;
 
-    fn db() -> Connection {
+    fn db() -> Db {
         store::open_connection_for_tests()
     }
 
@@ -475,12 +461,12 @@ mod tests {
         services
     }
 
-    fn check_login(conn: &Connection, name: &str, password: &str) -> Option<Role> {
+    fn check_login(conn: &Db, name: &str, password: &str) -> Option<Role> {
         let record = rows::login_record(conn, name).expect("q");
         auth::check_password(record.as_ref(), password)
     }
 
-    fn kinds(conn: &Connection) -> Vec<(String, String, Option<String>)> {
+    fn kinds(conn: &Db) -> Vec<(String, String, Option<String>)> {
         store::list_events(conn, None, 100)
             .expect("events")
             .into_iter()

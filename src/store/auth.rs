@@ -3,17 +3,18 @@
 //! audit events, are the service layer's (`service::users`).
 
 use crate::auth::{ApiToken, LoginRecord, Principal, Role, User};
+use crate::store::Db;
 use crate::store::StoreError;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 // ---- users ----
 
-pub fn user_count(conn: &Connection) -> Result<u64, StoreError> {
+pub fn user_count(conn: &Db) -> Result<u64, StoreError> {
     let n: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub fn user_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+pub fn user_exists(conn: &Db, name: &str) -> Result<bool, StoreError> {
     let found: Option<i64> = conn
         .query_row("SELECT 1 FROM users WHERE name = ?1", [name], |r| r.get(0))
         .optional()?;
@@ -21,7 +22,7 @@ pub fn user_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
 }
 
 pub fn insert_user(
-    conn: &Connection,
+    conn: &Db,
     name: &str,
     password_hash: &str,
     role: Role,
@@ -34,7 +35,7 @@ pub fn insert_user(
     Ok(())
 }
 
-pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
+pub fn list_users(conn: &Db) -> Result<Vec<User>, StoreError> {
     let mut stmt = conn.prepare("SELECT name, role, created_ms FROM users ORDER BY name")?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -59,7 +60,7 @@ pub fn list_users(conn: &Connection) -> Result<Vec<User>, StoreError> {
 }
 
 /// Admins other than `name`.
-pub fn count_other_admins(conn: &Connection, name: &str) -> Result<u64, StoreError> {
+pub fn count_other_admins(conn: &Db, name: &str) -> Result<u64, StoreError> {
     let n: i64 = conn.query_row(
         "SELECT count(*) FROM users WHERE role = 'admin' AND name <> ?1",
         [name],
@@ -69,13 +70,13 @@ pub fn count_other_admins(conn: &Connection, name: &str) -> Result<u64, StoreErr
 }
 
 /// Deletes a user's row (its sessions go with it); whether one was there.
-pub fn delete_user_row(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+pub fn delete_user_row(conn: &Db, name: &str) -> Result<bool, StoreError> {
     Ok(conn.execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
 }
 
 /// A user's stored password hash and role, for checking a login off the database
 /// thread (argon2 is deliberately slow). A row with an unknown role cannot log in.
-pub fn login_record(conn: &Connection, name: &str) -> Result<Option<LoginRecord>, StoreError> {
+pub fn login_record(conn: &Db, name: &str) -> Result<Option<LoginRecord>, StoreError> {
     let row: Option<(String, String)> = conn
         .query_row(
             "SELECT password_hash, role FROM users WHERE name = ?1",
@@ -94,13 +95,13 @@ pub fn login_record(conn: &Connection, name: &str) -> Result<Option<LoginRecord>
 // ---- sessions ----
 
 /// Forgets sessions that have expired.
-pub fn delete_expired_sessions(conn: &Connection, now_ms: i64) -> Result<(), StoreError> {
+pub fn delete_expired_sessions(conn: &Db, now_ms: i64) -> Result<(), StoreError> {
     conn.execute("DELETE FROM sessions WHERE expires_ms <= ?1", [now_ms])?;
     Ok(())
 }
 
 pub fn insert_session(
-    conn: &Connection,
+    conn: &Db,
     id_digest: &str,
     user: &str,
     csrf: &str,
@@ -116,7 +117,7 @@ pub fn insert_session(
 
 /// The signed-in user of a live session.
 pub fn session_by_digest(
-    conn: &Connection,
+    conn: &Db,
     id_digest: &str,
     now_ms: i64,
 ) -> Result<Option<Principal>, StoreError> {
@@ -139,14 +140,14 @@ pub fn session_by_digest(
     }))
 }
 
-pub fn delete_session(conn: &Connection, id_digest: &str) -> Result<(), StoreError> {
+pub fn delete_session(conn: &Db, id_digest: &str) -> Result<(), StoreError> {
     conn.execute("DELETE FROM sessions WHERE id_hash = ?1", [id_digest])?;
     Ok(())
 }
 
 // ---- API tokens ----
 
-pub fn token_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+pub fn token_exists(conn: &Db, name: &str) -> Result<bool, StoreError> {
     let found: Option<i64> = conn
         .query_row("SELECT 1 FROM api_tokens WHERE name = ?1", [name], |r| {
             r.get(0)
@@ -156,7 +157,7 @@ pub fn token_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
 }
 
 pub fn insert_token(
-    conn: &Connection,
+    conn: &Db,
     name: &str,
     secret_digest: &str,
     role: Role,
@@ -170,7 +171,7 @@ pub fn insert_token(
     Ok(())
 }
 
-pub fn list_tokens(conn: &Connection) -> Result<Vec<ApiToken>, StoreError> {
+pub fn list_tokens(conn: &Db) -> Result<Vec<ApiToken>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT name, role, created_ms, created_by, revoked_ms, last_used_ms FROM api_tokens ORDER BY name",
     )?;
@@ -202,7 +203,7 @@ pub fn list_tokens(conn: &Connection) -> Result<Vec<ApiToken>, StoreError> {
 }
 
 /// Marks a live token revoked; whether there was one.
-pub fn revoke_token_row(conn: &Connection, name: &str, now_ms: i64) -> Result<bool, StoreError> {
+pub fn revoke_token_row(conn: &Db, name: &str, now_ms: i64) -> Result<bool, StoreError> {
     let changed = conn.execute(
         "UPDATE api_tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL",
         params![name, now_ms],
@@ -213,7 +214,7 @@ pub fn revoke_token_row(conn: &Connection, name: &str, now_ms: i64) -> Result<bo
 /// A live token with this digest: its name, role and stored digest. A row with an
 /// unknown role is not a live token.
 pub fn live_token_by_digest(
-    conn: &Connection,
+    conn: &Db,
     secret_digest: &str,
 ) -> Result<Option<(String, Role, String)>, StoreError> {
     let row: Option<(String, String, String)> = conn
@@ -223,7 +224,7 @@ pub fn live_token_by_digest(
     Ok(row.and_then(|(name, role, stored)| Some((name, role.parse().ok()?, stored))))
 }
 
-pub fn touch_token(conn: &Connection, name: &str, now_ms: i64) -> Result<(), StoreError> {
+pub fn touch_token(conn: &Db, name: &str, now_ms: i64) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE api_tokens SET last_used_ms = ?2 WHERE name = ?1")?
         .execute(params![name, now_ms])?;
     Ok(())
@@ -233,7 +234,7 @@ pub fn touch_token(conn: &Connection, name: &str, now_ms: i64) -> Result<(), Sto
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
+    fn db() -> Db {
         crate::store::open_connection_for_tests()
     }
 

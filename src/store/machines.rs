@@ -5,8 +5,9 @@
 
 use crate::lifecycle::{self, ExitMethod, MachineLife, Mode};
 use crate::mac::MacAddr;
+use crate::store::Db;
 use crate::store::{self, StoreError, ip_from_db, ip_to_db, parse_mac};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
@@ -147,7 +148,7 @@ impl RawDetail {
     }
 }
 
-pub fn machine(conn: &Connection, mac: MacAddr) -> Result<Option<MachineDetail>, StoreError> {
+pub fn machine(conn: &Db, mac: MacAddr) -> Result<Option<MachineDetail>, StoreError> {
     conn.prepare_cached(&format!("{DETAIL_SELECT} WHERE m.mac = ?1"))?
         .query_row([mac.to_string()], detail_row)
         .optional()?
@@ -192,10 +193,7 @@ pub struct MachineQuery {
 }
 
 /// A page of machines and the number matching in all.
-pub fn search(
-    conn: &Connection,
-    query: &MachineQuery,
-) -> Result<(Vec<MachineDetail>, u64), StoreError> {
+pub fn search(conn: &Db, query: &MachineQuery) -> Result<(Vec<MachineDetail>, u64), StoreError> {
     let pattern = query
         .search
         .as_deref()
@@ -241,7 +239,7 @@ pub fn search(
 }
 
 /// Machines per mode, for the dashboard.
-pub fn count_by_mode(conn: &Connection) -> Result<Vec<(Mode, u64)>, StoreError> {
+pub fn count_by_mode(conn: &Db) -> Result<Vec<(Mode, u64)>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT mode, count(*) FROM machines GROUP BY mode")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
     let mut counts: Vec<(Mode, u64)> = lifecycle::MODES.iter().map(|m| (*m, 0)).collect();
@@ -256,7 +254,7 @@ pub fn count_by_mode(conn: &Connection) -> Result<Vec<(Mode, u64)>, StoreError> 
     Ok(counts)
 }
 
-pub fn write_life(tx: &Connection, mac: MacAddr, life: &MachineLife) -> Result<(), StoreError> {
+pub fn write_life(tx: &Db, mac: MacAddr, life: &MachineLife) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE machines SET mode = ?2, image = ?3, token = ?4, token_expires_ms = ?5 WHERE mac = ?1",
         params![
@@ -283,7 +281,7 @@ pub struct MachineRow {
     pub ssh_keys: String,
 }
 
-pub fn insert_row(tx: &Connection, row: &MachineRow, now_ms: i64) -> Result<(), StoreError> {
+pub fn insert_row(tx: &Db, row: &MachineRow, now_ms: i64) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO machines (mac, hostname, image, ip, rack, position, exit_method, ssh_keys, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -303,7 +301,7 @@ pub fn insert_row(tx: &Connection, row: &MachineRow, now_ms: i64) -> Result<(), 
 }
 
 /// Gives a discovered machine the operator's details, keeping what was seen of it.
-pub fn adopt_row(tx: &Connection, row: &MachineRow) -> Result<(), StoreError> {
+pub fn adopt_row(tx: &Db, row: &MachineRow) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE machines SET hostname = ?2, image = ?3, ip = ?4, rack = ?5, position = ?6,
            exit_method = ?7, ssh_keys = ?8, discovered = 0
@@ -323,7 +321,7 @@ pub fn adopt_row(tx: &Connection, row: &MachineRow) -> Result<(), StoreError> {
 }
 
 /// The machine `ip` is the fixed address of.
-pub fn fixed_owner(tx: &Connection, ip: Ipv4Addr) -> Result<Option<MacAddr>, StoreError> {
+pub fn fixed_owner(tx: &Db, ip: Ipv4Addr) -> Result<Option<MacAddr>, StoreError> {
     tx.prepare_cached("SELECT mac FROM machines WHERE ip = ?1")?
         .query_row([ip_to_db(ip)], |r| r.get::<_, String>(0))
         .optional()?
@@ -332,11 +330,7 @@ pub fn fixed_owner(tx: &Connection, ip: Ipv4Addr) -> Result<Option<MacAddr>, Sto
 }
 
 /// Writes the fields a patch sets; returns what changed, for the audit event.
-pub fn apply_patch(
-    tx: &Connection,
-    mac: MacAddr,
-    patch: &MachinePatch,
-) -> Result<Vec<String>, StoreError> {
+pub fn apply_patch(tx: &Db, mac: MacAddr, patch: &MachinePatch) -> Result<Vec<String>, StoreError> {
     let mac_text = mac.to_string();
     let mut changed = Vec::new();
     let set = |column: &str, value: &dyn rusqlite::ToSql| {
@@ -373,7 +367,7 @@ pub fn apply_patch(
     Ok(changed)
 }
 
-pub fn write_image(tx: &Connection, mac: MacAddr, image: Option<&str>) -> Result<(), StoreError> {
+pub fn write_image(tx: &Db, mac: MacAddr, image: Option<&str>) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE machines SET image = ?2 WHERE mac = ?1",
         params![mac.to_string(), image],
@@ -382,13 +376,13 @@ pub fn write_image(tx: &Connection, mac: MacAddr, image: Option<&str>) -> Result
 }
 
 /// Deletes a machine; false when there was none.
-pub fn delete_row(tx: &Connection, mac: MacAddr) -> Result<bool, StoreError> {
+pub fn delete_row(tx: &Db, mac: MacAddr) -> Result<bool, StoreError> {
     Ok(tx.execute("DELETE FROM machines WHERE mac = ?1", [mac.to_string()])? > 0)
 }
 
 /// Deletes discovered machines (never adopted by an operator) last seen before
 /// `before_ms`; returns how many.
-pub fn expire_discovered(tx: &Connection, before_ms: i64) -> Result<usize, StoreError> {
+pub fn expire_discovered(tx: &Db, before_ms: i64) -> Result<usize, StoreError> {
     Ok(tx.execute(
         "DELETE FROM machines WHERE discovered = 1
            AND coalesce(last_seen_ms, first_seen_ms, created_ms) < ?1",
@@ -397,7 +391,7 @@ pub fn expire_discovered(tx: &Connection, before_ms: i64) -> Result<usize, Store
 }
 
 /// The machine whose done-URL token this is.
-pub fn mac_by_token(tx: &Connection, token: &str) -> Result<Option<MacAddr>, StoreError> {
+pub fn mac_by_token(tx: &Db, token: &str) -> Result<Option<MacAddr>, StoreError> {
     tx.query_row("SELECT mac FROM machines WHERE token = ?1", [token], |r| {
         r.get::<_, String>(0)
     })
@@ -407,7 +401,7 @@ pub fn mac_by_token(tx: &Connection, token: &str) -> Result<Option<MacAddr>, Sto
 }
 
 /// An install or wipe finished: back to local boot, the token spent.
-pub fn finish(tx: &Connection, mac: MacAddr, wiped: bool, now_ms: i64) -> Result<(), StoreError> {
+pub fn finish(tx: &Db, mac: MacAddr, wiped: bool, now_ms: i64) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE machines SET mode = 'local', token = NULL, token_expires_ms = NULL,
            installed_ms = CASE WHEN ?2 THEN installed_ms ELSE ?3 END,
@@ -430,7 +424,7 @@ pub struct MachinePatch {
 }
 
 /// How many machines are assigned `image`.
-pub fn image_users(tx: &Connection, image: &str) -> Result<u64, StoreError> {
+pub fn image_users(tx: &Db, image: &str) -> Result<u64, StoreError> {
     let n: i64 = tx.query_row(
         "SELECT count(*) FROM machines WHERE image = ?1",
         [image],
@@ -439,13 +433,13 @@ pub fn image_users(tx: &Connection, image: &str) -> Result<u64, StoreError> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub fn delete_image_row(tx: &Connection, image: &str) -> Result<(), StoreError> {
+pub fn delete_image_row(tx: &Db, image: &str) -> Result<(), StoreError> {
     tx.execute("DELETE FROM images WHERE name = ?1", [image])?;
     Ok(())
 }
 
 /// Images with how many machines use each.
-pub fn images_with_use(conn: &Connection) -> Result<Vec<(store::Image, u64)>, StoreError> {
+pub fn images_with_use(conn: &Db) -> Result<Vec<(store::Image, u64)>, StoreError> {
     let images = store::list_images(conn)?;
     let mut stmt = conn.prepare_cached("SELECT count(*) FROM machines WHERE image = ?1")?;
     images
@@ -469,7 +463,7 @@ pub struct AuditEvent {
 /// Events, newest first, for one machine or all; `audit_only` keeps changes made by
 /// people and tokens (panel users, API tokens, the CLI), not by machines.
 pub fn events(
-    conn: &Connection,
+    conn: &Db,
     mac: Option<MacAddr>,
     audit_only: bool,
     limit: u32,
@@ -496,7 +490,7 @@ pub fn events(
 }
 
 /// Boots (script fetches) since `since_ms`, for the dashboard.
-pub fn boots_since(conn: &Connection, since_ms: i64) -> Result<u64, StoreError> {
+pub fn boots_since(conn: &Db, since_ms: i64) -> Result<u64, StoreError> {
     let n: i64 = conn.query_row(
         "SELECT count(*) FROM events WHERE kind = 'http.script' AND at_ms >= ?1",
         [since_ms],
@@ -519,7 +513,7 @@ fn boot_events(rows: Vec<(i64, String, String)>) -> Vec<crate::timeline::BootEve
 
 /// A machine's last `limit` boots, newest first.
 pub fn boots(
-    conn: &Connection,
+    conn: &Db,
     mac: MacAddr,
     limit: usize,
 ) -> Result<Vec<crate::timeline::Boot>, StoreError> {
@@ -539,7 +533,7 @@ pub fn boots(
 }
 
 /// Median and slowest boot (to the initrd request) of every machine since `since_ms`.
-pub fn boot_summary(conn: &Connection, since_ms: i64) -> Result<Option<(i64, i64)>, StoreError> {
+pub fn boot_summary(conn: &Db, since_ms: i64) -> Result<Option<(i64, i64)>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         // By time (its index), grouped by machine here: cheaper than an ORDER BY mac.
         "SELECT mac, at_ms, kind, detail FROM events

@@ -41,7 +41,71 @@ pub enum StoreError {
     Thread(&'static str, std::io::Error),
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type Job = Box<dyn FnOnce(&mut Db) + Send>;
+
+/// The store as every store function sees it: one open database, in a transaction or
+/// not. Services and surfaces hold only a `&Db` inside `Store::call` and
+/// `Store::transaction` and pass it to the typed functions of the store's modules;
+/// none of them names the engine (`tests/layers.rs` checks that nothing outside
+/// `store` uses rusqlite). A second engine becomes a second representation here, with
+/// the same functions over it.
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database at `path`, migrated.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut db = Db {
+            conn: Connection::open(path)?,
+        };
+        prepare(&mut db)?;
+        Ok(db)
+    }
+
+    /// An in-memory database, migrated.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let mut db = Db {
+            conn: Connection::open_in_memory()?,
+        };
+        prepare(&mut db)?;
+        Ok(db)
+    }
+}
+
+impl Db {
+    /// Runs `f` in one transaction: committed when it returns `Ok`, rolled back when
+    /// it returns an error or panics.
+    pub fn atomically<R, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&Db) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Deferred,
+        )
+        .map_err(StoreError::from)?;
+        // Dropping the transaction on an error rolls it back.
+        let value = f(self)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(value)
+    }
+}
+
+// The store's own modules speak SQL through the connection; nothing outside them
+// does, which `tests/layers.rs` checks.
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Db {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -198,18 +262,16 @@ const MIGRATIONS: &[&str] = &[
 impl Store {
     /// Opens (creating if needed) the database at `path` and starts its thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::start(conn)
+        Self::start(Db::open(path)?)
     }
 
     /// An in-memory database, for tests (the in-process web tests in `tests/` too) and
     /// for embedding rackboot where nothing needs to persist.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::start(Connection::open_in_memory()?)
+        Self::start(Db::open_in_memory()?)
     }
 
-    fn start(mut conn: Connection) -> Result<Self, StoreError> {
-        prepare(&mut conn)?;
+    fn start(mut conn: Db) -> Result<Self, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("rackboot-db".into())
@@ -230,7 +292,7 @@ impl Store {
     /// executor (tokio, or async-tftp's own).
     pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
     where
-        F: FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
         let (reply, result) = tokio::sync::oneshot::channel();
@@ -247,22 +309,14 @@ impl Store {
     /// is the caller's, so services return their own errors from inside.
     pub async fn transaction<R, E, F>(&self, f: F) -> Result<R, E>
     where
-        F: FnOnce(&Connection) -> Result<R, E> + Send + 'static,
+        F: FnOnce(&Db) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
         let (reply, result) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |conn| {
-                let outcome = match conn.transaction() {
-                    Err(e) => Err(E::from(StoreError::from(e))),
-                    Ok(tx) => match f(&tx) {
-                        Ok(value) => tx.commit().map(|()| value).map_err(|e| E::from(e.into())),
-                        // Dropping the transaction rolls it back.
-                        Err(e) => Err(e),
-                    },
-                };
-                let _ = reply.send(outcome);
+            .send(Box::new(move |db: &mut Db| {
+                let _ = reply.send(db.atomically(f));
             }))
             .map_err(|_| E::from(StoreError::Closed))?;
         result.await.map_err(|_| E::from(StoreError::Closed))?
@@ -320,20 +374,20 @@ impl Store {
     }
 }
 
-fn write_events(conn: &mut Connection, batch: &[PendingEvent]) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    for e in batch {
-        insert_event_by(
-            &tx,
-            e.at_ms,
-            e.mac,
-            &e.kind,
-            e.detail.clone(),
-            Some("machine"),
-        )?;
-    }
-    tx.commit()?;
-    Ok(())
+fn write_events(conn: &mut Db, batch: &[PendingEvent]) -> Result<(), StoreError> {
+    conn.atomically(|tx| {
+        for e in batch {
+            insert_event_by(
+                tx,
+                e.at_ms,
+                e.mac,
+                &e.kind,
+                e.detail.clone(),
+                Some("machine"),
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// How often the background checkpointer runs, and the WAL size (in pages) at which
@@ -384,7 +438,7 @@ fn checkpoint_once(conn: &Connection) -> Result<(i64, i64), StoreError> {
     })?)
 }
 
-fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
+fn prepare(conn: &mut Db) -> Result<(), StoreError> {
     // WAL lets the CLI read and write while `serve` runs; synchronous=FULL makes every
     // commit durable (a lease is on disk before its ACK leaves).
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -397,7 +451,7 @@ fn prepare(conn: &mut Connection) -> Result<(), StoreError> {
     migrate(conn)
 }
 
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+fn migrate(conn: &mut Db) -> Result<(), StoreError> {
     let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     let applied = usize::try_from(applied).unwrap_or(usize::MAX);
     if applied > MIGRATIONS.len() {
@@ -486,7 +540,7 @@ fn machine_from_row(row: MachineRow) -> Result<Machine, StoreError> {
     })
 }
 
-pub fn get_machine(conn: &Connection, mac: MacAddr) -> Result<Option<Machine>, StoreError> {
+pub fn get_machine(conn: &Db, mac: MacAddr) -> Result<Option<Machine>, StoreError> {
     conn.prepare_cached(&format!(
         "SELECT {MACHINE_COLUMNS} FROM machines WHERE mac = ?1"
     ))?
@@ -496,7 +550,7 @@ pub fn get_machine(conn: &Connection, mac: MacAddr) -> Result<Option<Machine>, S
     .transpose()
 }
 
-pub fn list_machines(conn: &Connection) -> Result<Vec<Machine>, StoreError> {
+pub fn list_machines(conn: &Db) -> Result<Vec<Machine>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MACHINE_COLUMNS} FROM machines ORDER BY mac"
     ))?;
@@ -506,14 +560,12 @@ pub fn list_machines(conn: &Connection) -> Result<Vec<Machine>, StoreError> {
 
 /// A migrated in-memory connection, for tests of modules that query the store.
 #[cfg(test)]
-pub fn open_connection_for_tests() -> Connection {
-    let mut conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("open: {e}"));
-    prepare(&mut conn).unwrap_or_else(|e| panic!("migrate: {e}"));
-    conn
+pub fn open_connection_for_tests() -> Db {
+    Db::open_in_memory().unwrap_or_else(|e| panic!("open: {e}"))
 }
 
 /// Every fixed address in the inventory, with its owner: the pool never hands these out.
-pub fn fixed_addresses(conn: &Connection) -> Result<Vec<(Ipv4Addr, MacAddr)>, StoreError> {
+pub fn fixed_addresses(conn: &Db) -> Result<Vec<(Ipv4Addr, MacAddr)>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT ip, mac FROM machines WHERE ip IS NOT NULL")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
     rows.map(|row| {
@@ -529,7 +581,7 @@ pub fn fixed_addresses(conn: &Connection) -> Result<Vec<(Ipv4Addr, MacAddr)>, St
 
 // ---- images ----
 
-pub fn get_image(conn: &Connection, name: &str) -> Result<Option<Image>, StoreError> {
+pub fn get_image(conn: &Db, name: &str) -> Result<Option<Image>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline
@@ -550,7 +602,7 @@ fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {
     })
 }
 
-pub fn list_images(conn: &Connection) -> Result<Vec<Image>, StoreError> {
+pub fn list_images(conn: &Db) -> Result<Vec<Image>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline
          FROM images ORDER BY name",
@@ -560,7 +612,7 @@ pub fn list_images(conn: &Connection) -> Result<Vec<Image>, StoreError> {
 }
 
 /// Adds an image, or replaces the files of one with the same name.
-pub fn put_image(conn: &Connection, image: &Image, now_ms: i64) -> Result<(), StoreError> {
+pub fn put_image(conn: &Db, image: &Image, now_ms: i64) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO images (name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -613,7 +665,7 @@ fn lease_from_row(row: LeaseRow) -> Result<LeaseRecord, StoreError> {
     })
 }
 
-pub fn list_leases(conn: &Connection) -> Result<Vec<LeaseRecord>, StoreError> {
+pub fn list_leases(conn: &Db) -> Result<Vec<LeaseRecord>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT ip, mac, expires_at, state, hostname, client_id FROM leases ORDER BY ip",
     )?;
@@ -621,7 +673,7 @@ pub fn list_leases(conn: &Connection) -> Result<Vec<LeaseRecord>, StoreError> {
     rows.map(|row| lease_from_row(row?)).collect()
 }
 
-fn apply_lease_op(conn: &Connection, op: &LeaseOp, now_ms: i64) -> Result<(), StoreError> {
+fn apply_lease_op(conn: &Db, op: &LeaseOp, now_ms: i64) -> Result<(), StoreError> {
     match op {
         LeaseOp::Put(lease) => {
             conn.prepare_cached(
@@ -653,25 +705,25 @@ fn apply_lease_op(conn: &Connection, op: &LeaseOp, now_ms: i64) -> Result<(), St
 /// Returns the inventory generation before and after: when `before` is the one the
 /// caller knew, the only inventory changes since are the batch's own.
 pub fn commit_dhcp_batch(
-    conn: &mut Connection,
+    conn: &mut Db,
     batch: &DhcpBatch,
     now_ms: i64,
 ) -> Result<(i64, i64), StoreError> {
-    let tx = conn.transaction()?;
-    let before = inventory_generation(&tx)?;
-    for op in &batch.leases {
-        apply_lease_op(&tx, op, now_ms)?;
-    }
-    for d in &batch.discovered {
-        tx.prepare_cached(
-            "INSERT INTO machines (mac, arch, vendor_class, discovered, first_seen_ms,
+    conn.atomically(|tx| {
+        let before = inventory_generation(tx)?;
+        for op in &batch.leases {
+            apply_lease_op(tx, op, now_ms)?;
+        }
+        for d in &batch.discovered {
+            tx.prepare_cached(
+                "INSERT INTO machines (mac, arch, vendor_class, discovered, first_seen_ms,
                last_seen_ms, created_ms)
              VALUES (?1, ?2, ?3, 1, ?4, ?4, ?4) ON CONFLICT(mac) DO NOTHING",
-        )?
-        .execute(params![d.mac.to_string(), d.arch, d.vendor_class, now_ms])?;
-    }
-    for seen in &batch.seen {
-        tx.prepare_cached(
+            )?
+            .execute(params![d.mac.to_string(), d.arch, d.vendor_class, now_ms])?;
+        }
+        for seen in &batch.seen {
+            tx.prepare_cached(
             "UPDATE machines SET last_seen_ms = ?2, first_seen_ms = COALESCE(first_seen_ms, ?2),
              arch = COALESCE(?3, arch), vendor_class = COALESCE(?4, vendor_class)
              WHERE mac = ?1",
@@ -682,27 +734,27 @@ pub fn commit_dhcp_batch(
             seen.arch,
             seen.vendor_class
         ])?;
-    }
-    for e in &batch.events {
-        insert_event_by(
-            &tx,
-            e.at_ms,
-            e.mac,
-            e.kind,
-            e.detail.clone(),
-            Some("machine"),
-        )?;
-    }
-    let after = if batch.discovered.is_empty() {
-        before
-    } else {
-        inventory_generation(&tx)?
-    };
-    tx.commit()?;
-    Ok((before, after))
+        }
+        for e in &batch.events {
+            insert_event_by(
+                tx,
+                e.at_ms,
+                e.mac,
+                e.kind,
+                e.detail.clone(),
+                Some("machine"),
+            )?;
+        }
+        let after = if batch.discovered.is_empty() {
+            before
+        } else {
+            inventory_generation(tx)?
+        };
+        Ok((before, after))
+    })
 }
 
-pub fn inventory_generation(conn: &Connection) -> Result<i64, StoreError> {
+pub fn inventory_generation(conn: &Db) -> Result<i64, StoreError> {
     Ok(conn
         .prepare_cached("SELECT generation FROM dhcp_inventory_generation WHERE id = 1")?
         .query_row([], |r| r.get(0))?)
@@ -710,7 +762,7 @@ pub fn inventory_generation(conn: &Connection) -> Result<i64, StoreError> {
 
 /// A fresh snapshot when the inventory changed since `known` (a generation), else None.
 pub fn inventory_if_changed(
-    conn: &Connection,
+    conn: &Db,
     known: Option<i64>,
 ) -> Result<Option<InventorySnapshot>, StoreError> {
     let generation = inventory_generation(conn)?;
@@ -734,7 +786,7 @@ pub fn inventory_if_changed(
 
 /// Pool usage for each configured subnet at `now` (Unix seconds).
 pub fn pool_usage(
-    conn: &Connection,
+    conn: &Db,
     subnets: &[crate::config::Subnet],
     now: i64,
 ) -> Result<Vec<PoolUsage>, StoreError> {
@@ -777,11 +829,7 @@ pub fn pool_usage(
 
 /// Deletes DHCP events (kind `dhcp.*`) older than `before_ms`, at most `limit` of them
 /// so a long backlog is pruned in steps that do not hold the database for long.
-pub fn prune_dhcp_events(
-    conn: &Connection,
-    before_ms: i64,
-    limit: u32,
-) -> Result<usize, StoreError> {
+pub fn prune_dhcp_events(conn: &Db, before_ms: i64, limit: u32) -> Result<usize, StoreError> {
     Ok(conn
         .prepare_cached(
             "DELETE FROM events WHERE id IN (
@@ -793,7 +841,7 @@ pub fn prune_dhcp_events(
 
 /// The MAC that holds (or last held) `ip`, by lease or fixed address: how TFTP and
 /// HTTP requests, which carry only an address, are tied to a machine.
-pub fn mac_for_ip(conn: &Connection, ip: Ipv4Addr) -> Result<Option<MacAddr>, StoreError> {
+pub fn mac_for_ip(conn: &Db, ip: Ipv4Addr) -> Result<Option<MacAddr>, StoreError> {
     let mac: Option<String> = conn
         .prepare_cached(
             "SELECT mac FROM leases WHERE ip = ?1
@@ -812,7 +860,7 @@ pub struct AddressRecords {
     pub lease: Option<LeaseRecord>,
 }
 
-pub fn address_records(conn: &Connection, ip: Ipv4Addr) -> Result<AddressRecords, StoreError> {
+pub fn address_records(conn: &Db, ip: Ipv4Addr) -> Result<AddressRecords, StoreError> {
     let fixed_owner: Option<String> = conn
         .prepare_cached("SELECT mac FROM machines WHERE ip = ?1")?
         .query_row([ip_to_db(ip)], |r| r.get(0))
@@ -835,7 +883,7 @@ pub fn address_records(conn: &Connection, ip: Ipv4Addr) -> Result<AddressRecords
 
 #[cfg(test)]
 pub fn insert_event(
-    conn: &Connection,
+    conn: &Db,
     at_ms: i64,
     mac: Option<MacAddr>,
     kind: &str,
@@ -846,7 +894,7 @@ pub fn insert_event(
 
 /// An event with who caused it (`user:NAME`, `token:NAME`, `machine`): the audit log.
 pub fn insert_event_by(
-    conn: &Connection,
+    conn: &Db,
     at_ms: i64,
     mac: Option<MacAddr>,
     kind: &str,
@@ -867,11 +915,7 @@ pub fn insert_event_by(
 }
 
 /// Events, oldest first; for one machine when `mac` is given.
-pub fn list_events(
-    conn: &Connection,
-    mac: Option<MacAddr>,
-    limit: u32,
-) -> Result<Vec<Event>, StoreError> {
+pub fn list_events(conn: &Db, mac: Option<MacAddr>, limit: u32) -> Result<Vec<Event>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT at_ms, mac, kind, detail, actor FROM (
            SELECT id, at_ms, mac, kind, detail, actor FROM events
@@ -904,15 +948,13 @@ pub fn list_events(
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let mut conn = Connection::open_in_memory().expect("open");
-        prepare(&mut conn).expect("migrate");
-        conn
+    fn db() -> Db {
+        Db::open_in_memory().expect("open")
     }
 
     /// A machine written as the service layer writes one (a discovered one adopted).
     fn seed(
-        conn: &Connection,
+        conn: &Db,
         mac: MacAddr,
         hostname: Option<&str>,
         image: Option<&str>,
@@ -1224,8 +1266,7 @@ mod tests {
     fn a_passive_checkpoint_backfills_the_wal() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("t.db");
-        let mut writer = Connection::open(&path).expect("open");
-        prepare(&mut writer).expect("prepare");
+        let mut writer = Db::open(&path).expect("open");
         writer
             .pragma_update(None, "wal_autocheckpoint", 0)
             .expect("no autocheckpoint");
@@ -1303,8 +1344,7 @@ mod throughput {
     fn commit_cost() {
         for (sync, group) in [("OFF", 10), ("FULL", 10), ("FULL", 50)] {
             let dir = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).expect("dir");
-            let mut conn = Connection::open(dir.path().join("t.db")).expect("open");
-            prepare(&mut conn).expect("prepare");
+            let mut conn = Db::open(&dir.path().join("t.db")).expect("open");
             conn.pragma_update(None, "synchronous", sync).expect("sync");
             let leases = 20_000u32;
             let started = std::time::Instant::now();

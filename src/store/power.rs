@@ -3,10 +3,11 @@
 
 use crate::mac::MacAddr;
 use crate::power::{CachedStatus, Controller, Secret};
+use crate::store::Db;
 use crate::store::{StoreError, parse_mac};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
-pub fn get_controller(conn: &Connection, mac: MacAddr) -> Result<Option<Controller>, StoreError> {
+pub fn get_controller(conn: &Db, mac: MacAddr) -> Result<Option<Controller>, StoreError> {
     conn.prepare_cached(
         "SELECT kind, host, port, username, secret, cipher_suite, url, system_id, verify_tls
          FROM power_controllers WHERE mac = ?1",
@@ -48,7 +49,7 @@ fn controller_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawController> {
 
 /// Writes a machine's controller (replacing any) and forgets its cached state.
 pub fn write_controller(
-    tx: &Connection,
+    tx: &Db,
     mac: MacAddr,
     controller: &Controller,
     now_ms: i64,
@@ -116,7 +117,7 @@ pub fn write_controller(
 }
 
 /// Removes a machine's controller and its cached state; false when it had none.
-pub fn delete_controller(tx: &Connection, mac: MacAddr) -> Result<bool, StoreError> {
+pub fn delete_controller(tx: &Db, mac: MacAddr) -> Result<bool, StoreError> {
     let gone = tx.execute(
         "DELETE FROM power_controllers WHERE mac = ?1",
         [mac.to_string()],
@@ -126,9 +127,7 @@ pub fn delete_controller(tx: &Connection, mac: MacAddr) -> Result<bool, StoreErr
 }
 
 /// Every machine's controller (or none), by MAC: what the poller reads.
-pub fn all_controllers(
-    conn: &Connection,
-) -> Result<Vec<(MacAddr, Option<Controller>)>, StoreError> {
+pub fn all_controllers(conn: &Db) -> Result<Vec<(MacAddr, Option<Controller>)>, StoreError> {
     machines_in(conn, None)?
         .into_iter()
         .map(|mac| Ok((mac, get_controller(conn, mac)?)))
@@ -136,7 +135,7 @@ pub fn all_controllers(
 }
 
 /// The machines of `rack`, or all of them, by MAC.
-pub fn machines_in(conn: &Connection, rack: Option<&str>) -> Result<Vec<MacAddr>, StoreError> {
+pub fn machines_in(conn: &Db, rack: Option<&str>) -> Result<Vec<MacAddr>, StoreError> {
     let mut stmt =
         conn.prepare_cached("SELECT mac FROM machines WHERE ?1 IS NULL OR rack = ?1 ORDER BY mac")?;
     let rows = stmt
@@ -146,27 +145,27 @@ pub fn machines_in(conn: &Connection, rack: Option<&str>) -> Result<Vec<MacAddr>
 }
 
 pub fn save_statuses(
-    conn: &mut Connection,
+    conn: &mut Db,
     statuses: &[(MacAddr, CachedStatus)],
 ) -> Result<(), StoreError> {
     // One transaction per poll round: a commit per machine would make the poller
     // the database's busiest writer.
-    let tx = conn.transaction()?;
-    for (mac, s) in statuses {
-        // A machine deleted while its BMC was being asked is skipped (no row to join).
-        tx.prepare_cached(
-            "INSERT INTO power_status (mac, state, detail, checked_ms)
+    conn.atomically(|tx| {
+        for (mac, s) in statuses {
+            // A machine deleted while its BMC was being asked is skipped (no row to join).
+            tx.prepare_cached(
+                "INSERT INTO power_status (mac, state, detail, checked_ms)
              SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM machines WHERE mac = ?1)
              ON CONFLICT(mac) DO UPDATE SET state = excluded.state, detail = excluded.detail,
                checked_ms = excluded.checked_ms",
-        )?
-        .execute(params![mac.to_string(), s.state, s.detail, s.checked_ms])?;
-    }
-    tx.commit()?;
-    Ok(())
+            )?
+            .execute(params![mac.to_string(), s.state, s.detail, s.checked_ms])?;
+        }
+        Ok(())
+    })
 }
 
-pub fn cached_status(conn: &Connection, mac: MacAddr) -> Result<Option<CachedStatus>, StoreError> {
+pub fn cached_status(conn: &Db, mac: MacAddr) -> Result<Option<CachedStatus>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT state, detail, checked_ms FROM power_status WHERE mac = ?1")?
         .query_row([mac.to_string()], |r| {
@@ -181,9 +180,7 @@ pub fn cached_status(conn: &Connection, mac: MacAddr) -> Result<Option<CachedSta
 
 /// Every machine's power column for the machines list: the cached state, `wol`
 /// (no state to read) or nothing (no controller).
-pub fn power_column(
-    conn: &Connection,
-) -> Result<std::collections::HashMap<String, String>, StoreError> {
+pub fn power_column(conn: &Db) -> Result<std::collections::HashMap<String, String>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT c.mac, c.kind, s.state FROM power_controllers c
          LEFT JOIN power_status s ON s.mac = c.mac",

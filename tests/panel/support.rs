@@ -183,7 +183,7 @@ pub fn api(method: Method, uri: &str, token: Option<&str>, json: Option<&str>) -
 
 /// Adds a machine the way an operator does (mode from its image), by `test`.
 pub fn add_machine(
-    tx: &rusqlite::Connection,
+    tx: &rackboot::store::Db,
     mac: rackboot::mac::MacAddr,
     image: Option<&str>,
 ) -> Result<(), ServiceError> {
