@@ -5,6 +5,7 @@
 
 use crate::lifecycle::{self, ExitMethod, MachineLife, Mode};
 use crate::mac::MacAddr;
+use crate::model::Machine;
 use crate::store::Db;
 use crate::store::{self, StoreError, ip_from_db, ip_to_db, parse_mac};
 use rusqlite::{OptionalExtension, params};
@@ -557,4 +558,84 @@ pub fn boot_summary(conn: &Db, since_ms: i64) -> Result<Option<(i64, i64)>, Stor
         .flat_map(|events| crate::timeline::boots(&boot_events(events)))
         .collect();
     Ok(crate::timeline::summary(&all))
+}
+
+// ---- the rows the DHCP server decides with ----
+
+const MACHINE_COLUMNS: &str =
+    "mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms, vendor_class, discovered";
+
+type SnapshotRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    bool,
+);
+
+fn machine_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+    ))
+}
+
+fn machine_from_row(row: SnapshotRow) -> Result<Machine, StoreError> {
+    let (mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms, vendor_class, discovered) =
+        row;
+    Ok(Machine {
+        mac: parse_mac(mac)?,
+        hostname,
+        image,
+        ip: ip_from_db(ip)?,
+        arch,
+        first_seen_ms,
+        last_seen_ms,
+        vendor_class,
+        discovered,
+    })
+}
+
+pub fn get_machine(conn: &Db, mac: MacAddr) -> Result<Option<Machine>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {MACHINE_COLUMNS} FROM machines WHERE mac = ?1"
+    ))?
+    .query_row([mac.to_string()], machine_row)
+    .optional()?
+    .map(machine_from_row)
+    .transpose()
+}
+
+pub fn list_machines(conn: &Db) -> Result<Vec<Machine>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MACHINE_COLUMNS} FROM machines ORDER BY mac"
+    ))?;
+    let rows = stmt.query_map([], machine_row)?;
+    rows.map(|row| machine_from_row(row?)).collect()
+}
+
+/// Every fixed address in the inventory, with its owner: the pool never hands these out.
+pub fn fixed_addresses(conn: &Db) -> Result<Vec<(Ipv4Addr, MacAddr)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT ip, mac FROM machines WHERE ip IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    rows.map(|row| {
+        let (ip, mac) = row?;
+        let ip = ip_from_db(Some(ip))?.ok_or(StoreError::Corrupt {
+            column: "machines.ip",
+            value: String::new(),
+        })?;
+        Ok((ip, parse_mac(mac)?))
+    })
+    .collect()
 }
