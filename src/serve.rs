@@ -116,12 +116,22 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         .unwrap_or(usize::MAX)
         .max(16);
     if limits.max_connections > share {
-        tracing::warn!(
-            configured = limits.max_connections,
-            open_files,
-            used = share,
-            "http.max_connections lowered to fit the open-file limit"
-        );
+        // Worth a warning only when an operator asked for more; the default simply
+        // fits itself to the machine.
+        if limits.max_connections != crate::config::ConnectionLimits::default().max_connections {
+            tracing::warn!(
+                configured = limits.max_connections,
+                open_files,
+                used = share,
+                "http.max_connections lowered to fit the open-file limit"
+            );
+        } else {
+            tracing::info!(
+                open_files,
+                used = share,
+                "http.max_connections fitted to the open-file limit"
+            );
+        }
         limits.max_connections = share;
     }
     let panel_task = match &config.panel.listen {
