@@ -25,6 +25,8 @@ pub enum ScriptError {
         name: String,
         source: minijinja::Error,
     },
+    #[error("template {name}: the output is over {MAX_OUTPUT_BYTES} bytes")]
+    TooLong { name: String },
 }
 
 #[derive(Debug, Clone)]
@@ -66,9 +68,39 @@ impl Scripts {
 
 /// Renders a template given as text: the engine shared by iPXE scripts and image
 /// install files.
+/// Steps a template may take: far more than any boot script or preseed needs, and a
+/// loop that never ends (or runs for minutes) stops at it.
+pub const MAX_FUEL: u64 = 1_000_000;
+/// The most a rendered template may hold.
+pub const MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// A writer that refuses to grow past `MAX_OUTPUT_BYTES`.
+#[derive(Default)]
+struct Bounded {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + bytes.len() > MAX_OUTPUT_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("output too long"));
+        }
+        self.bytes.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub fn render_source(name: &str, source: String, context: Value) -> Result<String, ScriptError> {
     {
         let mut env = Environment::new();
+        // Templates are written by operators and rendered per request: bounded in
+        // the steps they take and the text they make.
+        env.set_fuel(Some(MAX_FUEL));
         // A typo in an operator's template is an error, not an empty string in a
         // kernel command line.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -85,9 +117,17 @@ pub fn render_source(name: &str, source: String, context: Value) -> Result<Strin
         };
         env.add_template_owned(name.to_string(), source)
             .map_err(render_error)?;
-        env.get_template(name)
-            .and_then(|t| t.render(context))
-            .map_err(render_error)
+        let template = env.get_template(name).map_err(render_error)?;
+        let mut out = Bounded::default();
+        let rendered = template.render_captured_to(context, &mut out);
+        if out.overflowed {
+            return Err(ScriptError::TooLong {
+                name: name.to_string(),
+            });
+        }
+        rendered.map_err(render_error)?;
+        // Every piece written came from a `str`.
+        Ok(String::from_utf8_lossy(&out.bytes).into_owned())
     }
 }
 
@@ -164,5 +204,34 @@ mod tests {
             .render("boot.ipxe", boot_context())
             .expect_err("strict");
         assert!(err.to_string().contains("boot.ipxe"), "{err}");
+    }
+
+    #[test]
+    fn templates_are_bounded_in_steps_and_output() {
+        let started = std::time::Instant::now();
+        let endless = render_source(
+            "loop.cfg",
+            // Each range is within minijinja's own limit; together they are 10^8 steps.
+            "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}".into(),
+            Value::from(()),
+        );
+        let why = endless
+            .expect_err("a loop that runs for minutes is stopped")
+            .to_string();
+        assert!(why.contains("fuel"), "{why}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let huge = render_source(
+            "huge.cfg",
+            "{% for i in range(3000) %}{{ big }}{% endfor %}".into(),
+            minijinja::context! { big => "x".repeat(1000) },
+        );
+        assert!(matches!(huge, Err(ScriptError::TooLong { .. })), "{huge:?}");
+        let fine = render_source(
+            "ok.cfg",
+            "host {{ name }}\n".into(),
+            minijinja::context! { name => "node1" },
+        )
+        .expect("renders");
+        assert_eq!(fine, "host node1\n");
     }
 }
