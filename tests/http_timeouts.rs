@@ -3,12 +3,11 @@
 //! timeout, `max_connections` idle connections hold the cap until one closes, and a
 //! slow but steady download outlives the idle timeout while a stalled one does not.
 
-use harness::{Proc, spawn_ready, tail, wait_until};
+use harness::{Proc, serve_on_loopback, tail, wait_until};
 use socket2::{Domain, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
@@ -16,7 +15,6 @@ const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 /// Starts `rackboot serve` with `http` appended to its `[http]` section (and the iPXE
 /// directory `ipxe_dir`, served at `/ipxe/`), and returns it with its HTTP port.
 fn start(dir: &Path, http: &str, ipxe_dir: Option<&Path>) -> (Proc, u16) {
-    let config = dir.join("rackboot.toml");
     let tftp = match ipxe_dir {
         // TFTP on a loopback port of its own: only for its ipxe_dir key.
         Some(ipxe) => format!(
@@ -25,28 +23,7 @@ fn start(dir: &Path, http: &str, ipxe_dir: Option<&Path>) -> (Proc, u16) {
         ),
         None => String::new(),
     };
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{http}\n{tftp}",
-            dir.join("data").display()
-        ),
-    )
-    .expect("config");
-    let mut cmd = Command::new(RACKBOOT);
-    cmd.arg("--config").arg(&config).arg("serve");
-    let server = spawn_ready(cmd, &dir.join("serve.log"));
-    let log = server.log_text();
-    let port = log
-        .split_once("http=127.0.0.1:")
-        .map(|(_, rest)| {
-            rest.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or_else(|| panic!("no port in:\n{log}"));
-    (server, port)
+    serve_on_loopback(RACKBOOT, dir, &format!("{http}\n{tftp}"))
 }
 
 fn connect(port: u16) -> TcpStream {

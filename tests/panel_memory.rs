@@ -6,11 +6,10 @@
 //!   does not hold them back: at most two argon2 checks (19 MiB each) run at once,
 //!   so under 150 MB. Before that bound, 100 logins took 1.9 GB.
 
-use harness::{Proc, peak_rss_kib, spawn_ready, tail};
+use harness::{Proc, peak_rss_kib, serve_on_loopback, tail};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 /// The rackboot binary under test (the harness is given it: see its lib.rs).
@@ -85,30 +84,8 @@ fn post_large_login(port: u16, chunked: bool) -> (Option<String>, usize) {
 /// `rackboot serve` with HTTP (and the panel) on 127.0.0.1 only, on a port the
 /// kernel picks, over a data directory in `dir`; the server and its port.
 fn serve(dir: &Path) -> (Proc, u16) {
-    let config = dir.join("rackboot.toml");
-    // No [dhcp], no TFTP: HTTP on loopback only, on a port the kernel picks.
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
-            dir.join("data").display()
-        ),
-    )
-    .expect("config");
-    let mut cmd = Command::new(RACKBOOT);
-    cmd.arg("--config").arg(&config).arg("serve");
-    let server = spawn_ready(cmd, &dir.join("serve.log"));
-    let log = server.log_text();
-    let port: u16 = log
-        .split_once("http=127.0.0.1:")
-        .map(|(_, rest)| {
-            rest.chars()
-                .take_while(char::is_ascii_digit)
-                .collect::<String>()
-        })
-        .and_then(|digits| digits.parse().ok())
-        .unwrap_or_else(|| panic!("no port in:\n{log}"));
-    (server, port)
+    // No [dhcp], no TFTP: HTTP on loopback only.
+    serve_on_loopback(RACKBOOT, dir, "")
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! rackboot itself: `rackboot serve` started (inside a namespace or not) and waited
 //! for until it logs that it is ready, and CLI commands run against a config.
 //!
-//! Only `spawn_ready` is public: tests that start rackboot outside a test network
-//! (the panel over TLS, the memory test, the browser) use it directly.
+//! Public: `spawn_ready`, for tests that start rackboot outside a test network (the
+//! panel over TLS, the browser), and `serve_on_loopback`, for those that want it on
+//! 127.0.0.1 with a config of their own (the memory and HTTP-limit tests).
 //!
 //! The binary's path is the test's to give: `env!("CARGO_BIN_EXE_rackboot")` is set
 //! only while Cargo compiles rackboot's own test files, not this crate. Each test
@@ -32,6 +33,35 @@ pub fn spawn_ready(mut cmd: Command, log: &Path) -> Proc {
         proc.log_text()
     );
     proc
+}
+
+/// `rackboot serve` over a data directory in `dir`, its HTTP listener on a loopback
+/// port the kernel picks, with `extra` appended to its config (an `[http]` key goes
+/// first, since the config ends inside `[http]`). Returns the server and its port.
+pub fn serve_on_loopback(rackboot: &str, dir: &Path, extra: &str) -> (Proc, u16) {
+    let config = dir.join("rackboot.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:0\"\n{extra}\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("config");
+    let mut cmd = Command::new(rackboot);
+    cmd.arg("--config").arg(&config).arg("serve");
+    let server = spawn_ready(cmd, &dir.join("serve.log"));
+    let log = server.log_text();
+    let port = log
+        .split_once("http=127.0.0.1:")
+        .map(|(_, rest)| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("no port in:\n{log}"));
+    (server, port)
 }
 
 /// `rackboot --config CONFIG serve` as a command run inside `ns`.
