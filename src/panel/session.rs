@@ -6,7 +6,7 @@
 
 use super::errors::PanelError;
 use super::page::urlencode;
-use crate::auth::Principal;
+use crate::auth::{Principal, Role};
 use crate::clock;
 use crate::http::AppState;
 use axum::extract::FromRequestParts;
@@ -79,6 +79,20 @@ impl FromRequestParts<AppState> for User {
     }
 }
 
+/// The signed-in user, if their role passes `allowed`; else 403.
+async fn signed_in_as(
+    parts: &mut Parts,
+    app: &AppState,
+    allowed: fn(Role) -> bool,
+) -> Result<Principal, Response> {
+    let User(user) = User::from_request_parts(parts, app).await?;
+    if allowed(user.role) {
+        Ok(user)
+    } else {
+        Err(PanelError::forbidden().into_response())
+    }
+}
+
 /// A signed-in user who may change machines and images (operator or admin).
 pub struct Changer(pub Principal);
 
@@ -89,12 +103,9 @@ impl FromRequestParts<AppState> for Changer {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let User(user) = User::from_request_parts(parts, app).await?;
-        if user.role.can_change() {
-            Ok(Changer(user))
-        } else {
-            Err(PanelError::forbidden().into_response())
-        }
+        signed_in_as(parts, app, Role::can_change)
+            .await
+            .map(Changer)
     }
 }
 
@@ -108,11 +119,6 @@ impl FromRequestParts<AppState> for Admin {
         parts: &mut Parts,
         app: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let User(user) = User::from_request_parts(parts, app).await?;
-        if user.role.can_admin() {
-            Ok(Admin(user))
-        } else {
-            Err(PanelError::forbidden().into_response())
-        }
+        signed_in_as(parts, app, Role::can_admin).await.map(Admin)
     }
 }
