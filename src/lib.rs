@@ -11,6 +11,10 @@
 //!   image names. `throttle`: repeated log lines held to a burst per window.
 //! - `dhcp::wire` (decode/encode, reply addressing) and `tftp::{packet, request,
 //!   options}`: the wire formats, bounds-checked.
+//! - `catalog` declares the image catalog's parts: `catalog::{openpgp, release, sums,
+//!   debpkg, iso9660}` read the formats distributions sign their files in (OpenPGP
+//!   signatures, Debian `Release` and `Packages`, checksum lists, `.deb` archives, ISO
+//!   9660 images), bounded.
 //!
 //! Domain types and pure decisions (no database, no sockets):
 //! - `model`: machines, images, leases, events, what a batch of DHCP decisions writes.
@@ -66,6 +70,7 @@
 pub mod api;
 pub mod auth;
 pub mod bulk;
+pub mod catalog;
 pub mod cli;
 pub mod clock;
 pub mod config;

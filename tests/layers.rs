@@ -14,6 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         // `dhcp` and `tftp` themselves only declare their parts.
         &[
             "mac", "clock", "limits", "netif", "text", "throttle", "validate", "dhcp", "tftp",
+            "catalog",
         ],
     ),
     (
@@ -23,6 +24,11 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tftp::packet",
             "tftp::options",
             "tftp::request",
+            "catalog::openpgp",
+            "catalog::release",
+            "catalog::sums",
+            "catalog::debpkg",
+            "catalog::iso9660",
         ],
     ),
     (
@@ -40,12 +46,19 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tftp::transfer",
             "secrets::rule",
             "auth",
+            "catalog::definition",
         ],
     ),
     ("store", &["store", "inventory", "bulk"]),
     (
         "services",
-        &["service", "images", "secrets", "dhcp::persist"],
+        &[
+            "service",
+            "images",
+            "secrets",
+            "dhcp::persist",
+            "catalog::fetch",
+        ],
     ),
     (
         "servers",
