@@ -40,6 +40,17 @@ struct RawConfig {
     panel: RawPanel,
     #[serde(default)]
     power: RawPower,
+    #[serde(default)]
+    images: RawImages,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawImages {
+    mirror: Option<String>,
+    #[serde(default)]
+    mirrors: std::collections::BTreeMap<String, String>,
+    proxy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,6 +112,7 @@ struct RawSubnet {
     router: Option<Ipv4Addr>,
     #[serde(default)]
     dns: Vec<Ipv4Addr>,
+    domain: Option<String>,
     lease_secs: Option<u32>,
     renew_secs: Option<u32>,
     rebind_secs: Option<u32>,
@@ -142,6 +154,33 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     pub panel: PanelConfig,
     pub power: crate::power::PowerConfig,
+    pub images: ImagesConfig,
+}
+
+/// `[images]`: where the catalog fetches from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImagesConfig {
+    /// A site mirror holding every family under its name (`{mirror}/debian`).
+    pub mirror: Option<String>,
+    /// A mirror per family (`debian = "http://mirror.site/debian"`), before `mirror`.
+    pub mirrors: std::collections::BTreeMap<String, String>,
+    /// An HTTP proxy for fetches; without it, the environment's `HTTP_PROXY` and
+    /// `HTTPS_PROXY` apply.
+    pub proxy: Option<String>,
+}
+
+impl ImagesConfig {
+    /// The mirror base a family is fetched from, when the site names one.
+    pub fn mirror_for(&self, family: &str) -> Option<String> {
+        self.mirrors
+            .get(family)
+            .map(|m| m.trim_end_matches('/').to_string())
+            .or_else(|| {
+                self.mirror
+                    .as_ref()
+                    .map(|m| format!("{}/{family}", m.trim_end_matches('/')))
+            })
+    }
 }
 
 /// Where the admin panel and API listen: with the boot files by default, or on an
@@ -252,6 +291,8 @@ pub struct Subnet {
     pub known_pool: Option<(Ipv4Addr, Ipv4Addr)>,
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
+    /// Option 15: the domain name installers take for the machine's FQDN.
+    pub domain: Option<String>,
     pub lease_secs: u32,
     /// T1 (option 58): when the client starts renewing with this server.
     pub renew_secs: u32,
@@ -480,6 +521,7 @@ impl Config {
                         known_pool,
                         router: s.router,
                         dns: s.dns,
+                        domain: s.domain.clone(),
                         lease_secs,
                         // RFC 2131 §4.4.5 defaults: half the lease, and seven eighths.
                         renew_secs: s.renew_secs.unwrap_or(lease_secs / 2),
@@ -506,6 +548,14 @@ impl Config {
                                 format!("{start}-{end} overlaps pool {}", s.pool),
                             ));
                         }
+                    }
+                    if let Some(domain) = &subnet.domain
+                        && !crate::validate::valid_hostname(domain)
+                    {
+                        return Err(invalid(
+                            &key("domain"),
+                            format!("{domain:?} is not a domain name (letters, digits, '-' and dots)"),
+                        ));
                     }
                     if let Some(router) = subnet.router
                         && !subnet.contains(router)
@@ -840,7 +890,33 @@ impl Config {
             }
         };
 
+        let images = {
+            let r = &raw.images;
+            let url_key = |key: String, value: &String| {
+                if value.starts_with("http://") || value.starts_with("https://") {
+                    Ok(())
+                } else {
+                    Err(invalid(&key, format!("{value:?} must be an http:// or https:// URL")))
+                }
+            };
+            if let Some(m) = &r.mirror {
+                url_key("images.mirror".into(), m)?;
+            }
+            for (family, m) in &r.mirrors {
+                url_key(format!("images.mirrors.{family}"), m)?;
+            }
+            if let Some(p) = &r.proxy {
+                url_key("images.proxy".into(), p)?;
+            }
+            ImagesConfig {
+                mirror: r.mirror.clone(),
+                mirrors: r.mirrors.clone(),
+                proxy: r.proxy.clone(),
+            }
+        };
+
         Ok(Config {
+            images,
             power,
             lifecycle,
             panel,

@@ -31,6 +31,22 @@ pub struct Image {
     pub cmdline: String,
 }
 
+/// Where a catalog image came from; uploaded images have none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImageSource {
+    pub name: String,
+    /// The definition it was fetched by (`debian-12`).
+    pub definition: String,
+    /// The primary key fingerprint that verified its chain; `None` for a pinned sha256.
+    pub verified_by: Option<String>,
+    /// What verified what, in words.
+    pub provenance: String,
+    /// Values fixed per image for its command line and templates (`mirror`, `iso_url`,
+    /// parameters such as Fedora's `release`).
+    pub vars: std::collections::BTreeMap<String, String>,
+    pub fetched_ms: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
     Bound,

@@ -518,6 +518,7 @@ async fn full_mode_spoofed_packets_hand_over_no_secret() {
         known_pool: None,
         router: Some(ip(1)),
         dns: vec![],
+        domain: None,
         lease_secs: 3600,
         renew_secs: 1800,
         rebind_secs: 3150,

@@ -57,6 +57,17 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                      requests will be answered"
                 );
             }
+            for (i, subnet) in dhcp.subnets.iter().enumerate() {
+                if subnet.dns.is_empty() {
+                    // d-i stops at a "Name server addresses" prompt before it
+                    // fetches its preseed when the lease has no name server.
+                    tracing::warn!(
+                        subnet = %format!("{}/{}", subnet.network, subnet.prefix_len),
+                        "dhcp.subnets[{i}] has no dns: the Debian installer stops at a \
+                         prompt for a name server before fetching its preseed; set dns"
+                    );
+                }
+            }
             Some(ip)
         }
     };

@@ -209,6 +209,7 @@ fn base_reply(msg_type: MessageType, ctx: &Context<'_>) -> ReplySpec {
         router: ctx.subnet.router,
         dns: ctx.subnet.dns.clone(),
         hostname: ctx.machine.and_then(|m| m.hostname.clone()),
+        domain: ctx.subnet.domain.clone(),
         boot: None,
         message: None,
         vendor_options: None,
@@ -242,6 +243,7 @@ fn nak(ctx: &Context<'_>, why: String) -> Decision {
     reply.router = None;
     reply.dns.clear();
     reply.hostname = None;
+    reply.domain = None;
     reply.message = Some(why.clone());
     Decision {
         reply: Some(reply),
@@ -517,6 +519,7 @@ fn proxy_answer(request: &ClientRequest, ctx: &ProxyContext<'_>) -> Decision {
         router: None,
         dns: Vec::new(),
         hostname: None,
+        domain: None,
         boot: Some(BootReply {
             vendor_class: Some(vendor_class),
             ..boot
@@ -564,6 +567,7 @@ mod tests {
             known_pool: None,
             router: Some(ip(1)),
             dns: vec![ip(1)],
+            domain: Some("lab.example".into()),
             lease_secs: 3600,
             renew_secs: 1800,
             rebind_secs: 3150,
@@ -579,6 +583,7 @@ mod tests {
             known_pool: None,
             router: None,
             dns: vec![],
+            domain: None,
             lease_secs: 600,
             renew_secs: 100,
             rebind_secs: 500,
@@ -746,6 +751,7 @@ mod tests {
         );
         assert_eq!(reply.router, Some(ip(1)));
         assert_eq!(reply.dns, vec![ip(1)]);
+        assert_eq!(reply.domain.as_deref(), Some("lab.example"));
         assert_eq!(reply.subnet_mask, Some(Ipv4Addr::new(255, 255, 255, 0)));
         assert_eq!(reply.boot.expect("boot").filename, "snponly.efi");
         assert!(decision.commit.is_none(), "an offer commits nothing");

@@ -319,6 +319,8 @@ pub struct ReplySpec {
     pub router: Option<Ipv4Addr>,
     pub dns: Vec<Ipv4Addr>,
     pub hostname: Option<String>,
+    /// Option 15 (the subnet's `domain`): d-i and Anaconda build the FQDN with it.
+    pub domain: Option<String>,
     pub boot: Option<BootReply>,
     pub message: Option<String>,
     /// Option 43, already encoded (PXE sub-options in proxy replies).
@@ -414,6 +416,9 @@ fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> ReplyOptions {
     }
     if let Some(hostname) = &spec.hostname {
         opts.push(12, hostname.as_bytes());
+    }
+    if let Some(domain) = &spec.domain {
+        opts.push(15, domain.as_bytes());
     }
     if let Some(message) = &spec.message {
         opts.push(56, message.as_bytes());
@@ -708,6 +713,7 @@ pub mod tests {
             subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
             router: Some(Ipv4Addr::new(192, 0, 2, 1)),
             dns: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            domain: Some("lab.example".into()),
             hostname: Some("node1".into()),
             boot: Some(BootReply {
                 next_server: Ipv4Addr::new(192, 0, 2, 1),
@@ -740,6 +746,10 @@ pub mod tests {
             .map(|f| f.trim_end_matches('\0'));
         assert_eq!(fname, Some("snponly.efi"));
         assert!(msg.opts().has_msg_type(dhcproto::v4::MessageType::Offer));
+        assert_eq!(
+            msg.opts().get(OptionCode::DomainName),
+            Some(&DhcpOption::DomainName("lab.example".into()))
+        );
         assert_eq!(
             msg.opts().get(OptionCode::AddressLeaseTime),
             Some(&DhcpOption::AddressLeaseTime(3600))
@@ -868,8 +878,8 @@ pub mod tests {
         assert_eq!(codes[0], 53);
         assert_eq!(&codes[1..7], &[67, 6, 3, 1, 51, 66]);
         assert_eq!(codes.last(), Some(&82));
-        // The ones not asked for follow by code: 12, 54, 58, 59, then the echoed 97.
-        assert_eq!(&codes[7..codes.len() - 1], &[12, 54, 58, 59, 97]);
+        // The ones not asked for follow by code: 12, 15, 54, 58, 59, then the echoed 97.
+        assert_eq!(&codes[7..codes.len() - 1], &[12, 15, 54, 58, 59, 97]);
     }
 
     #[test]
@@ -950,6 +960,7 @@ pub mod tests {
             subnet_mask: None,
             router: None,
             dns: vec![],
+            domain: None,
             hostname: None,
             boot: None,
             message: Some("wrong address".into()),

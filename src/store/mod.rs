@@ -270,6 +270,24 @@ const MIGRATIONS: &[&str] = &[
         checked_ms INTEGER NOT NULL
     );
 "#,
+    // 5: where a catalog image came from (its definition, the key that verified its
+    // chain, what verified what, the values its templates use), and the newest
+    // signed suite date seen per signer and file, so an older one is refused.
+    r#"
+    CREATE TABLE image_sources (
+        name TEXT PRIMARY KEY REFERENCES images(name) ON UPDATE CASCADE ON DELETE CASCADE,
+        definition TEXT NOT NULL,
+        verified_by TEXT,
+        provenance TEXT NOT NULL,
+        vars TEXT NOT NULL DEFAULT '{}',
+        fetched_ms INTEGER NOT NULL
+    );
+    CREATE TABLE release_stamps (
+        key TEXT PRIMARY KEY,
+        date INTEGER NOT NULL,
+        seen_ms INTEGER NOT NULL
+    );
+"#,
 ];
 
 impl Store {
@@ -761,6 +779,7 @@ mod tests {
             known_pool: Some((Ipv4Addr::new(192, 0, 2, 50), Ipv4Addr::new(192, 0, 2, 51))),
             router: None,
             dns: vec![],
+            domain: None,
             lease_secs: 3600,
             renew_secs: 1800,
             rebind_secs: 3150,

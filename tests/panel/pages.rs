@@ -963,6 +963,7 @@ async fn a_full_pool_is_reported_in_the_panel() {
         known_pool: Some((ip(50), ip(59))),
         router: None,
         dns: vec![],
+        domain: None,
         lease_secs: 3600,
         renew_secs: 1800,
         rebind_secs: 3150,

@@ -21,6 +21,7 @@ fn subnet() -> Subnet {
         known_pool: None,
         router: None,
         dns: vec![],
+        domain: None,
         lease_secs: 3600,
         renew_secs: 1800,
         rebind_secs: 3150,
