@@ -5,5 +5,6 @@
 //! Codecs (pure, bounded, no I/O of their own) sit beside the definitions; the fetch,
 //! which does the downloading, sits above the store.
 
+pub mod debpkg;
 pub mod release;
 pub mod sums;
