@@ -6,5 +6,6 @@
 //! which does the downloading, sits above the store.
 
 pub mod debpkg;
+pub mod iso9660;
 pub mod release;
 pub mod sums;
