@@ -4,4 +4,9 @@
 //!
 //! Codecs (pure, bounded, no I/O of their own) sit beside the definitions; the fetch,
 //! which does the downloading, sits above the store.
+
+pub mod debpkg;
 pub mod definition;
+pub mod iso9660;
+pub mod release;
+pub mod sums;
