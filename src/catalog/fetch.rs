@@ -106,13 +106,7 @@ pub struct Progress {
 
 pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 
-/// The signed file of a Debian suite, for the replay check: an `InRelease` older than
-/// one already seen for the same key is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseStamp {
-    pub key: String,
-    pub date: i64,
-}
+pub use crate::model::ReleaseStamp;
 
 /// The verified result, in a staging directory the service layer moves into place.
 #[derive(Debug)]
@@ -168,7 +162,7 @@ fn newest_match<'a>(pattern: &str, names: impl Iterator<Item = &'a str>) -> Opti
         .filter(|n| n.len() >= prefix.len() + suffix.len())
         .filter(|n| n.starts_with(prefix) && n.ends_with(suffix))
         .filter(|n| !n[prefix.len()..n.len() - suffix.len()].contains('/'))
-        .max_by(|a, b| debpkg::compare_versions(a, b))
+        .max_by(|a, b| debpkg::compare_versions(a, b).unwrap_or_else(|_| a.cmp(b)))
         .map(str::to_string)
 }
 
@@ -503,7 +497,7 @@ impl Fetcher {
                     let text = std::fs::read_to_string(&sums_file).map_err(io_at(&sums_file))?;
                     let list = Sums::parse(&text).map_err(|e| refused(&sums_path, e.to_string()))?;
                     let sums_dir = dir_of(&sums_path);
-                    let mut fetch_listed = |path: String| {
+                    let fetch_listed = |path: String| {
                         let list = &list;
                         let sums_path = &sums_path;
                         async move {
@@ -544,7 +538,7 @@ impl Fetcher {
                     let index = self.fetch_known(source, &packages_path, &entry.sha256, Some(entry.size)).await?;
                     provenance.push(format!("{packages_path} sha256 {}", entry.sha256));
                     let (index2, name) = (index.clone(), packages_path.clone());
-                    let text = tokio::task::spawn_blocking(move || debpkg::read_index(&index2, &name))
+                    let text = tokio::task::spawn_blocking(move || read_index(&index2, &name))
                         .await
                         .map_err(|e| FetchError::Request(format!("index task: {e}")))?
                         .map_err(|e| refused(&packages_path, e.to_string()))?;
@@ -594,7 +588,7 @@ impl Fetcher {
                     match iso {
                         Some(pattern) => {
                             let pattern = expand(pattern);
-                            let name = newest_match(&pattern, list.paths()).ok_or_else(|| {
+                            let name = newest_match(&pattern, list.iter().map(|(path, _)| path)).ok_or_else(|| {
                                 refused(&checksums_path, format!("it lists no file matching {pattern}"))
                             })?;
                             let sha = list.get(&name).unwrap_or_default().to_string();
@@ -641,7 +635,7 @@ impl Fetcher {
                     }
                 }
                 Chain::DetachedSignatures => {
-                    let keyring = self.keyring(&request, catalog)?;
+                    let keyring = Arc::new(self.keyring(&request, catalog)?);
                     let mut files = vec![("kernel", expand(&definition.kernel))];
                     if let Some(initrd) = &definition.initrd {
                         files.push(("initrd", expand(initrd)));
@@ -652,7 +646,7 @@ impl Fetcher {
                         // file is fetched whole, then checked, then cached by digest.
                         let out_path = staging.join(slot);
                         self.fetch_unknown(source, &path, &out_path).await?;
-                        let (out2, keyring2) = (out_path.clone(), keyring.clone());
+                        let (out2, keyring2) = (out_path.clone(), Arc::clone(&keyring));
                         let verified = tokio::task::spawn_blocking(move || {
                             let file = std::fs::File::open(&out2).map_err(io_at(&out2))?;
                             openpgp::verify_detached(&keyring2, std::io::BufReader::new(file), &sig)
@@ -806,6 +800,33 @@ impl Fetcher {
         };
         Ok((release, (verified.fingerprint, stamp)))
     }
+}
+
+/// The largest `Packages` index taken once decompressed (Debian 12's main amd64 is
+/// about 46 MB).
+const MAX_INDEX_BYTES: u64 = 256 << 20;
+
+/// A `Packages` index, decompressed by its file name's suffix, within bounds.
+fn read_index(path: &Path, name: &str) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let input = std::io::BufReader::new(file);
+    let mut reader: Box<dyn Read> = if name.ends_with(".xz") {
+        // 64 MiB is far more than any xz preset's dictionary.
+        Box::new(lzma_rust2::XzReader::new_mem_limit(input, true, 64 * 1024))
+    } else if name.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(input))
+    } else {
+        Box::new(input)
+    };
+    let mut bytes = Vec::new();
+    (&mut reader)
+        .take(MAX_INDEX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot decompress: {e}"))?;
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        return Err(format!("it decompresses to more than {MAX_INDEX_BYTES} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8".to_string())
 }
 
 #[cfg(test)]

@@ -5,3 +5,9 @@
 //! Codecs (pure, bounded, no I/O of their own) sit beside the definitions; the fetch,
 //! which does the downloading, sits above the store.
 pub mod definition;
+pub mod debpkg;
+pub mod fetch;
+pub mod iso9660;
+pub mod openpgp;
+pub mod release;
+pub mod sums;
