@@ -47,6 +47,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/machines/{mac}/power/{action}", post(power_action))
         .route("/api/v1/machines/{mac}/boots", get(machine_boots))
         .route("/api/v1/images", get(list_images))
+        .route("/api/v1/catalog", get(list_catalog))
+        .route("/api/v1/images/fetch", post(fetch_image))
+        .route("/api/v1/images/fetches/{id}", get(fetch_status))
         .route("/api/v1/leases", get(list_leases))
         .route("/api/v1/events", get(list_events))
         .layer((
@@ -599,6 +602,151 @@ async fn list_images(
             })
             .collect(),
     ))
+}
+
+#[derive(Serialize)]
+struct RegisteredView {
+    verified_by: Option<String>,
+    provenance: String,
+    fetched_ms: i64,
+}
+
+#[derive(Serialize)]
+struct DefinitionView {
+    name: String,
+    os: String,
+    version: String,
+    kind: crate::catalog::definition::Kind,
+    architectures: Vec<String>,
+    firmware: Vec<&'static str>,
+    memory_mib: u32,
+    chain: &'static str,
+    /// Whether the chain was run end to end against the real upstream.
+    tested: bool,
+    tested_how: Option<String>,
+    notes: Option<String>,
+    /// False when an admin must give the trusted keys (`keyring`).
+    keys_shipped: bool,
+    parameters: std::collections::BTreeMap<String, String>,
+    registered: Option<RegisteredView>,
+}
+
+async fn list_catalog(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+) -> ApiResult<Vec<DefinitionView>> {
+    let entries = app.services.catalog_entries().await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|entry| {
+                let d = entry.definition;
+                DefinitionView {
+                    firmware: d.firmware.iter().map(|f| f.as_str()).collect(),
+                    chain: d.chain.summary(),
+                    tested: d.tested.is_some(),
+                    keys_shipped: !d.keys.is_empty() || !d.chain.needs_keys(),
+                    registered: entry.registered.map(|s| RegisteredView {
+                        verified_by: s.verified_by,
+                        provenance: s.provenance,
+                        fetched_ms: s.fetched_ms,
+                    }),
+                    tested_how: d.tested,
+                    name: d.name,
+                    os: d.os,
+                    version: d.version,
+                    kind: d.kind,
+                    architectures: d.architectures,
+                    memory_mib: d.memory_mib,
+                    notes: d.notes,
+                    parameters: d.parameters,
+                }
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchBody {
+    definition: String,
+    mirror: Option<String>,
+    #[serde(default)]
+    parameters: std::collections::BTreeMap<String, String>,
+    /// Armoured OpenPGP keys replacing the definition's (admin tokens only).
+    keyring: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FetchStarted {
+    id: u64,
+    status_url: String,
+}
+
+/// Starts a verified fetch; it runs in the background (an ISO takes minutes), and
+/// `GET /api/v1/images/fetches/{id}` follows it.
+async fn fetch_image(
+    State(app): State<AppState>,
+    ApiUser(user): ApiUser,
+    Json(body): Json<FetchBody>,
+) -> Result<(StatusCode, Json<FetchStarted>), ApiError> {
+    let request = crate::service::catalog::FetchImage {
+        definition: body.definition,
+        mirror: body.mirror,
+        from_dir: None,
+        keyring: body.keyring.map(String::into_bytes),
+        parameters: body.parameters,
+    };
+    let id = app
+        .services
+        .start_fetch(&Caller::from_principal(&user), request)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(FetchStarted {
+            id,
+            status_url: format!("/api/v1/images/fetches/{id}"),
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+struct FetchStatus {
+    definition: String,
+    started_by: String,
+    /// `running`, `registered` or `failed`.
+    state: &'static str,
+    step: String,
+    done_bytes: u64,
+    total_bytes: Option<u64>,
+    /// What was registered, or why nothing was.
+    message: Option<String>,
+}
+
+async fn fetch_status(
+    State(app): State<AppState>,
+    ApiUser(_): ApiUser,
+    Path(id): Path<u64>,
+) -> ApiResult<FetchStatus> {
+    let job = app.services.fetch_job(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no such fetch (only the most recent ones are kept)",
+        )
+    })?;
+    let (state, message) = match job.outcome {
+        None => ("running", None),
+        Some(Ok(done)) => ("registered", Some(done)),
+        Some(Err(why)) => ("failed", Some(why)),
+    };
+    Ok(Json(FetchStatus {
+        definition: job.definition,
+        started_by: job.actor,
+        state,
+        step: job.progress.step,
+        done_bytes: job.progress.done_bytes,
+        total_bytes: job.progress.total_bytes,
+        message,
+    }))
 }
 
 #[derive(Serialize)]

@@ -166,6 +166,27 @@ pub enum ImageCommand {
         files: Vec<PathBuf>,
     },
     List,
+    /// The image definitions in force (built in, and data_dir/images/*.toml), whether
+    /// each chain was tested end to end, and which are registered.
+    Catalog,
+    /// Fetch a definition's files, verify them against the distribution's signatures
+    /// (or pinned hashes), and register the image under the definition's name.
+    Fetch {
+        name: String,
+        /// A mirror's base URL, instead of [images] mirror or the definition's own.
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Trusted OpenPGP keys (binary or armoured) that replace the definition's,
+        /// for a site mirror that re-signs.
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// A directory laid out as the mirror is (no network at all).
+        #[arg(long = "from", conflicts_with = "mirror")]
+        from_dir: Option<PathBuf>,
+        /// A definition parameter, KEY=VALUE (Fedora's release=41). Repeatable.
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -367,6 +388,100 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "image {} added\n  kernel sha256 {}\n  initrd sha256 {}",
                 image.name, image.kernel_sha256, image.initrd_sha256
+            );
+            Ok(())
+        }
+        Command::Image(ImageCommand::Catalog) => {
+            let entries = services.catalog_entries().await?;
+            println!(
+                "{:<20} {:<24} {:<8} {:<18} {:<9} REGISTERED",
+                "NAME", "OS", "KIND", "FIRMWARE", "CHAIN"
+            );
+            for entry in entries {
+                let d = &entry.definition;
+                let firmware: Vec<&str> = d.firmware.iter().map(|f| f.as_str()).collect();
+                println!(
+                    "{:<20} {:<24} {:<8} {:<18} {:<9} {}",
+                    d.name,
+                    for_terminal(&format!("{} {}", d.os, d.version))
+                        .chars()
+                        .take(24)
+                        .collect::<String>(),
+                    format!("{:?}", d.kind).to_lowercase(),
+                    firmware.join(","),
+                    d.status(),
+                    match &entry.registered {
+                        Some(source) => format!(
+                            "yes, verified by {}",
+                            source.verified_by.as_deref().unwrap_or("pinned sha256")
+                        ),
+                        None => "no".into(),
+                    }
+                );
+                if d.tested.is_none() {
+                    println!(
+                        "  untested: its chain has not been run end to end against the real upstream{}",
+                        d.notes
+                            .as_ref()
+                            .map(|n| format!(". {}", for_terminal(n)))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Image(ImageCommand::Fetch {
+            name,
+            mirror,
+            keyring,
+            from_dir,
+            params,
+        }) => {
+            let keyring = match keyring {
+                Some(path) => Some(
+                    tokio::fs::read(&path)
+                        .await
+                        .with_context(|| format!("--keyring {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let mut parameters = std::collections::BTreeMap::new();
+            for param in params {
+                let (key, value) = param
+                    .split_once('=')
+                    .with_context(|| format!("--param {param:?}: write KEY=VALUE"))?;
+                parameters.insert(key.to_string(), value.to_string());
+            }
+            let catalog = services.catalog().await?;
+            if let Some(definition) = catalog.get(&name)
+                && definition.tested.is_none()
+            {
+                eprintln!(
+                    "note: {name} is untested: its chain has not been run end to end against the real upstream"
+                );
+            }
+            let request = crate::service::catalog::FetchImage {
+                definition: name,
+                mirror,
+                from_dir,
+                keyring,
+                parameters,
+            };
+            let (image, source) = services
+                .fetch_image(&caller, request, progress_printer())
+                .await?;
+            eprintln!();
+            println!(
+                "image {} registered from the catalog\n  verified by {}\n  kernel sha256 {}\n  initrd sha256 {}\n  chain: {}",
+                image.name,
+                source.verified_by.as_deref().unwrap_or("pinned sha256"),
+                image.kernel_sha256,
+                if image.initrd_sha256.is_empty() {
+                    "-"
+                } else {
+                    &image.initrd_sha256
+                },
+                source.provenance
             );
             Ok(())
         }
@@ -916,4 +1031,33 @@ mod tests {
         };
         assert_eq!(uid_name(), expected);
     }
+}
+
+/// A progress line on stderr: redrawn in place on a terminal, one line per file
+/// otherwise (logs, CI).
+fn progress_printer() -> crate::catalog::fetch::ProgressSink {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let last_step = std::sync::Mutex::new(String::new());
+    std::sync::Arc::new(move |p: crate::catalog::fetch::Progress| {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let amount = match p.total_bytes {
+            Some(total) if total > 0 => format!(
+                "{:.1} of {:.1} MiB ({:.0} %)",
+                mib(p.done_bytes),
+                mib(total),
+                p.done_bytes as f64 * 100.0 / total as f64
+            ),
+            _ if p.done_bytes > 0 => format!("{:.1} MiB", mib(p.done_bytes)),
+            _ => String::new(),
+        };
+        if terminal {
+            eprint!("\r\x1b[2K{} {amount}", for_terminal(&p.step));
+        } else if let Ok(mut last) = last_step.lock()
+            && *last != p.step
+        {
+            eprintln!("{}", for_terminal(&p.step));
+            *last = p.step.clone();
+        }
+    })
 }

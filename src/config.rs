@@ -51,6 +51,7 @@ struct RawImages {
     #[serde(default)]
     mirrors: std::collections::BTreeMap<String, String>,
     proxy: Option<String>,
+    console: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +168,9 @@ pub struct ImagesConfig {
     /// An HTTP proxy for fetches; without it, the environment's `HTTP_PROXY` and
     /// `HTTPS_PROXY` apply.
     pub proxy: Option<String>,
+    /// The machines' serial console (`ttyS0,115200`), for installers' command lines
+    /// and the installed systems' boot loaders; none: the screen only.
+    pub console: Option<String>,
 }
 
 impl ImagesConfig {
@@ -554,7 +558,9 @@ impl Config {
                     {
                         return Err(invalid(
                             &key("domain"),
-                            format!("{domain:?} is not a domain name (letters, digits, '-' and dots)"),
+                            format!(
+                                "{domain:?} is not a domain name (letters, digits, '-' and dots)"
+                            ),
                         ));
                     }
                     if let Some(router) = subnet.router
@@ -896,7 +902,10 @@ impl Config {
                 if value.starts_with("http://") || value.starts_with("https://") {
                     Ok(())
                 } else {
-                    Err(invalid(&key, format!("{value:?} must be an http:// or https:// URL")))
+                    Err(invalid(
+                        &key,
+                        format!("{value:?} must be an http:// or https:// URL"),
+                    ))
                 }
             };
             if let Some(m) = &r.mirror {
@@ -908,10 +917,23 @@ impl Config {
             if let Some(p) = &r.proxy {
                 url_key("images.proxy".into(), p)?;
             }
+            if let Some(console) = &r.console
+                && (console.is_empty()
+                    || console.len() > 64
+                    || !console
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b',' | b'.' | b'_')))
+            {
+                return Err(invalid(
+                    "images.console",
+                    format!("{console:?} is not a console such as \"ttyS0,115200n8\""),
+                ));
+            }
             ImagesConfig {
                 mirror: r.mirror.clone(),
                 mirrors: r.mirrors.clone(),
                 proxy: r.proxy.clone(),
+                console: r.console.clone(),
             }
         };
 

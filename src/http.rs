@@ -119,6 +119,7 @@ pub fn boot_router(state: AppState, ipxe_dir: PathBuf) -> Router {
         .route("/boot/{mac}/{file}", get(image_file))
         .route("/machines/{mac}/files/{name}", get(install_file))
         .route("/done/{token}", get(done_url).post(done_url))
+        .route("/progress/{token}/{step}", get(progress).post(progress))
         .nest_service("/ipxe", ServeDir::new(ipxe_dir))
         // Scripts, templates and kernels are never to be sniffed into something a
         // browser would run.
@@ -192,6 +193,8 @@ struct Resolved {
     machine: MachineDetail,
     plan: BootPlan,
     image: Option<Image>,
+    /// Where a catalog image came from, with the values its templates use.
+    source: Option<crate::store::ImageSource>,
 }
 
 async fn resolve(app: &AppState, mac: MacAddr) -> Result<Option<Resolved>, Response> {
@@ -207,10 +210,15 @@ async fn resolve(app: &AppState, mac: MacAddr) -> Result<Option<Resolved>, Respo
                 BootPlan::Image { image, .. } => store::get_image(conn, image)?,
                 _ => None,
             };
+            let source = match &image {
+                Some(image) => store::get_image_source(conn, &image.name)?,
+                None => None,
+            };
             Ok(Some(Resolved {
                 machine,
                 plan,
                 image,
+                source,
             }))
         })
         .await
@@ -251,6 +259,68 @@ async fn check_owner(app: &AppState, mac: MacAddr, peer: SocketAddr) -> Result<(
     }
 }
 
+/// What a machine's command line and install templates are rendered with: the
+/// machine, its secrets' URLs (when it may have them), the mirror and the values its
+/// catalog image fixed (`iso_url`, `release`), and the site's console.
+fn install_context(
+    app: &AppState,
+    mac: MacAddr,
+    machine: &MachineDetail,
+    image: &Image,
+    source: Option<&crate::store::ImageSource>,
+    with_secrets: bool,
+) -> Value {
+    let token = machine
+        .token
+        .as_ref()
+        .filter(|_| with_secrets && machine.mode.takes_token());
+    let done_url = token.map(|t| format!("{}/done/{t}", app.base_url));
+    let progress_url = token.map(|t| format!("{}/progress/{t}", app.base_url));
+    let mut keys: Vec<String> = app.lifecycle.default_ssh_keys.clone();
+    keys.extend(
+        machine
+            .ssh_keys
+            .lines()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string),
+    );
+    let ip = machine.current_ip();
+    let domain = ip.and_then(|ip| {
+        app.subnets
+            .iter()
+            .find(|s| s.contains(ip))
+            .and_then(|s| s.domain.clone())
+    });
+    let vars = source.map(|s| s.vars.clone()).unwrap_or_default();
+    let mirror = vars.get("mirror").map(|url| {
+        let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+        let (host, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, ""),
+        };
+        context! { url => url.clone(), scheme => scheme, host => host, path => path }
+    });
+    context! {
+        hostname => machine.hostname.clone(),
+        domain => domain,
+        mac => mac.to_string(),
+        ip => ip.map(|ip| ip.to_string()),
+        image => image.name.clone(),
+        mode => machine.mode.as_str(),
+        done_url => done_url,
+        progress_url => progress_url,
+        ssh_keys => keys,
+        base_url => app.base_url.clone(),
+        files_url => format!("{}/machines/{}/files", app.base_url, mac.dashed()),
+        mirror => mirror,
+        iso_url => vars.get("iso_url").cloned(),
+        release => vars.get("release").cloned(),
+        install_disk => Option::<String>::None,
+        console => app.services.images.console.clone(),
+    }
+}
+
 fn render_error(mac: MacAddr, e: impl std::fmt::Display) -> Response {
     tracing::error!(%mac, "template not rendered: {e}");
     plain(
@@ -286,17 +356,26 @@ async fn boot_script(
             machine,
             plan: BootPlan::Image { with_token, .. },
             image: Some(image),
+            source,
         }) => {
-            let done_url = if *with_token {
-                if let Err(refused) = check_owner(&app, mac, peer).await {
-                    return refused;
-                }
-                machine
-                    .token
-                    .as_ref()
-                    .map(|t| format!("{}/done/{t}", app.base_url))
-            } else {
-                None
+            if *with_token && let Err(refused) = check_owner(&app, mac, peer).await {
+                return refused;
+            }
+            let done_url = machine
+                .token
+                .as_ref()
+                .filter(|_| *with_token)
+                .map(|t| format!("{}/done/{t}", app.base_url));
+            // The command line is a template too (a catalog image's carries its
+            // preseed URL, console, mirror), rendered with what install files get.
+            let install = install_context(&app, mac, machine, image, source.as_ref(), *with_token);
+            let cmdline = match crate::script::render_source(
+                &format!("{} command line", image.name),
+                image.cmdline.clone(),
+                install,
+            ) {
+                Ok(cmdline) => cmdline,
+                Err(e) => return render_error(mac, e),
             };
             (
                 "boot.ipxe",
@@ -305,9 +384,9 @@ async fn boot_script(
                     hostname => machine.hostname.clone(),
                     ip => machine.current_ip().map(|ip| ip.to_string()),
                     mode => machine.mode.as_str(),
-                    image => context! { name => image.name.clone(), cmdline => image.cmdline.clone() },
+                    image => context! { name => image.name.clone(), cmdline => cmdline },
                     kernel_url => format!("{machine_url}/kernel"),
-                    initrd_url => format!("{machine_url}/initrd"),
+                    initrd_url => (!image.initrd_path.is_empty()).then(|| format!("{machine_url}/initrd")),
                     files_url => format!("{}/machines/{}/files", app.base_url, mac.dashed()),
                     done_url => done_url,
                     base_url => app.base_url.clone(),
@@ -430,30 +509,7 @@ async fn install_file(
     };
     let machine = resolved.machine;
     let path = crate::images::files_dir(&app.data_dir, &image.name).join(&name);
-    let mut keys: Vec<String> = app.lifecycle.default_ssh_keys.clone();
-    keys.extend(
-        machine
-            .ssh_keys
-            .lines()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(str::to_string),
-    );
-    let done_url = machine
-        .token
-        .as_ref()
-        .filter(|_| machine.mode.takes_token())
-        .map(|t| format!("{}/done/{t}", app.base_url));
-    let ctx = context! {
-        hostname => machine.hostname.clone(),
-        mac => mac.to_string(),
-        ip => machine.current_ip().map(|ip| ip.to_string()),
-        image => image.name.clone(),
-        mode => machine.mode.as_str(),
-        done_url => done_url,
-        ssh_keys => keys,
-        base_url => app.base_url.clone(),
-    };
+    let ctx = install_context(&app, mac, &machine, &image, resolved.source.as_ref(), true);
     let rendered = tokio::task::spawn_blocking(move || {
         let source = read_template(&path)?;
         Ok::<_, std::io::Error>(crate::script::render_source(&name, source, ctx))
@@ -536,6 +592,30 @@ async fn done_url(
                 "inventory unavailable\n".into(),
             )
         }
+    }
+}
+
+/// An installer reports a step (`installer-started`, ...): recorded as an event of
+/// the machine whose live token it holds; nothing else changes.
+async fn progress(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, step)): Path<(String, String)>,
+) -> Response {
+    match app
+        .services
+        .machine_progress(clock::now_ms(), token, step.clone())
+        .await
+    {
+        Ok(Some(mac)) => {
+            tracing::info!(%mac, %peer, step, "installer progress");
+            plain(StatusCode::OK, "recorded\n".into())
+        }
+        Ok(None) => plain(
+            StatusCode::FORBIDDEN,
+            "forbidden: wrong, used or expired token\n".into(),
+        ),
+        Err(e) => plain(status_for(e.kind()), format!("{e}\n")),
     }
 }
 

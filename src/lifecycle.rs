@@ -294,6 +294,28 @@ pub fn done(life: &MachineLife, token: &str, failed: bool, now_ms: i64) -> DoneO
     }
 }
 
+/// Whether an installer holding `token` may report progress: the same token a
+/// done-URL call would take, live, in a mode that takes one. Reporting changes
+/// nothing but the machine's events.
+pub fn may_report(life: &MachineLife, token: &str, now_ms: i64) -> bool {
+    let matches = life
+        .token
+        .as_deref()
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+    let live = life.token_expires_ms.is_some_and(|t| t > now_ms);
+    matches && live && life.mode.takes_token()
+}
+
+/// An installer's progress step as it may be recorded: short, plain words
+/// (`installer-started`, `partitioning`), nothing a client could smuggle into a log.
+pub fn valid_progress_step(step: &str) -> bool {
+    !step.is_empty()
+        && step.len() <= 64
+        && step
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Compares secrets without leaking where they differ through timing.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -47,6 +47,15 @@ pub struct ImageSource {
     pub fetched_ms: i64,
 }
 
+/// The date of a signed suite file (Debian's `InRelease`) by its signer and path: an
+/// older one than already seen is refused (no replay of an old suite).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseStamp {
+    pub key: String,
+    /// Unix seconds, from the file's `Date:`.
+    pub date: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseState {
     Bound,

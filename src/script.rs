@@ -95,6 +95,17 @@ impl std::io::Write for Bounded {
     }
 }
 
+/// Compiles a template without rendering it: a syntax error names the template and
+/// the line, at registration rather than at the machine's first boot.
+pub fn check_syntax(name: &str, source: &str) -> Result<(), ScriptError> {
+    let mut env = Environment::new();
+    env.add_template_owned(name.to_string(), source.to_string())
+        .map_err(|source| ScriptError::Render {
+            name: name.to_string(),
+            source,
+        })
+}
+
 pub fn render_source(name: &str, source: String, context: Value) -> Result<String, ScriptError> {
     {
         let mut env = Environment::new();
@@ -104,6 +115,9 @@ pub fn render_source(name: &str, source: String, context: Value) -> Result<Strin
         // A typo in an operator's template is an error, not an empty string in a
         // kernel command line.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // Install files are not HTML: nothing is escaped, whatever a file is named
+        // (minijinja would escape `*.yaml` and `*.json` templates by default).
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         // iPXE reads the last line only when it ends with a newline.
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
             .keep_trailing_newline(true)

@@ -106,13 +106,7 @@ pub struct Progress {
 
 pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 
-/// The signed file of a Debian suite, for the replay check: an `InRelease` older than
-/// one already seen for the same key is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReleaseStamp {
-    pub key: String,
-    pub date: i64,
-}
+pub use crate::model::ReleaseStamp;
 
 /// The verified result, in a staging directory the service layer moves into place.
 #[derive(Debug)]
@@ -162,13 +156,16 @@ fn sha256_file(path: &Path) -> Result<String, FetchError> {
 /// order) match wins, so a point release is picked up without editing a definition.
 fn newest_match<'a>(pattern: &str, names: impl Iterator<Item = &'a str>) -> Option<String> {
     let Some((prefix, suffix)) = pattern.split_once('*') else {
-        return names.into_iter().find(|n| *n == pattern).map(str::to_string);
+        return names
+            .into_iter()
+            .find(|n| *n == pattern)
+            .map(str::to_string);
     };
     names
         .filter(|n| n.len() >= prefix.len() + suffix.len())
         .filter(|n| n.starts_with(prefix) && n.ends_with(suffix))
         .filter(|n| !n[prefix.len()..n.len() - suffix.len()].contains('/'))
-        .max_by(|a, b| debpkg::compare_versions(a, b))
+        .max_by(|a, b| debpkg::compare_versions(a, b).unwrap_or_else(|_| a.cmp(b)))
         .map(str::to_string)
 }
 
@@ -186,7 +183,11 @@ fn join(dir: &str, relative: &str) -> String {
 }
 
 impl Fetcher {
-    pub fn new(data_dir: &Path, proxy: Option<&str>, progress: ProgressSink) -> Result<Self, FetchError> {
+    pub fn new(
+        data_dir: &Path,
+        proxy: Option<&str>,
+        progress: ProgressSink,
+    ) -> Result<Self, FetchError> {
         // rackboot links rustls with the ring provider only; reqwest needs it installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
         // reqwest takes HTTP(S)_PROXY and NO_PROXY from the environment by itself;
@@ -263,7 +264,11 @@ impl Fetcher {
                     return Err(download(format!("HTTP {}", response.status())));
                 }
                 let mut bytes = Vec::new();
-                while let Some(chunk) = response.chunk().await.map_err(|e| download(e.to_string()))? {
+                while let Some(chunk) = response
+                    .chunk()
+                    .await
+                    .map_err(|e| download(e.to_string()))?
+                {
                     bytes.extend_from_slice(&chunk);
                     if bytes.len() as u64 > MAX_SIGNED_BYTES {
                         break;
@@ -302,8 +307,7 @@ impl Fetcher {
         }
         let partial_dir = self.cache_dir().join("partial");
         std::fs::create_dir_all(&partial_dir).map_err(io_at(&partial_dir))?;
-        std::fs::create_dir_all(cached.parent().unwrap_or(&partial_dir))
-            .map_err(io_at(&cached))?;
+        std::fs::create_dir_all(cached.parent().unwrap_or(&partial_dir)).map_err(io_at(&cached))?;
         let partial = partial_dir.join(&sha256);
         match source {
             Source::Dir(dir) => {
@@ -343,8 +347,12 @@ impl Fetcher {
             // A changed or cut file is not resumed next time: start it over.
             let _ = std::fs::remove_file(&partial);
             let cut = match size {
-                Some(size) if length < size => format!(" (it is cut short: {length} of {size} bytes)"),
-                Some(size) if length > size => format!(" (it is longer than listed: {length} of {size} bytes)"),
+                Some(size) if length < size => {
+                    format!(" (it is cut short: {length} of {size} bytes)")
+                }
+                Some(size) if length > size => {
+                    format!(" (it is longer than listed: {length} of {size} bytes)")
+                }
                 _ => format!(" ({length} bytes; changed or cut short)"),
             };
             return Err(refused(
@@ -390,26 +398,35 @@ impl Fetcher {
             s if s.is_success() => (std::fs::File::create(partial).map_err(io_at(partial))?, 0),
             s => return Err(download(format!("HTTP {s}"))),
         };
-        let total = response.content_length().map(|length| length + done).or(size);
+        let total = response
+            .content_length()
+            .map(|length| length + done)
+            .or(size);
         let limit = size.unwrap_or(MAX_FILE_BYTES).min(MAX_FILE_BYTES);
         if total.is_some_and(|t| t > limit) {
             return Err(refused(
                 relative,
-                format!("the mirror offers {} bytes, more than the {limit} expected", total.unwrap_or(0)),
+                format!(
+                    "the mirror offers {} bytes, more than the {limit} expected",
+                    total.unwrap_or(0)
+                ),
             ));
         }
         self.check_space(total.unwrap_or(0).saturating_sub(done))?;
         let mut last_report = std::time::Instant::now();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| download(format!("broke off after {done} bytes ({e}); the next fetch resumes it")))?
-        {
+        while let Some(chunk) = response.chunk().await.map_err(|e| {
+            download(format!(
+                "broke off after {done} bytes ({e}); the next fetch resumes it"
+            ))
+        })? {
             done += chunk.len() as u64;
             if done > limit {
                 drop(file);
                 let _ = std::fs::remove_file(partial);
-                return Err(refused(relative, format!("the mirror sent more than the {limit} bytes expected")));
+                return Err(refused(
+                    relative,
+                    format!("the mirror sent more than the {limit} bytes expected"),
+                ));
             }
             file.write_all(&chunk).map_err(io_at(partial))?;
             if last_report.elapsed() > std::time::Duration::from_millis(250) {
@@ -422,7 +439,11 @@ impl Fetcher {
         Ok(())
     }
 
-    fn keyring(&self, request: &Request, catalog: &super::definition::Catalog) -> Result<Keyring, FetchError> {
+    fn keyring(
+        &self,
+        request: &Request,
+        catalog: &super::definition::Catalog,
+    ) -> Result<Keyring, FetchError> {
         let definition = &request.definition;
         if let Some(bytes) = &request.keyring {
             return Keyring::from_bytes(bytes)
@@ -487,10 +508,16 @@ impl Fetcher {
                 Chain::DebianInstaller { release, sums } => {
                     let keyring = self.keyring(&request, catalog)?;
                     let release_path = expand(release);
-                    let (body, signed) = self.verified_release(source, &keyring, &release_path).await?;
+                    let (body, signed) = self
+                        .verified_release(source, &keyring, &release_path)
+                        .await?;
                     fingerprint = Some(signed.0.clone());
                     stamp = Some(signed.1.clone());
-                    provenance.push(format!("{release_path} signed by {} (Date {})", signed.0, crate::text::format_ms(Some(body.date * 1000))));
+                    provenance.push(format!(
+                        "{release_path} signed by {} (Date {})",
+                        signed.0,
+                        crate::text::format_ms(Some(body.date * 1000))
+                    ));
                     let sums_path = expand(sums);
                     let relative = sums_path
                         .strip_prefix(&format!("{}/", dir_of(&release_path)))
@@ -498,12 +525,15 @@ impl Fetcher {
                     let entry = body.sha256(relative).ok_or_else(|| {
                         refused(&release_path, format!("it does not list {relative}"))
                     })?;
-                    let sums_file = self.fetch_known(source, &sums_path, &entry.sha256, Some(entry.size)).await?;
+                    let sums_file = self
+                        .fetch_known(source, &sums_path, &entry.sha256, Some(entry.size))
+                        .await?;
                     provenance.push(format!("{sums_path} sha256 {}", entry.sha256));
                     let text = std::fs::read_to_string(&sums_file).map_err(io_at(&sums_file))?;
-                    let list = Sums::parse(&text).map_err(|e| refused(&sums_path, e.to_string()))?;
+                    let list =
+                        Sums::parse(&text).map_err(|e| refused(&sums_path, e.to_string()))?;
                     let sums_dir = dir_of(&sums_path);
-                    let mut fetch_listed = |path: String| {
+                    let fetch_listed = |path: String| {
                         let list = &list;
                         let sums_path = &sums_path;
                         async move {
@@ -511,9 +541,15 @@ impl Fetcher {
                                 .strip_prefix(&format!("{sums_dir}/"))
                                 .unwrap_or(&path)
                                 .to_string();
-                            let sha = list.get(&relative).ok_or_else(|| {
-                                refused(sums_path.as_str(), format!("it does not list {relative}"))
-                            })?.to_string();
+                            let sha = list
+                                .get(&relative)
+                                .ok_or_else(|| {
+                                    refused(
+                                        sums_path.as_str(),
+                                        format!("it does not list {relative}"),
+                                    )
+                                })?
+                                .to_string();
                             let cached = self.fetch_known(source, &path, &sha, None).await?;
                             Ok::<_, FetchError>((cached, format!("{path} sha256 {sha}")))
                         }
@@ -527,13 +563,23 @@ impl Fetcher {
                         initrd_file = Some(i);
                     }
                 }
-                Chain::DebianPackage { release, packages, package } => {
+                Chain::DebianPackage {
+                    release,
+                    packages,
+                    package,
+                } => {
                     let keyring = self.keyring(&request, catalog)?;
                     let release_path = expand(release);
-                    let (body, signed) = self.verified_release(source, &keyring, &release_path).await?;
+                    let (body, signed) = self
+                        .verified_release(source, &keyring, &release_path)
+                        .await?;
                     fingerprint = Some(signed.0.clone());
                     stamp = Some(signed.1.clone());
-                    provenance.push(format!("{release_path} signed by {} (Date {})", signed.0, crate::text::format_ms(Some(body.date * 1000))));
+                    provenance.push(format!(
+                        "{release_path} signed by {} (Date {})",
+                        signed.0,
+                        crate::text::format_ms(Some(body.date * 1000))
+                    ));
                     let packages_path = expand(packages);
                     let relative = packages_path
                         .strip_prefix(&format!("{}/", dir_of(&release_path)))
@@ -541,16 +587,24 @@ impl Fetcher {
                     let entry = body.sha256(relative).ok_or_else(|| {
                         refused(&release_path, format!("it does not list {relative}"))
                     })?;
-                    let index = self.fetch_known(source, &packages_path, &entry.sha256, Some(entry.size)).await?;
+                    let index = self
+                        .fetch_known(source, &packages_path, &entry.sha256, Some(entry.size))
+                        .await?;
                     provenance.push(format!("{packages_path} sha256 {}", entry.sha256));
                     let (index2, name) = (index.clone(), packages_path.clone());
-                    let text = tokio::task::spawn_blocking(move || debpkg::read_index(&index2, &name))
+                    let text = tokio::task::spawn_blocking(move || read_index(&index2, &name))
                         .await
                         .map_err(|e| FetchError::Request(format!("index task: {e}")))?
                         .map_err(|e| refused(&packages_path, e.to_string()))?;
-                    let found = debpkg::find(&text, package).map_err(|e| refused(&packages_path, e.to_string()))?;
-                    let deb = self.fetch_known(source, &found.filename, &found.sha256, Some(found.size)).await?;
-                    provenance.push(format!("{} {} sha256 {}", package, found.version, found.sha256));
+                    let found = debpkg::find(&text, package)
+                        .map_err(|e| refused(&packages_path, e.to_string()))?;
+                    let deb = self
+                        .fetch_known(source, &found.filename, &found.sha256, Some(found.size))
+                        .await?;
+                    provenance.push(format!(
+                        "{} {} sha256 {}",
+                        package, found.version, found.sha256
+                    ));
                     let mut members = vec![("kernel", expand(&definition.kernel))];
                     if let Some(initrd) = &definition.initrd {
                         members.push(("initrd", expand(initrd)));
@@ -561,16 +615,31 @@ impl Fetcher {
                         tokio::task::spawn_blocking(move || {
                             let input = std::fs::File::open(&deb2).map_err(io_at(&deb2))?;
                             let out = std::fs::File::create(&out2).map_err(io_at(&out2))?;
-                            debpkg::extract(std::io::BufReader::new(input), &member2, std::io::BufWriter::new(out), MAX_MEMBER_BYTES)
-                                .map_err(|e| refused(format!("{member2} in {}", deb2.display()), e.to_string()))
+                            debpkg::extract(
+                                std::io::BufReader::new(input),
+                                &member2,
+                                std::io::BufWriter::new(out),
+                                MAX_MEMBER_BYTES,
+                            )
+                            .map_err(|e| {
+                                refused(format!("{member2} in {}", deb2.display()), e.to_string())
+                            })
                         })
                         .await
                         .map_err(|e| FetchError::Request(format!("extract task: {e}")))??;
                         provenance.push(format!("{member} from the package"));
-                        if slot == "kernel" { kernel_file = Some(out_path) } else { initrd_file = Some(out_path) }
+                        if slot == "kernel" {
+                            kernel_file = Some(out_path)
+                        } else {
+                            initrd_file = Some(out_path)
+                        }
                     }
                 }
-                Chain::SignedChecksums { checksums, signature, iso } => {
+                Chain::SignedChecksums {
+                    checksums,
+                    signature,
+                    iso,
+                } => {
                     let keyring = self.keyring(&request, catalog)?;
                     let checksums_path = expand(checksums);
                     let signed_bytes = self.fetch_small(source, &checksums_path).await?;
@@ -578,8 +647,9 @@ impl Fetcher {
                         Some(signature) => {
                             let signature_path = expand(signature);
                             let sig = self.fetch_small(source, &signature_path).await?;
-                            let verified = openpgp::verify_detached(&keyring, &signed_bytes[..], &sig)
-                                .map_err(|e| refused(&checksums_path, e.to_string()))?;
+                            let verified =
+                                openpgp::verify_detached(&keyring, &signed_bytes[..], &sig)
+                                    .map_err(|e| refused(&checksums_path, e.to_string()))?;
                             let text = String::from_utf8(signed_bytes)
                                 .map_err(|_| refused(&checksums_path, "it is not UTF-8"))?;
                             (text, verified)
@@ -588,15 +658,23 @@ impl Fetcher {
                             .map_err(|e| refused(&checksums_path, e.to_string()))?,
                     };
                     fingerprint = Some(verified.fingerprint.clone());
-                    provenance.push(format!("{checksums_path} signed by {}", verified.fingerprint));
-                    let list = Sums::parse(&text).map_err(|e| refused(&checksums_path, e.to_string()))?;
+                    provenance.push(format!(
+                        "{checksums_path} signed by {}",
+                        verified.fingerprint
+                    ));
+                    let list =
+                        Sums::parse(&text).map_err(|e| refused(&checksums_path, e.to_string()))?;
                     let list_dir = dir_of(&checksums_path).to_string();
                     match iso {
                         Some(pattern) => {
                             let pattern = expand(pattern);
-                            let name = newest_match(&pattern, list.paths()).ok_or_else(|| {
-                                refused(&checksums_path, format!("it lists no file matching {pattern}"))
-                            })?;
+                            let name = newest_match(&pattern, list.iter().map(|(path, _)| path))
+                                .ok_or_else(|| {
+                                    refused(
+                                        &checksums_path,
+                                        format!("it lists no file matching {pattern}"),
+                                    )
+                                })?;
                             let sha = list.get(&name).unwrap_or_default().to_string();
                             let iso_path = join(&list_dir, &name);
                             vars.insert("iso_url".into(), source.describe(&iso_path));
@@ -608,19 +686,32 @@ impl Fetcher {
                             }
                             for (slot, member) in members {
                                 let out_path = staging.join(slot);
-                                let (iso2, member2, out2) = (iso_file.clone(), member.clone(), out_path.clone());
+                                let (iso2, member2, out2) =
+                                    (iso_file.clone(), member.clone(), out_path.clone());
                                 tokio::task::spawn_blocking(move || {
                                     let input = std::fs::File::open(&iso2).map_err(io_at(&iso2))?;
                                     let out = std::fs::File::create(&out2).map_err(io_at(&out2))?;
-                                    let mut image = Iso::open(input).map_err(|e| refused(iso2.display().to_string(), e.to_string()))?;
+                                    let mut image = Iso::open(input).map_err(|e| {
+                                        refused(iso2.display().to_string(), e.to_string())
+                                    })?;
                                     image
-                                        .extract(&member2, std::io::BufWriter::new(out), MAX_MEMBER_BYTES)
-                                        .map_err(|e| refused(format!("{member2} in the ISO"), e.to_string()))
+                                        .extract(
+                                            &member2,
+                                            std::io::BufWriter::new(out),
+                                            MAX_MEMBER_BYTES,
+                                        )
+                                        .map_err(|e| {
+                                            refused(format!("{member2} in the ISO"), e.to_string())
+                                        })
                                 })
                                 .await
                                 .map_err(|e| FetchError::Request(format!("extract task: {e}")))??;
                                 provenance.push(format!("{member} from the ISO"));
-                                if slot == "kernel" { kernel_file = Some(out_path) } else { initrd_file = Some(out_path) }
+                                if slot == "kernel" {
+                                    kernel_file = Some(out_path)
+                                } else {
+                                    initrd_file = Some(out_path)
+                                }
                             }
                         }
                         None => {
@@ -629,19 +720,30 @@ impl Fetcher {
                                 files.push(("initrd", expand(initrd)));
                             }
                             for (slot, path) in files {
-                                let relative = path.strip_prefix(&format!("{list_dir}/")).unwrap_or(&path);
-                                let sha = list.get(relative).ok_or_else(|| {
-                                    refused(&checksums_path, format!("it does not list {relative}"))
-                                })?.to_string();
+                                let relative =
+                                    path.strip_prefix(&format!("{list_dir}/")).unwrap_or(&path);
+                                let sha = list
+                                    .get(relative)
+                                    .ok_or_else(|| {
+                                        refused(
+                                            &checksums_path,
+                                            format!("it does not list {relative}"),
+                                        )
+                                    })?
+                                    .to_string();
                                 let cached = self.fetch_known(source, &path, &sha, None).await?;
                                 provenance.push(format!("{path} sha256 {sha}"));
-                                if slot == "kernel" { kernel_file = Some(cached) } else { initrd_file = Some(cached) }
+                                if slot == "kernel" {
+                                    kernel_file = Some(cached)
+                                } else {
+                                    initrd_file = Some(cached)
+                                }
                             }
                         }
                     }
                 }
                 Chain::DetachedSignatures => {
-                    let keyring = self.keyring(&request, catalog)?;
+                    let keyring = Arc::new(self.keyring(&request, catalog)?);
                     let mut files = vec![("kernel", expand(&definition.kernel))];
                     if let Some(initrd) = &definition.initrd {
                         files.push(("initrd", expand(initrd)));
@@ -652,11 +754,14 @@ impl Fetcher {
                         // file is fetched whole, then checked, then cached by digest.
                         let out_path = staging.join(slot);
                         self.fetch_unknown(source, &path, &out_path).await?;
-                        let (out2, keyring2) = (out_path.clone(), keyring.clone());
+                        let (out2, keyring2) = (out_path.clone(), Arc::clone(&keyring));
                         let verified = tokio::task::spawn_blocking(move || {
                             let file = std::fs::File::open(&out2).map_err(io_at(&out2))?;
                             openpgp::verify_detached(&keyring2, std::io::BufReader::new(file), &sig)
-                                .map_err(|e| FetchError::Verify { what: out2.display().to_string(), message: e.to_string() })
+                                .map_err(|e| FetchError::Verify {
+                                    what: out2.display().to_string(),
+                                    message: e.to_string(),
+                                })
                         })
                         .await
                         .map_err(|e| FetchError::Request(format!("verify task: {e}")))?
@@ -666,7 +771,11 @@ impl Fetcher {
                         })?;
                         provenance.push(format!("{path} signed by {}", verified.fingerprint));
                         fingerprint = Some(verified.fingerprint);
-                        if slot == "kernel" { kernel_file = Some(out_path) } else { initrd_file = Some(out_path) }
+                        if slot == "kernel" {
+                            kernel_file = Some(out_path)
+                        } else {
+                            initrd_file = Some(out_path)
+                        }
                     }
                 }
                 Chain::Pinned { sha256 } => {
@@ -678,16 +787,19 @@ impl Fetcher {
                         let sha = sha256.get(&path).cloned().unwrap_or_default();
                         let cached = self.fetch_known(source, &expand(&path), &sha, None).await?;
                         provenance.push(format!("{path} sha256 {sha} (pinned)"));
-                        if slot == "kernel" { kernel_file = Some(cached) } else { initrd_file = Some(cached) }
+                        if slot == "kernel" {
+                            kernel_file = Some(cached)
+                        } else {
+                            initrd_file = Some(cached)
+                        }
                     }
                 }
             }
             Ok(())
         }
         .await;
-        let staged = result.and_then(|()| {
-            self.stage(catalog, definition, &staging, kernel_file, initrd_file)
-        });
+        let staged = result
+            .and_then(|()| self.stage(catalog, definition, &staging, kernel_file, initrd_file));
         match staged {
             Ok((kernel_sha256, initrd_sha256, templates)) => Ok(Fetched {
                 staging,
@@ -735,8 +847,9 @@ impl Fetcher {
             let bytes = catalog
                 .side_file(path)
                 .map_err(|e| FetchError::Request(e.to_string()))?;
-            let text = String::from_utf8(bytes)
-                .map_err(|_| FetchError::Request(format!("{}: template {path} is not UTF-8", definition.name)))?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                FetchError::Request(format!("{}: template {path} is not UTF-8", definition.name))
+            })?;
             crate::script::check_syntax(served, &text).map_err(|e| {
                 FetchError::Request(format!("image {}: template {path}: {e}", definition.name))
             })?;
@@ -749,7 +862,12 @@ impl Fetcher {
 
     /// A file whose digest is not known in advance (its signature vouches for it):
     /// fetched whole into `out`.
-    async fn fetch_unknown(&self, source: &Source, relative: &str, out: &Path) -> Result<(), FetchError> {
+    async fn fetch_unknown(
+        &self,
+        source: &Source,
+        relative: &str,
+        out: &Path,
+    ) -> Result<(), FetchError> {
         match source {
             Source::Dir(dir) => {
                 let from = dir.join(relative);
@@ -785,8 +903,8 @@ impl Fetcher {
         release_path: &str,
     ) -> Result<(Release, (String, ReleaseStamp)), FetchError> {
         let bytes = self.fetch_small(source, release_path).await?;
-        let (text, verified) =
-            openpgp::verify_cleartext(keyring, &bytes).map_err(|e| refused(release_path, e.to_string()))?;
+        let (text, verified) = openpgp::verify_cleartext(keyring, &bytes)
+            .map_err(|e| refused(release_path, e.to_string()))?;
         let release = Release::parse(&text).map_err(|e| refused(release_path, e.to_string()))?;
         let now = crate::clock::now_ms() / 1000;
         if let Some(until) = release.valid_until
@@ -806,6 +924,35 @@ impl Fetcher {
         };
         Ok((release, (verified.fingerprint, stamp)))
     }
+}
+
+/// The largest `Packages` index taken once decompressed (Debian 12's main amd64 is
+/// about 46 MB).
+const MAX_INDEX_BYTES: u64 = 256 << 20;
+
+/// A `Packages` index, decompressed by its file name's suffix, within bounds.
+fn read_index(path: &Path, name: &str) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let input = std::io::BufReader::new(file);
+    let mut reader: Box<dyn Read> = if name.ends_with(".xz") {
+        // 64 MiB is far more than any xz preset's dictionary.
+        Box::new(lzma_rust2::XzReader::new_mem_limit(input, true, 64 * 1024))
+    } else if name.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(input))
+    } else {
+        Box::new(input)
+    };
+    let mut bytes = Vec::new();
+    (&mut reader)
+        .take(MAX_INDEX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot decompress: {e}"))?;
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        return Err(format!(
+            "it decompresses to more than {MAX_INDEX_BYTES} bytes"
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8".to_string())
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 
 pub mod debpkg;
 pub mod definition;
+pub mod fetch;
 pub mod iso9660;
+pub mod openpgp;
 pub mod release;
 pub mod sums;

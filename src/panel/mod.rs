@@ -27,6 +27,7 @@
 
 mod admin;
 mod audit;
+mod catalog;
 mod csrf;
 mod dashboard;
 mod errors;
@@ -93,6 +94,9 @@ pub fn router(state: AppState) -> Router {
         .route("/machines/{mac}/power/controller", post(power::controller))
         .route("/images", get(images::list))
         .route("/images/{name}/delete", post(images::delete))
+        .route("/catalog", get(catalog::page))
+        .route("/catalog/{name}/fetch", post(catalog::fetch))
+        .route("/catalog/fetches/{id}", get(catalog::job))
         .route("/leases", get(leases::page))
         .route("/audit", get(audit::page))
         .route("/import", get(import::page))

@@ -107,7 +107,7 @@ fn too_large(limits: &UploadLimits) -> PanelError {
 
 /// Refuses unless `needed` bytes are free where `dir` is.
 fn free_space_left(dir: &Path, needed: u64, limits: &UploadLimits) -> Result<(), PanelError> {
-    match free_bytes(dir) {
+    match crate::limits::free_bytes(dir) {
         Ok(free) if free >= needed => Ok(()),
         Ok(free) => Err(PanelError::new(
             StatusCode::INSUFFICIENT_STORAGE,
@@ -125,24 +125,6 @@ fn free_space_left(dir: &Path, needed: u64, limits: &UploadLimits) -> Result<(),
             dir.display()
         ))),
     }
-}
-
-/// Bytes available to unprivileged writers on the filesystem holding `dir`.
-fn free_bytes(dir: &Path) -> io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `path` is NUL-terminated and outlives the call; statvfs writes `stat`
-    // and it is read only when the call succeeded.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it filled `stat`.
-    let stat = unsafe { stat.assume_init() };
-    // Both are u64 here, narrower on some targets: `from` is lossless on each.
-    #[allow(clippy::useless_conversion)]
-    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
 
 fn size(bytes: u64) -> String {
@@ -224,8 +206,9 @@ mod tests {
 
     #[test]
     fn the_data_directory_has_some_free_space() {
-        let free = free_bytes(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("statvfs");
+        let free =
+            crate::limits::free_bytes(Path::new(env!("CARGO_MANIFEST_DIR"))).expect("statvfs");
         assert!(free > 0);
-        assert!(free_bytes(Path::new("/no/such/dir")).is_err());
+        assert!(crate::limits::free_bytes(Path::new("/no/such/dir")).is_err());
     }
 }

@@ -50,6 +50,21 @@ impl Services {
         staged: StagedImage,
         existing: Existing,
     ) -> Result<Image, ServiceError> {
+        self.register_image(caller, now_ms, staged, existing, None)
+            .await
+    }
+
+    /// `add_image`, and for a catalog image the record of where it came from (and the
+    /// signed suite's date, refused when older than one seen before), in the same
+    /// transaction: an image is registered with its provenance or not at all.
+    pub(crate) async fn register_image(
+        &self,
+        caller: &Caller,
+        now_ms: i64,
+        staged: StagedImage,
+        existing: Existing,
+        source: Option<(store::ImageSource, Option<store::ReleaseStamp>)>,
+    ) -> Result<Image, ServiceError> {
         caller.require(Need::Change)?;
         check_name(&staged.name)?;
         check_cmdline(&staged.cmdline)?;
@@ -64,16 +79,44 @@ impl Services {
                         staged.name
                     )));
                 }
+                if let Some((_, Some(stamp))) = &source
+                    && let Some(seen) = store::release_stamp(tx, &stamp.key)?
+                    && stamp.date < seen
+                {
+                    return Err(ServiceError::Upstream(format!(
+                        "refused: the signed suite file is dated {}, older than the {} one \
+                         already seen ({}): an old copy is being replayed, or the mirror is \
+                         behind",
+                        crate::text::format_ms(Some(stamp.date * 1000)),
+                        crate::text::format_ms(Some(seen * 1000)),
+                        stamp.key
+                    )));
+                }
                 place(&staged.staging, &dir)?;
                 let image = Image {
                     name: staged.name.clone(),
                     kernel_path: dir.join("kernel").display().to_string(),
                     kernel_sha256: staged.kernel_sha256.clone(),
-                    initrd_path: dir.join("initrd").display().to_string(),
+                    // An image without an initrd (memtest86+) records none.
+                    initrd_path: if staged.initrd_sha256.is_empty() {
+                        String::new()
+                    } else {
+                        dir.join("initrd").display().to_string()
+                    },
                     initrd_sha256: staged.initrd_sha256.clone(),
                     cmdline: staged.cmdline.clone(),
                 };
                 store::put_image(tx, &image, now_ms)?;
+                match &source {
+                    Some((image_source, stamp)) => {
+                        store::put_image_source(tx, image_source)?;
+                        if let Some(stamp) = stamp {
+                            store::put_release_stamp(tx, &stamp.key, stamp.date, now_ms)?;
+                        }
+                    }
+                    // Files replaced by hand are no longer what a chain verified.
+                    None => store::delete_image_source(tx, &staged.name)?,
+                }
                 store::insert_event_by(
                     tx,
                     now_ms,
@@ -84,10 +127,18 @@ impl Services {
                         "image.added"
                     },
                     format!(
-                        "{} kernel={} files={}",
+                        "{} kernel={} files={}{}",
                         image.name,
                         image.kernel_sha256,
-                        staged.files.join(",")
+                        staged.files.join(","),
+                        match &source {
+                            Some((s, _)) => format!(
+                                " from catalog {} verified by {}",
+                                s.definition,
+                                s.verified_by.as_deref().unwrap_or("pinned sha256")
+                            ),
+                            None => String::new(),
+                        }
                     ),
                     Some(&actor),
                 )?;

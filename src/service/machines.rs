@@ -391,7 +391,52 @@ pub fn done_in(
     Ok((outcome, Some(mac)))
 }
 
+/// An installer's progress report (`GET /progress/{token}/{step}`), recorded as an
+/// `install.progress` event (or `wipe.progress`...) of the machine whose live token it
+/// holds. `None`: the token is not live.
+pub fn progress_in(
+    tx: &Db,
+    token: &str,
+    step: &str,
+    now_ms: i64,
+) -> Result<Option<MacAddr>, ServiceError> {
+    if !lifecycle::valid_progress_step(step) {
+        return Err(ServiceError::invalid(
+            "step",
+            "a progress step is 1 to 64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let Some(mac) = inventory::mac_by_token(tx, token)? else {
+        return Ok(None);
+    };
+    let detail = require_machine(tx, mac)?;
+    if !lifecycle::may_report(&detail.life(), token, now_ms) {
+        return Ok(None);
+    }
+    store::insert_event_by(
+        tx,
+        now_ms,
+        Some(mac),
+        &format!("{}.progress", detail.mode),
+        step.to_string(),
+        Some(&Caller::Machine.actor_text()),
+    )?;
+    Ok(Some(mac))
+}
+
 impl Services {
+    /// See `progress_in`.
+    pub async fn machine_progress(
+        &self,
+        now_ms: i64,
+        token: String,
+        step: String,
+    ) -> Result<Option<MacAddr>, ServiceError> {
+        self.store
+            .transaction(move |tx| progress_in(tx, &token, &step, now_ms))
+            .await
+    }
+
     pub async fn add_machine(
         &self,
         caller: &Caller,

@@ -20,6 +20,7 @@
 //! (acting as admin, recorded with the Unix user), a machine (its done-URL) and
 //! rackboot itself (DHCP discovery, the power poller).
 
+pub mod catalog;
 pub mod images;
 pub mod import;
 pub mod machines;
@@ -51,6 +52,10 @@ pub struct Services {
     pub limiter: Arc<crate::auth::LoginLimiter>,
     /// The bound on argon2 checks at once (memory), shared by every login.
     pub password_checks: Arc<users::PasswordChecks>,
+    /// `[images]`: the mirrors and proxy catalog fetches use.
+    pub images: Arc<crate::config::ImagesConfig>,
+    /// Catalog fetches started from the panel, with their progress.
+    pub fetches: Arc<catalog::FetchJobs>,
 }
 
 impl Services {
@@ -65,6 +70,8 @@ impl Services {
             data_dir,
             limiter: Arc::default(),
             password_checks: Arc::default(),
+            images: Arc::default(),
+            fetches: Arc::default(),
             store,
             lifecycle: Arc::new(lifecycle),
             subnets: Arc::new(subnets),
@@ -76,7 +83,7 @@ impl Services {
 impl Services {
     /// The services as a configuration asks for them.
     pub fn from_config(store: Store, config: &crate::config::Config) -> Self {
-        Services::new(
+        let services = Services::new(
             store,
             config.lifecycle.clone(),
             config
@@ -86,7 +93,11 @@ impl Services {
                 .unwrap_or_default(),
             config.power.clone(),
             config.data_dir.clone(),
-        )
+        );
+        Services {
+            images: Arc::new(config.images.clone()),
+            ..services
+        }
     }
 }
 

@@ -25,8 +25,8 @@ pub use machines::{fixed_addresses, get_machine, list_machines};
 
 use crate::mac::MacAddr;
 pub use crate::model::{
-    DhcpBatch, Discovered, Event, Image, InventorySnapshot, LeaseOp, LeaseRecord, LeaseState,
-    Machine, NewEvent, PoolUsage, Seen,
+    DhcpBatch, Discovered, Event, Image, ImageSource, InventorySnapshot, LeaseOp, LeaseRecord,
+    LeaseState, Machine, NewEvent, PoolUsage, ReleaseStamp, Seen,
 };
 use rusqlite::Connection;
 use std::net::Ipv4Addr;

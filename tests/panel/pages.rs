@@ -454,6 +454,7 @@ async fn openapi_document_matches_the_routes() {
                 "/api/v1{}",
                 path.replace("{mac}", "52-54-00-12-34-56")
                     .replace("{action}", "status")
+                    .replace("{id}", "1")
             );
             let json = match (method, path.as_str()) {
                 ("post", "/machines") => Some(r#"{"mac":"52:54:00:cc:00:01"}"#),
@@ -464,6 +465,11 @@ async fn openapi_document_matches_the_routes() {
                 }
                 ("put", "/machines/{mac}/image") => Some(r#"{"image":"debian"}"#),
                 ("put", "/machines/{mac}/mode") => Some(r#"{"mode":"install"}"#),
+                // Fails in the background at once (nothing listens there); the job is
+                // what /images/fetches/{id} then shows.
+                ("post", "/images/fetch") => {
+                    Some(r#"{"definition":"memtest86plus","mirror":"http://127.0.0.1:9"}"#)
+                }
                 ("patch", _) => Some(r#"{"rack":"r1"}"#),
                 _ => None,
             };
@@ -510,6 +516,9 @@ async fn openapi_document_matches_the_routes() {
         "POST /machines/{mac}/power/{action}",
         "GET /machines/{mac}/boots",
         "GET /images",
+        "GET /catalog",
+        "POST /images/fetch",
+        "GET /images/fetches/{id}",
         "GET /leases",
         "GET /events",
     ]
