@@ -4,3 +4,5 @@
 //!
 //! Codecs (pure, bounded, no I/O of their own) sit beside the definitions; the fetch,
 //! which does the downloading, sits above the store.
+
+pub mod openpgp;
