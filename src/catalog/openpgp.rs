@@ -4,13 +4,14 @@
 //! trusted public keys. Pure and bounded: inputs come from the network, so every size
 //! is capped and nothing here panics on them.
 //!
-//! The packets and the cryptography are rpgp's (crate `pgp`), which is pure Rust;
-//! sequoia-openpgp was the alternative, but its default backend is nettle, a C library,
-//! and its pure-Rust backend is not its maintained default. The policy is ours: the
-//! cleartext framework is parsed here (rpgp's parser rescans its whole buffer on every
-//! line, quadratic on a hostile 64 MiB message), signatures are hashed here (so one pass
-//! over a multi-GB file serves every signature on it), and which key may sign when is
-//! decided here:
+//! The packets and the cryptography are rpgp's (crate `pgp`), pure Rust throughout.
+//! sequoia-openpgp was the alternative, but it defaults to nettle, a C library, and its
+//! pure-Rust backend must be opted into as "experimental" and "variable-time".
+//!
+//! The policy is ours: the cleartext framework is parsed here (rpgp's parser rescans its
+//! whole buffer on every line, quadratic on a hostile 64 MiB message), signatures are
+//! hashed here (so one pass over a multi-GB file serves every signature on it), and
+//! which key may sign when is decided here:
 //! - a signature counts if its key is a trusted primary key with a valid self-signature
 //!   that lets it sign, or a subkey bound to one by a valid binding signature that says
 //!   "sign" and carries the subkey's own back-signature;
@@ -882,8 +883,8 @@ fn hex_upper(bytes: &[u8]) -> String {
 
 // --- Which key may sign, and when ---
 
-/// Binding signatures (self-signatures, subkey bindings, revocations): see the module
-/// doc for why SHA-1 is still accepted here.
+/// Binding signatures (self-signatures, subkey bindings, back-signatures): see the
+/// module doc for why SHA-1 is still accepted here.
 fn binding_hash_ok(sig: &Signature) -> bool {
     matches!(
         sig.hash_alg(),
@@ -958,9 +959,9 @@ fn check_signer(signer: &Signer<'_>, at: Option<u32>) -> Result<(), PgpError> {
         return Err(unusable(&primary_fp, "it carries no valid self-signature"));
     };
     let revocations = primary.details.revocation_signatures.iter().filter(|sig| {
-        sig.typ() == Some(SignatureType::KeyRevocation)
-            && binding_hash_ok(sig)
-            && sig.verify_key(pk).is_ok()
+        // Any revocation that verifies is honoured, whatever its hash: a forged one
+        // could only refuse more.
+        sig.typ() == Some(SignatureType::KeyRevocation) && sig.verify_key(pk).is_ok()
     });
     check_revocations(&primary_fp, revocations, at)?;
     check_lifetime(
@@ -1014,7 +1015,6 @@ fn check_signer(signer: &Signer<'_>, at: Option<u32>) -> Result<(), PgpError> {
     }
     let revocations = sub.signatures.iter().filter(|sig| {
         sig.typ() == Some(SignatureType::SubkeyRevocation)
-            && binding_hash_ok(sig)
             && sig.verify_subkey_binding(pk, &sub.key).is_ok()
     });
     check_revocations(&sub_fp, revocations, at)?;
