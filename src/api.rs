@@ -641,6 +641,7 @@ async fn list_catalog(
             .into_iter()
             .map(|entry| {
                 let d = entry.definition;
+                let version = d.display_version();
                 DefinitionView {
                     firmware: d.firmware.iter().map(|f| f.as_str()).collect(),
                     chain: d.chain.summary(),
@@ -654,7 +655,7 @@ async fn list_catalog(
                     tested_how: d.tested,
                     name: d.name,
                     os: d.os,
-                    version: d.version,
+                    version,
                     kind: d.kind,
                     architectures: d.architectures,
                     memory_mib: d.memory_mib,

@@ -394,18 +394,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(ImageCommand::Catalog) => {
             let entries = services.catalog_entries().await?;
             println!(
-                "{:<20} {:<24} {:<8} {:<18} {:<9} REGISTERED",
+                "{:<20} {:<34} {:<10} {:<10} {:<9} REGISTERED",
                 "NAME", "OS", "KIND", "FIRMWARE", "CHAIN"
             );
             for entry in entries {
                 let d = &entry.definition;
                 let firmware: Vec<&str> = d.firmware.iter().map(|f| f.as_str()).collect();
                 println!(
-                    "{:<20} {:<24} {:<8} {:<18} {:<9} {}",
+                    "{:<20} {:<34} {:<10} {:<10} {:<9} {}",
                     d.name,
-                    for_terminal(&format!("{} {}", d.os, d.version))
+                    for_terminal(&format!("{} {}", d.os, d.display_version()))
                         .chars()
-                        .take(24)
+                        .take(34)
                         .collect::<String>(),
                     format!("{:?}", d.kind).to_lowercase(),
                     firmware.join(","),
@@ -999,6 +999,35 @@ async fn power_cli(
     }
 }
 
+/// A progress line on stderr: redrawn in place on a terminal, one line per file
+/// otherwise (logs, CI).
+fn progress_printer() -> crate::catalog::fetch::ProgressSink {
+    use std::io::IsTerminal;
+    let terminal = std::io::stderr().is_terminal();
+    let last_step = std::sync::Mutex::new(String::new());
+    std::sync::Arc::new(move |p: crate::catalog::fetch::Progress| {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let amount = match p.total_bytes {
+            Some(total) if total > 0 => format!(
+                "{:.1} of {:.1} MiB ({:.0} %)",
+                mib(p.done_bytes),
+                mib(total),
+                p.done_bytes as f64 * 100.0 / total as f64
+            ),
+            _ if p.done_bytes > 0 => format!("{:.1} MiB", mib(p.done_bytes)),
+            _ => String::new(),
+        };
+        if terminal {
+            eprint!("\r\x1b[2K{} {amount}", for_terminal(&p.step));
+        } else if let Ok(mut last) = last_step.lock()
+            && *last != p.step
+        {
+            eprintln!("{}", for_terminal(&p.step));
+            *last = p.step.clone();
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1031,33 +1060,4 @@ mod tests {
         };
         assert_eq!(uid_name(), expected);
     }
-}
-
-/// A progress line on stderr: redrawn in place on a terminal, one line per file
-/// otherwise (logs, CI).
-fn progress_printer() -> crate::catalog::fetch::ProgressSink {
-    use std::io::IsTerminal;
-    let terminal = std::io::stderr().is_terminal();
-    let last_step = std::sync::Mutex::new(String::new());
-    std::sync::Arc::new(move |p: crate::catalog::fetch::Progress| {
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
-        let amount = match p.total_bytes {
-            Some(total) if total > 0 => format!(
-                "{:.1} of {:.1} MiB ({:.0} %)",
-                mib(p.done_bytes),
-                mib(total),
-                p.done_bytes as f64 * 100.0 / total as f64
-            ),
-            _ if p.done_bytes > 0 => format!("{:.1} MiB", mib(p.done_bytes)),
-            _ => String::new(),
-        };
-        if terminal {
-            eprint!("\r\x1b[2K{} {amount}", for_terminal(&p.step));
-        } else if let Ok(mut last) = last_step.lock()
-            && *last != p.step
-        {
-            eprintln!("{}", for_terminal(&p.step));
-            *last = p.step.clone();
-        }
-    })
 }

@@ -46,18 +46,6 @@ pub fn return_large_allocations() -> bool {
     true
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_soft_limit_never_goes_down() {
-        let (before, unchanged) = super::raise_nofile(0).expect("getrlimit");
-        assert_eq!(before, unchanged, "a cap of 0 never lowers the limit");
-        let (_, after) = super::raise_nofile(1 << 20).expect("setrlimit");
-        assert!(after >= before);
-        assert_eq!(super::raise_nofile(0).expect("getrlimit"), (after, after));
-    }
-}
-
 /// Bytes available to unprivileged writers on the filesystem holding `dir`.
 pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
@@ -74,4 +62,16 @@ pub fn free_bytes(dir: &std::path::Path) -> std::io::Result<u64> {
     // Both are u64 here, narrower on some targets: `from` is lossless on each.
     #[allow(clippy::useless_conversion)]
     Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_limit_never_goes_down() {
+        let (before, unchanged) = super::raise_nofile(0).expect("getrlimit");
+        assert_eq!(before, unchanged, "a cap of 0 never lowers the limit");
+        let (_, after) = super::raise_nofile(1 << 20).expect("setrlimit");
+        assert!(after >= before);
+        assert_eq!(super::raise_nofile(0).expect("getrlimit"), (after, after));
+    }
 }

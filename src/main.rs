@@ -6,6 +6,14 @@ use rackboot::cli;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
+    if !matches!(cli.command, cli::Command::Serve) {
+        // A listing piped into `head` ends quietly, as other Unix tools do, instead of
+        // a panic on the closed pipe. Not for `serve`: its sockets must see EPIPE.
+        // SAFETY: at start, before any thread; SIG_DFL is a valid disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,

@@ -482,6 +482,11 @@ impl Definition {
         Ok(out)
     }
 
+    /// The version as people read it, its parameters at their defaults.
+    pub fn display_version(&self) -> String {
+        self.expand(&self.version, &BTreeMap::new())
+    }
+
     pub fn status(&self) -> &'static str {
         if self.tested.is_some() {
             "tested"

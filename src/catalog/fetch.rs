@@ -905,6 +905,8 @@ impl Fetcher {
         let bytes = self.fetch_small(source, release_path).await?;
         let (text, verified) = openpgp::verify_cleartext(keyring, &bytes)
             .map_err(|e| refused(release_path, e.to_string()))?;
+        // The signed text comes in OpenPGP's canonical form, CRLF line ends.
+        let text = text.replace("\r\n", "\n");
         let release = Release::parse(&text).map_err(|e| refused(release_path, e.to_string()))?;
         let now = crate::clock::now_ms() / 1000;
         if let Some(until) = release.valid_until

@@ -60,6 +60,7 @@ async fn catalog_view(
         .into_iter()
         .map(|entry| {
             let d = entry.definition;
+            let version = d.display_version();
             DefinitionRow {
                 firmware: d
                     .firmware
@@ -83,7 +84,7 @@ async fn catalog_view(
                 memory_mib: d.memory_mib,
                 name: d.name,
                 os: d.os,
-                version: d.version,
+                version,
             }
         })
         .collect();
