@@ -989,4 +989,134 @@ pub mod tests {
         let (status, _) = get(&app, "/ipxe/../kernel", None).await;
         assert_ne!(status, StatusCode::OK);
     }
+
+    const MAC_DASHED: &str = "52-54-00-12-34-56";
+
+    async fn events_of(app: &TestApp, kind: &str) -> Vec<String> {
+        let kind = kind.to_string();
+        app.state
+            .store
+            .call(move |conn| store::list_events(conn, None, 100))
+            .await
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .map(|e| e.detail)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_installer_reports_progress_with_its_live_token_only() {
+        let app = app().await;
+        let token = token(&app).await;
+        let (status, _) = get(&app, &format!("/progress/{token}/installer-started"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            events_of(&app, "install.progress").await,
+            ["installer-started"]
+        );
+        let (status, _) = get(&app, "/progress/0000/installer-started", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let (status, _) = get(&app, &format!("/progress/{token}/%3Cscript%3E"), None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "a step is plain words");
+        // Reporting changed nothing: the same token still finishes the install once.
+        let (status, _) = get(&app, &format!("/done/{token}"), None).await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _) = get(&app, &format!("/progress/{token}/late"), None).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "a used token reports nothing"
+        );
+        assert_eq!(events_of(&app, "install.progress").await.len(), 1);
+    }
+
+    /// A catalog image: its command line is a template rendered per machine, with the
+    /// values fixed when it was fetched (the mirror), and no initrd line without one.
+    async fn catalog_image(app: &TestApp, cmdline: &str, initrd: bool) {
+        let kernel = app._dir.path().join("kernel").display().to_string();
+        let image = Image {
+            name: "debian".into(),
+            kernel_path: kernel.clone(),
+            kernel_sha256: String::new(),
+            initrd_path: if initrd { kernel } else { String::new() },
+            initrd_sha256: String::new(),
+            cmdline: cmdline.into(),
+        };
+        let source = crate::store::ImageSource {
+            name: "debian".into(),
+            definition: "debian-12".into(),
+            vars: [(
+                "mirror".to_string(),
+                "http://mirror.example/debian".to_string(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        app.state
+            .store
+            .transaction(move |tx| {
+                store::put_image(tx, &image, 0)?;
+                store::put_image_source(tx, &source)
+            })
+            .await
+            .expect("image");
+    }
+
+    #[tokio::test]
+    async fn a_catalog_command_line_is_rendered_for_the_machine() {
+        let app = app().await;
+        catalog_image(
+            &app,
+            "url={{ files_url }}/preseed.cfg hostname={{ hostname }} mirror={{ mirror.host }}{{ mirror.path }}{% if console %} console={{ console }}{% endif %}",
+            true,
+        )
+        .await;
+        let (status, body) = get(&app, &format!("/boot/{MAC_DASHED}.ipxe"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            body.contains(&format!(
+                "url=http://192.0.2.1:8080/machines/{MAC_DASHED}/files/preseed.cfg hostname=node1 mirror=mirror.example/debian rackboot.done="
+            )),
+            "{body}"
+        );
+        assert!(body.contains("\ninitrd http://"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_image_without_an_initrd_boots_its_kernel_alone() {
+        let app = app().await;
+        catalog_image(&app, "", false).await;
+        let (status, body) = get(&app, &format!("/boot/{MAC_DASHED}.ipxe"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\nkernel http://"), "{body}");
+        assert!(!body.contains("initrd"), "{body}");
+        assert!(body.trim_end().ends_with("boot"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn install_files_get_the_progress_url_and_the_mirror() {
+        let app = app().await;
+        let token = token(&app).await;
+        catalog_image(&app, "", true).await;
+        let files = crate::images::files_dir(app._dir.path(), "debian");
+        std::fs::write(
+            files.join("preseed.cfg"),
+            "p={{ progress_url }} m={{ mirror.url }} h={{ mirror.host }} d={{ mirror.path }} c={{ console or \"-\" }} disk={{ install_disk or \"-\" }}",
+        )
+        .expect("write");
+        let (status, body) = get(
+            &app,
+            &format!("/machines/{MAC_DASHED}/files/preseed.cfg"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            format!(
+                "p=http://192.0.2.1:8080/progress/{token} m=http://mirror.example/debian h=mirror.example d=/debian c=- disk=-"
+            )
+        );
+    }
 }

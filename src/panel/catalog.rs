@@ -168,7 +168,12 @@ pub async fn fetch(
         .start_fetch(&Caller::from_principal(&user), request)
     {
         Ok(id) => Ok(see_other(&format!("/catalog/fetches/{id}"))),
-        Err(e) => catalog_view(&app, &user, None, Some(shown(e)?), mirror).await,
+        Err(e) => {
+            let status = crate::http::status_for(e.kind());
+            let mut page = catalog_view(&app, &user, None, Some(shown(e)?), mirror).await?;
+            *page.status_mut() = status;
+            Ok(page)
+        }
     }
 }
 

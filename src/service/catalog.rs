@@ -307,3 +307,232 @@ impl FetchJobs {
         job.lock().ok().map(|j| j.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Role;
+    use crate::store::{ReleaseStamp, Store};
+
+    fn services(data_dir: &std::path::Path) -> Services {
+        Services::new(
+            Store::open_in_memory().expect("store"),
+            crate::lifecycle::LifecycleConfig::default(),
+            Vec::new(),
+            crate::power::PowerConfig::default(),
+            data_dir.to_path_buf(),
+        )
+    }
+
+    fn user(role: Role) -> Caller {
+        Caller::User {
+            name: "ann".into(),
+            role,
+        }
+    }
+
+    fn no_progress() -> ProgressSink {
+        Arc::new(|_| {})
+    }
+
+    #[tokio::test]
+    async fn only_an_admin_replaces_keys_or_reads_the_servers_disk() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let services = services(dir.path());
+        let ask = |keyring: bool, from_dir: bool| FetchImage {
+            definition: "memtest86plus".into(),
+            keyring: keyring.then(|| b"key".to_vec()),
+            from_dir: from_dir.then(|| dir.path().to_path_buf()),
+            ..FetchImage::default()
+        };
+        for (caller, request) in [
+            (user(Role::Operator), ask(true, false)),
+            (user(Role::Operator), ask(false, true)),
+            (user(Role::Viewer), ask(false, false)),
+        ] {
+            let err = services
+                .fetch_image(&caller, request, no_progress())
+                .await
+                .expect_err("refused");
+            assert!(matches!(err, ServiceError::Forbidden(_)), "{err}");
+        }
+        // An admin gets past the permission check to the key itself.
+        let err = services
+            .fetch_image(&user(Role::Admin), ask(true, false), no_progress())
+            .await
+            .expect_err("not a key");
+        assert!(err.to_string().contains("--keyring"), "{err}");
+        let bad_mirror = FetchImage {
+            mirror: Some("ftp://mirror.example/debian".into()),
+            ..ask(false, false)
+        };
+        let err = services
+            .fetch_image(&user(Role::Operator), bad_mirror, no_progress())
+            .await
+            .expect_err("mirror");
+        assert!(
+            matches!(
+                err,
+                ServiceError::Invalid {
+                    field: "mirror",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fetch_never_replaces_an_uploaded_image_of_the_same_name() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let services = services(dir.path());
+        let staging = crate::images::new_staging_dir(dir.path()).expect("staging");
+        std::fs::write(staging.join("kernel"), b"k").expect("w");
+        let staged = StagedImage {
+            name: "memtest86plus".into(),
+            cmdline: String::new(),
+            staging,
+            kernel_sha256: "00".repeat(32),
+            initrd_sha256: String::new(),
+            files: Vec::new(),
+        };
+        services
+            .add_image(&Caller::cli("root"), 0, staged, Existing::Refuse)
+            .await
+            .expect("upload");
+        let err = services
+            .fetch_image(
+                &Caller::cli("root"),
+                FetchImage {
+                    definition: "memtest86plus".into(),
+                    ..FetchImage::default()
+                },
+                no_progress(),
+            )
+            .await
+            .expect_err("conflict");
+        assert!(matches!(err, ServiceError::Conflict(_)), "{err}");
+    }
+
+    fn staged(dir: &std::path::Path) -> StagedImage {
+        let staging = crate::images::new_staging_dir(dir).expect("staging");
+        std::fs::write(staging.join("kernel"), b"k").expect("w");
+        StagedImage {
+            name: "debian-12".into(),
+            cmdline: String::new(),
+            staging,
+            kernel_sha256: "11".repeat(32),
+            initrd_sha256: String::new(),
+            files: Vec::new(),
+        }
+    }
+
+    fn source(provenance: &str) -> ImageSource {
+        ImageSource {
+            name: "debian-12".into(),
+            definition: "debian-12".into(),
+            verified_by: Some("ABCD".into()),
+            provenance: provenance.into(),
+            ..ImageSource::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_signed_suite_than_one_seen_is_refused_and_registers_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let services = services(dir.path());
+        let stamp = |date| ReleaseStamp {
+            key: "ABCD:dists/bookworm/InRelease".into(),
+            date,
+        };
+        let cli = Caller::cli("root");
+        services
+            .register_image(
+                &cli,
+                1,
+                staged(dir.path()),
+                Existing::Replace,
+                Some((source("first"), Some(stamp(200)))),
+            )
+            .await
+            .expect("first");
+        let older = staged(dir.path());
+        let older_staging = older.staging.clone();
+        let err = services
+            .register_image(
+                &cli,
+                2,
+                older,
+                Existing::Replace,
+                Some((source("replayed"), Some(stamp(100)))),
+            )
+            .await
+            .expect_err("replay");
+        assert!(err.to_string().contains("older"), "{err}");
+        assert!(
+            older_staging.exists(),
+            "the staged files are left for the caller"
+        );
+        let kept = services
+            .store
+            .call(|conn| store::get_image_source(conn, "debian-12"))
+            .await
+            .expect("q")
+            .expect("source");
+        assert_eq!(
+            kept.provenance, "first",
+            "the registered image is unchanged"
+        );
+        // The same date again (the same file) or a newer one is fine.
+        services
+            .register_image(
+                &cli,
+                3,
+                staged(dir.path()),
+                Existing::Replace,
+                Some((source("again"), Some(stamp(200)))),
+            )
+            .await
+            .expect("same date");
+        // Files replaced by hand lose their provenance.
+        services
+            .add_image(&cli, 4, staged(dir.path()), Existing::Replace)
+            .await
+            .expect("upload over it");
+        let gone = services
+            .store
+            .call(|conn| store::get_image_source(conn, "debian-12"))
+            .await
+            .expect("q");
+        assert!(gone.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_panel_fetch_runs_as_a_job_with_its_outcome() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let services = services(dir.path());
+        let id = services
+            .start_fetch(
+                &user(Role::Operator),
+                FetchImage {
+                    definition: "no-such-os".into(),
+                    ..FetchImage::default()
+                },
+            )
+            .expect("started");
+        let mut outcome = None;
+        for _ in 0..100 {
+            outcome = services.fetch_job(id).and_then(|job| job.outcome);
+            if outcome.is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let why = outcome.expect("ended").expect_err("no such definition");
+        assert!(
+            why.contains("no-such-os") && why.contains("debian-12"),
+            "{why}"
+        );
+        assert!(services.fetch_job(id + 1).is_none());
+    }
+}

@@ -14,7 +14,7 @@ use rackboot::service::ServiceError;
 use rackboot::service::users::PasswordChecks;
 use std::sync::Arc;
 
-const PAGES: [&str; 12] = [
+const PAGES: [&str; 13] = [
     "/",
     "/machines",
     "/machines?q=node&mode=install&sort=hostname",
@@ -22,6 +22,7 @@ const PAGES: [&str; 12] = [
     "/machines/52-54-00-12-34-56",
     "/machines/52:54:00:12:34:56/wipe",
     "/images",
+    "/catalog",
     "/leases",
     "/audit",
     "/import",
@@ -1099,4 +1100,98 @@ async fn the_api_reinstalls_many_machines_in_one_call() {
         .await;
         assert_eq!(reply.status, status, "{body}: {}", reply.body);
     }
+}
+
+#[tokio::test]
+async fn the_catalog_says_what_is_untested_and_only_admins_give_keys() {
+    let app = app().await;
+    add_user(&app, "vic", Role::Viewer).await;
+    add_user(&app, "olga", Role::Operator).await;
+    add_user(&app, "ann", Role::Admin).await;
+    let (viewer, _) = login(&app, "vic").await;
+    let page = send(&app, get("/catalog", Some(&viewer))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for name in [
+        "debian-12",
+        "ubuntu-24.04",
+        "rocky-9",
+        "alma-9",
+        "fedora",
+        "flatcar",
+        "memtest86plus",
+    ] {
+        assert!(page.body.contains(name), "{name} listed");
+    }
+    assert!(page.body.contains("badge warn"), "untested ones are marked");
+    assert!(
+        !page.body.contains("/fetch\""),
+        "a viewer gets no Fetch form"
+    );
+
+    let (operator, csrf) = login(&app, "olga").await;
+    let page = send(&app, get("/catalog", Some(&operator))).await;
+    assert!(page.body.contains("action=\"/catalog/debian-12/fetch\""));
+    assert!(
+        !page.body.contains("name=\"keyring\""),
+        "operators give no keys"
+    );
+    assert!(
+        page.body.contains("name=\"param.release\" value=\"41\""),
+        "Fedora's release"
+    );
+    // An operator's keyring is refused, and what was typed is shown back.
+    let refused = send(
+        &app,
+        post_form(
+            "/catalog/rocky-9/fetch",
+            Some(&operator),
+            &format!("csrf={csrf}&mirror=http%3A%2F%2Fmirror.example%2Frocky&keyring=KEY"),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(refused.body.contains("only an admin"), "{}", refused.body);
+    assert!(
+        refused
+            .body
+            .contains("value=\"http://mirror.example/rocky\""),
+        "{}",
+        refused.body
+    );
+    // Without one, the fetch starts and its page follows it to its end.
+    let started = send(
+        &app,
+        post_form(
+            "/catalog/memtest86plus/fetch",
+            Some(&operator),
+            &format!("csrf={csrf}&mirror=http%3A%2F%2F127.0.0.1%3A9"),
+        ),
+    )
+    .await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER);
+    let job = started.headers[header::LOCATION]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    assert!(job.starts_with("/catalog/fetches/"), "{job}");
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = send(&app, get(&job, Some(&viewer))).await.body;
+        if !body.contains("http-equiv=\"refresh\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(body.contains("Nothing was registered"), "{body}");
+    assert!(
+        body.contains("127.0.0.1:9"),
+        "the failing URL is named: {body}"
+    );
+
+    let (admin, _) = login(&app, "ann").await;
+    let page = send(&app, get("/catalog", Some(&admin))).await;
+    assert!(
+        page.body.contains("name=\"keyring\""),
+        "admins may give keys"
+    );
 }
