@@ -26,6 +26,8 @@
 //!   full and proxy mode. `tftp::transfer`: the transfer state machine.
 //! - `auth`: roles, users, password hashing, session and token secrets and their
 //!   digests, the login limiter (no storage: the rows are `store::auth`'s).
+//! - `catalog::definition`: image definitions (`images/*.toml` built in, overridden
+//!   in `data_dir/images/`): the files, their chain of signatures, the templates.
 //! - `power`: the `[power]` settings, controllers and their secrets, the verbs over
 //!   IPMI (`ipmitool`), Redfish and Wake-on-LAN, and the reprovision step plan.
 //!
@@ -41,8 +43,11 @@
 //!
 //! Services (every action written once; the surfaces only translate):
 //! - `service`: `Services`, the `Caller` and typed `ServiceError`s; `machines`,
-//!   `images`, `import`, `power` (controllers, verbs, reprovision, the poller) and
-//!   `users` (users, sessions, tokens, login).
+//!   `images`, `catalog` (the definitions in force, a verified fetch registered with
+//!   its provenance, background fetch jobs), `import`, `power` (controllers, verbs,
+//!   reprovision, the poller) and `users` (users, sessions, tokens, login).
+//! - `catalog::fetch`: follows a definition's chain from the signature to each file,
+//!   downloading with resume or reading a local directory, cached by sha256.
 //! - `images`: image files staged and copied under `data_dir` with their sha256.
 //! - `secrets`: the one rule for who may fetch a machine's secrets (done-URLs, install
 //!   files, per-machine TFTP files): its fixed address, its unexpired lease, or in
