@@ -169,6 +169,18 @@ fn newest_match<'a>(pattern: &str, names: impl Iterator<Item = &'a str>) -> Opti
         .map(str::to_string)
 }
 
+/// An error with its causes (reqwest's own says only "error sending request").
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 fn dir_of(path: &str) -> &str {
     path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
 }
@@ -259,16 +271,12 @@ impl Fetcher {
                     .get(&url)
                     .send()
                     .await
-                    .map_err(|e| download(e.to_string()))?;
+                    .map_err(|e| download(causes(&e)))?;
                 if !response.status().is_success() {
                     return Err(download(format!("HTTP {}", response.status())));
                 }
                 let mut bytes = Vec::new();
-                while let Some(chunk) = response
-                    .chunk()
-                    .await
-                    .map_err(|e| download(e.to_string()))?
-                {
+                while let Some(chunk) = response.chunk().await.map_err(|e| download(causes(&e)))? {
                     bytes.extend_from_slice(&chunk);
                     if bytes.len() as u64 > MAX_SIGNED_BYTES {
                         break;
@@ -383,7 +391,7 @@ impl Fetcher {
         if have > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let mut response = request.send().await.map_err(|e| download(e.to_string()))?;
+        let mut response = request.send().await.map_err(|e| download(causes(&e)))?;
         let status = response.status();
         let (mut file, mut done) = match status {
             reqwest::StatusCode::PARTIAL_CONTENT if have > 0 => (
