@@ -142,6 +142,28 @@ pub fn new_staging_dir(data_dir: &Path) -> Result<PathBuf, ImageError> {
     Ok(dir)
 }
 
+/// Removes staging directories older than `max_age`: what an upload or a fetch killed
+/// half-way left behind (a running one touches its directory more recently). Returns
+/// how many were removed. Blocking.
+pub fn remove_stale_staging(data_dir: &Path, max_age: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("uploads")) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if stale && std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Copies an image's files from the local disk into a staging directory (the CLI's
 /// `image add`); the service layer moves it into place. Blocking.
 pub fn stage_files(
@@ -209,6 +231,22 @@ mod tests {
         );
         assert_eq!(std::fs::read(&image.kernel_path).expect("read"), b"abc");
         assert!(image.kernel_path.starts_with(data.to_str().expect("utf8")));
+    }
+
+    #[test]
+    fn stale_staging_directories_are_removed_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fresh = new_staging_dir(dir.path()).expect("staging");
+        assert_eq!(
+            remove_stale_staging(dir.path(), std::time::Duration::from_secs(3600)),
+            0
+        );
+        assert!(fresh.exists());
+        assert_eq!(
+            remove_stale_staging(dir.path(), std::time::Duration::ZERO),
+            1
+        );
+        assert!(!fresh.exists());
     }
 
     #[test]

@@ -71,6 +71,22 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             Some(ip)
         }
     };
+    // A killed upload or catalog fetch leaves its staging directory; nothing half
+    // done was registered, and its files go now.
+    let stale = {
+        let data_dir = config.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::images::remove_stale_staging(&data_dir, std::time::Duration::from_secs(24 * 3600))
+        })
+        .await
+        .unwrap_or(0)
+    };
+    if stale > 0 {
+        tracing::info!(
+            stale,
+            "removed staging directories left by interrupted uploads or fetches"
+        );
+    }
     let base_url = match (&config.http.url, dhcp_addr) {
         (Some(url), _) => url.clone(),
         (None, Some(ip)) => format!("http://{ip}:{}", config.http.listen.port()),
