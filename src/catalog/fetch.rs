@@ -685,7 +685,13 @@ impl Fetcher {
                                 })?;
                             let sha = list.get(&name).unwrap_or_default().to_string();
                             let iso_path = join(&list_dir, &name);
-                            vars.insert("iso_url".into(), source.describe(&iso_path));
+                            // Casper fetches the ISO itself: from the mirror, or from
+                            // upstream when the files came from a local directory.
+                            let iso_url = match source {
+                                Source::Http(_) => source.describe(&iso_path),
+                                Source::Dir(_) => format!("{}/{iso_path}", definition.mirror),
+                            };
+                            vars.insert("iso_url".into(), iso_url);
                             let iso_file = self.fetch_known(source, &iso_path, &sha, None).await?;
                             provenance.push(format!("{iso_path} sha256 {sha}"));
                             let mut members = vec![("kernel", expand(&definition.kernel))];
