@@ -76,7 +76,10 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     let stale = {
         let data_dir = config.data_dir.clone();
         tokio::task::spawn_blocking(move || {
-            crate::images::remove_stale_staging(&data_dir, std::time::Duration::from_secs(24 * 3600))
+            crate::images::remove_stale_staging(
+                &data_dir,
+                std::time::Duration::from_secs(24 * 3600),
+            )
         })
         .await
         .unwrap_or(0)

@@ -145,11 +145,36 @@ async fn wrong_login(port: u16, source: Ipv4Addr, n: u8) -> std::io::Result<u16>
     let mut stream = socket
         .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
         .await?;
-    let form = format!("user=nobody{n}&password=wrong-password");
+    // As a browser does: the login page first, for its form token and cookie.
+    stream
+        .write_all(
+            format!("GET /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut page = Vec::new();
+    stream.read_to_end(&mut page).await?;
+    let page = String::from_utf8_lossy(&page);
+    let field = |start: &str, end: char| {
+        page.split(start)
+            .nth(1)
+            .and_then(|rest| rest.split(end).next())
+            .map(str::to_string)
+            .ok_or_else(|| std::io::Error::other(format!("no {start:?} in the login page")))
+    };
+    let cookie = field("rackboot_login=", ';')?;
+    let token = field("name=\"login_csrf\" value=\"", '"')?;
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    let mut stream = socket
+        .connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+        .await?;
+    let form = format!("user=nobody{n}&password=wrong-password&login_csrf={token}");
     stream
         .write_all(
             format!(
                 "POST /login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+                 Cookie: rackboot_login={cookie}\r\n\
                  Content-Type: application/x-www-form-urlencoded\r\n\
                  Content-Length: {}\r\n\r\n{form}",
                 form.len()

@@ -89,19 +89,33 @@ fn panel_serves_tls_on_its_own_address_and_boot_files_stay_apart() {
     let login_page = curl(&["-k", &format!("{panel}/login")]);
     assert!(login_page.contains("Log in"), "{login_page}");
     // Over TLS the session cookie is Secure as well as HttpOnly and SameSite=Strict.
+    // The login form's token comes with the page, its cookie in the jar.
+    let jar = dir.path().join("cookies");
+    let jar = jar.to_str().expect("utf8");
+    let form_page = curl(&["-k", "-c", jar, &format!("{panel}/login")]);
+    let login_csrf = form_page
+        .split("name=\"login_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("login token");
     let headers = curl(&[
         "-k",
+        "-b",
+        jar,
         "-D",
         "-",
         "-o",
         "/dev/null",
         "--data",
-        "user=ann&password=a-long-password",
+        &format!("user=ann&password=a-long-password&login_csrf={login_csrf}"),
         &format!("{panel}/login"),
     ]);
     let cookie = headers
         .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: rackboot_session=")
+        })
         .unwrap_or_else(|| panic!("no session cookie: {headers}"));
     assert!(
         cookie.contains("Secure")

@@ -25,6 +25,45 @@ struct LoginPage {
     error: Option<String>,
     next: String,
     user: String,
+    /// The login form's own CSRF token, also in the `rackboot_login` cookie.
+    login_csrf: String,
+}
+
+/// The cookie that carries the login form's token. A login posted from another site
+/// lacks it (SameSite=Strict), so no one can sign a visitor in as themselves (login
+/// CSRF); it is checked before the password, so a forged login costs no hashing.
+const LOGIN_COOKIE: &str = "rackboot_login";
+
+/// A login page with a fresh form token, and the cookie that matches it.
+fn login_page(
+    app: &AppState,
+    status: StatusCode,
+    notice: Option<String>,
+    error: Option<String>,
+    next: String,
+    user: String,
+) -> Response {
+    let token = hex::encode(rand::random::<[u8; 16]>());
+    let secure = if app.secure_cookies { "; Secure" } else { "" };
+    let cookie = format!(
+        "{LOGIN_COOKIE}={token}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}"
+    );
+    let mut response = (
+        status,
+        render(&LoginPage {
+            nav: None,
+            notice,
+            error,
+            next,
+            user,
+            login_csrf: token,
+        }),
+    )
+        .into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -63,15 +102,15 @@ fn logged_name(name: &str) -> String {
     }
 }
 
-pub async fn page(Query(q): Query<NextQuery>) -> Response {
-    render(&LoginPage {
-        nav: None,
-        notice: q.notice,
-        error: None,
-        next: safe_next(q.next.as_deref()),
-        user: String::new(),
-    })
-    .into_response()
+pub async fn page(State(app): State<AppState>, Query(q): Query<NextQuery>) -> Response {
+    login_page(
+        &app,
+        StatusCode::OK,
+        q.notice,
+        None,
+        safe_next(q.next.as_deref()),
+        String::new(),
+    )
 }
 
 #[derive(serde::Deserialize)]
@@ -79,26 +118,39 @@ pub struct LoginForm {
     user: String,
     password: String,
     next: Option<String>,
+    login_csrf: Option<String>,
 }
 
 pub async fn login(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> PanelResult {
     let retry = |error: &str, status: StatusCode| {
-        (
+        login_page(
+            &app,
             status,
-            render(&LoginPage {
-                nav: None,
-                notice: None,
-                error: Some(error.to_string()),
-                next: safe_next(form.next.as_deref()),
-                user: form.user.clone(),
-            }),
+            None,
+            Some(error.to_string()),
+            safe_next(form.next.as_deref()),
+            form.user.clone(),
         )
-            .into_response()
     };
+    let expected = cookie_value(&headers, LOGIN_COOKIE);
+    let form_token_matches = match (expected.as_deref(), form.login_csrf.as_deref()) {
+        (Some(cookie), Some(field)) => {
+            !cookie.is_empty() && lifecycle::constant_time_eq(cookie.as_bytes(), field.as_bytes())
+        }
+        _ => false,
+    };
+    if !form_token_matches {
+        tracing::warn!(%peer, "login refused: the form's token is missing or does not match (a stale page, or a form posted from another site)");
+        return Ok(retry(
+            "This login form has expired or was sent from another site. Log in again here.",
+            StatusCode::FORBIDDEN,
+        ));
+    }
     let outcome = app
         .services
         .login(

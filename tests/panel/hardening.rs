@@ -154,7 +154,7 @@ async fn terminal_escapes_from_the_network_do_not_reach_the_cli() {
 /// login; 17.10: a CSV export does not hand a spreadsheet a formula.
 #[tokio::test]
 async fn login_stays_on_the_panel_and_exports_hold_no_formulas() {
-    use crate::support::{add_user, get, login, post_form};
+    use crate::support::{add_user, get, login, post_form, post_login};
     let app = app().await;
     add_user(&app, "ann", Role::Operator).await;
     for next in [
@@ -162,13 +162,9 @@ async fn login_stays_on_the_panel_and_exports_hold_no_formulas() {
         "%2F%5Cevil.example",
         "%2F%2Fevil.example",
     ] {
-        let reply = send(
+        let reply = post_login(
             &app,
-            post_form(
-                "/login",
-                None,
-                &format!("user=ann&password=a-long-password&next={next}"),
-            ),
+            &format!("user=ann&password=a-long-password&next={next}"),
         )
         .await;
         assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);

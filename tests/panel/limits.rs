@@ -1,7 +1,7 @@
 //! Body limits per route group, the image upload's checks, and the request id.
 
 use crate::support::{
-    Reply, TestApp, add_user, api, app, app_with, get, login, post_form, send, token,
+    Reply, TestApp, add_user, api, app, app_with, get, login, post_form, post_login, send, token,
 };
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -64,7 +64,7 @@ async fn an_anonymous_form_over_the_limit_is_refused_at_once() {
         reply.body
     );
     // A form under the limit still gets through to the login check.
-    let reply = send(&app, post_form("/login", None, "user=ann&password=wrong")).await;
+    let reply = post_login(&app, "user=ann&password=wrong").await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
 

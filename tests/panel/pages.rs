@@ -4,7 +4,7 @@
 
 use crate::fake_redfish::{FakeRedfish, GOOD_AUTH};
 use crate::support::{
-    add_machine, add_user, api, app, app_with, get, login, post_form, send, token,
+    add_machine, add_user, api, app, app_with, get, login, post_form, post_login, send, token,
 };
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
@@ -201,15 +201,11 @@ async fn login_is_rate_limited_and_errors_show_no_internals() {
     let app = app().await;
     add_user(&app, "ann", Role::Admin).await;
     for _ in 0..auth::LOGIN_FAILURES_ALLOWED {
-        let reply = send(&app, post_form("/login", None, "user=ann&password=wrong")).await;
+        let reply = post_login(&app, "user=ann&password=wrong").await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
         assert!(reply.body.contains("Wrong user name or password"));
     }
-    let reply = send(
-        &app,
-        post_form("/login", None, "user=ann&password=a-long-password"),
-    )
-    .await;
+    let reply = post_login(&app, "user=ann&password=a-long-password").await;
     assert_eq!(
         reply.status,
         StatusCode::TOO_MANY_REQUESTS,
@@ -219,13 +215,9 @@ async fn login_is_rate_limited_and_errors_show_no_internals() {
     app.state
         .limiter
         .succeeded(&["ip:192.0.2.10", "user:ann@192.0.2.10"]);
-    let reply = send(
+    let reply = post_login(
         &app,
-        post_form(
-            "/login",
-            None,
-            "user=ann&password=a-long-password&next=//evil.example",
-        ),
+        "user=ann&password=a-long-password&next=//evil.example",
     )
     .await;
     assert_eq!(reply.headers[header::LOCATION], "/");
@@ -243,14 +235,16 @@ async fn a_login_beyond_the_password_check_queue_is_503() {
     .await;
     // No user either: a missing one is checked against a decoy hash just the same.
     for _ in 0..=auth::LOGIN_FAILURES_ALLOWED {
-        let reply = send(
-            &app,
-            post_form("/login", None, "user=ann&password=a-long-password"),
-        )
-        .await;
+        let reply = post_login(&app, "user=ann&password=a-long-password").await;
         assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(reply.body.contains("busy"), "{}", reply.body);
-        assert!(reply.headers.get(header::SET_COOKIE).is_none());
+        let cookies: Vec<_> = reply.headers.get_all(header::SET_COOKIE).iter().collect();
+        assert!(
+            cookies
+                .iter()
+                .all(|c| !c.to_str().unwrap_or("").starts_with("rackboot_session=")),
+            "no session: {cookies:?}"
+        );
     }
     assert!(app.state.limiter.allowed(&["ip:192.0.2.10", "user:ann"], 0));
 }
@@ -1194,4 +1188,52 @@ async fn the_catalog_says_what_is_untested_and_only_admins_give_keys() {
         page.body.contains("name=\"keyring\""),
         "admins may give keys"
     );
+}
+
+/// Login CSRF: a login form posted from another site carries no login cookie (it is
+/// SameSite=Strict), a stale or forged one no matching token: refused before any
+/// password is checked, and no session is made.
+#[tokio::test]
+async fn a_login_posted_without_the_pages_token_is_refused() {
+    use crate::support::login_form;
+    let app = app().await;
+    add_user(&app, "ann", Role::Admin).await;
+    let right = "user=ann&password=a-long-password";
+    let (cookie, token) = login_form(&app).await;
+    let (_, other_token) = login_form(&app).await;
+    for (cookie, form) in [
+        (None, right.to_string()),
+        (None, format!("{right}&login_csrf={token}")),
+        (Some(cookie.as_str()), right.to_string()),
+        (
+            Some(cookie.as_str()),
+            format!("{right}&login_csrf={other_token}"),
+        ),
+        (Some("rackboot_login="), format!("{right}&login_csrf=")),
+    ] {
+        let reply = send(&app, post_form("/login", cookie, &form)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{cookie:?} {form}");
+        assert!(reply.body.contains("expired or was sent from another site"));
+        assert!(
+            reply.body.contains("value=\"ann\""),
+            "the typed name is kept"
+        );
+        let session = reply
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .any(|c| c.to_str().unwrap_or("").starts_with("rackboot_session="));
+        assert!(!session, "no session for a forged login");
+    }
+    // The page's own token, with its cookie, logs in.
+    let reply = send(
+        &app,
+        post_form(
+            "/login",
+            Some(&cookie),
+            &format!("{right}&login_csrf={token}"),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
 }

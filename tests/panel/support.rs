@@ -215,15 +215,45 @@ pub async fn add_user(app: &TestApp, name: &str, role: Role) {
         .expect("user");
 }
 
-/// Logs in; returns the cookie header value and the CSRF token.
-pub async fn login(app: &TestApp, name: &str) -> (String, String) {
-    let reply = send(
+/// The login page's form token and the cookie that carries it, as a browser gets them.
+pub async fn login_form(app: &TestApp) -> (String, String) {
+    let page = send(app, get("/login", None)).await;
+    let cookie = page.headers[header::SET_COOKIE]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_string();
+    let token = page
+        .body
+        .split("name=\"login_csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("login token in the page")
+        .to_string();
+    (cookie, token)
+}
+
+/// Posts the login form as a browser would: from the login page, with its token.
+pub async fn post_login(app: &TestApp, form: &str) -> Reply {
+    let (cookie, token) = login_form(app).await;
+    send(
         app,
         post_form(
             "/login",
-            None,
-            &format!("user={name}&password=a-long-password&next=%2Fmachines"),
+            Some(&cookie),
+            &format!("{form}&login_csrf={token}"),
         ),
+    )
+    .await
+}
+
+/// Logs in; returns the cookie header value and the CSRF token.
+pub async fn login(app: &TestApp, name: &str) -> (String, String) {
+    let reply = post_login(
+        app,
+        &format!("user={name}&password=a-long-password&next=%2Fmachines"),
     )
     .await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
