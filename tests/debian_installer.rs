@@ -37,6 +37,12 @@ const IMAGE: &str = "debian-12";
 /// is shared.
 const DEADLINE: Duration = Duration::from_secs(420);
 
+/// With 512 MiB, d-i enters its low-memory mode and waits at a notice.
+const INSTALLER_MEMORY_MIB: u32 = 1024;
+
+/// What d-i's text frontend prints when it waits for an answer.
+const WAITING_FOR_A_PERSON: &[&str] = &["[Press enter to continue]", "Prompt: '?' for help"];
+
 struct Machine {
     name: &'static str,
     firmware: Firmware,
@@ -232,11 +238,23 @@ fn boot_installer(
 ) -> Result<Timing, String> {
     let started = SystemTime::now();
     let clock = Instant::now();
-    let mut vm = Vm::start(net, machine.firmware, "tap0", machine.mac, machine.name);
+    let mut vm = Vm::start_with_memory(
+        net,
+        machine.firmware,
+        "tap0",
+        machine.mac,
+        machine.name,
+        INSTALLER_MEMORY_MIB,
+    );
     let events = || net.cli(&["event", "list", "--mac", machine.mac, "--limit", "1000"]);
     let mut seen = None;
-    while clock.elapsed() < DEADLINE && !vm.proc.exited() {
+    let mut stuck = false;
+    while clock.elapsed() < DEADLINE && !vm.proc.exited() && !stuck {
         std::thread::sleep(Duration::from_secs(2));
+        // Before its preseed's early_command has run, a question on d-i's console
+        // (text frontend) waits for a person: fail now, not at the deadline.
+        let serial = vm.serial_text();
+        stuck = WAITING_FOR_A_PERSON.iter().any(|p| serial.contains(p));
         let events = events();
         if let Some(preseed) = preseed_event(&events)
             && let Some(early) = early_command_event(&events, preseed + 1)
@@ -259,7 +277,9 @@ fn boot_installer(
         )
     };
     let Some((events, preseed, early)) = seen else {
-        let why = if exited {
+        let why = if stuck {
+            "d-i asks a question on its console (unattended install stopped)"
+        } else if exited {
             "QEMU exited before the installer reported"
         } else {
             "no report from the installer's early_command before the deadline"
