@@ -109,6 +109,11 @@ fn interim_preseed(mirror_host: &str) -> String {
 /// Registers image `debian-12` from the mirror.
 fn register_image(net: &BootNet, mirror: &DebianMirror, server: &MirrorServer) {
     if FETCH_LANDED {
+        // The installer's console on the VM's serial port, for the log and the
+        // command line checked above.
+        let mut config = std::fs::read_to_string(&net.config).expect("read config");
+        config.push_str("[images]\nconsole = \"ttyS0,115200\"\n");
+        std::fs::write(&net.config, config).expect("write config");
         let out = fetch(
             &net.ns,
             &net.config,
@@ -286,7 +291,25 @@ fn boot_installer(
         };
         return Err(report(why));
     };
+    // The kernel (its first lines are on the serial console) was given this
+    // machine's own preseed URL, and in the catalog's command line its hostname.
+    let serial = vm.serial_text();
     drop(vm);
+    let url = format!(
+        "url=http://{SERVER_IP}:8080/machines/{}/files/preseed.cfg",
+        machine.mac.replace(':', "-")
+    );
+    let hostname = format!("hostname={}", machine.hostname);
+    let command_line = serial
+        .lines()
+        .find(|l| l.contains("Command line:"))
+        .unwrap_or_default();
+    if !command_line.contains(&url) || (FETCH_LANDED && !command_line.contains(&hostname)) {
+        return Err(format!(
+            "{}: the kernel command line lacks {url} or {hostname}: {command_line:?}",
+            machine.name
+        ));
+    }
     let line = |i: usize| events.lines().nth(i).unwrap_or_default().to_string();
     let preseed_line = line(preseed);
     // The preseed went to the machine's own address: its fixed one, from DHCP.
