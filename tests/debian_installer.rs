@@ -29,7 +29,7 @@ const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
 /// `rackboot image fetch` and `GET /progress/<token>/<step>` are on main: register
 /// the image by fetching it from the test mirror and expect the shipped preseed's
 /// progress report. Until then, `image add` and the test's own preseed.
-const FETCH_LANDED: bool = false;
+const FETCH_LANDED: bool = true;
 
 const IMAGE: &str = "debian-12";
 /// The preseed arrives about 90 s (BIOS) / 104 s (UEFI) after QEMU starts and the
@@ -475,10 +475,10 @@ fn images(config: &Path) -> String {
         .args(["image", "list"]))
 }
 
-/// The fetch over HTTP from `mirror` (served inside a namespace of its own, `tag`), trusting
-/// `keyring`, must fail with a reason on stderr that names one of `names`, and leave
-/// no image behind.
-fn assert_fetch_refused(tag: &str, mirror: &DebianMirror, keyring: &Path, names: &[&str]) {
+/// The fetch over HTTP from `mirror` (served inside a namespace of its own, `tag`),
+/// trusting `keyring`, must fail, the last line of its stderr (the reason) naming
+/// every one of `words`, and leave no image behind.
+fn assert_fetch_refused(tag: &str, mirror: &DebianMirror, keyring: &Path, words: &[&str]) {
     let ns = Netns::new(tag);
     let server = MirrorServer::start(&ns, "127.0.0.1", mirror.dir.path());
     let dir = tempfile::tempdir().expect("tempdir");
@@ -498,10 +498,15 @@ fn assert_fetch_refused(tag: &str, mirror: &DebianMirror, keyring: &Path, names:
         "the fetch succeeded: {}",
         describe(&out)
     );
-    let stderr = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reason = stderr
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    eprintln!("{tag}: {reason}");
     assert!(
-        names.iter().any(|n| stderr.contains(&n.to_lowercase())),
-        "stderr names none of {names:?}: {}\nrequests:\n{}",
+        words.iter().all(|w| reason.contains(w)),
+        "the reason does not name all of {words:?}: {}\nrequests:\n{}",
         describe(&out),
         server.requests().join("\n")
     );
@@ -512,7 +517,6 @@ fn assert_fetch_refused(tag: &str, mirror: &DebianMirror, keyring: &Path, names:
 const FETCH_TOOLS: &[&str] = &["ip", "gpg", "sha256sum"];
 
 #[test]
-#[ignore = "rackboot image fetch is not on main yet (FETCH_LANDED)"]
 fn a_fetch_with_one_byte_of_the_initrd_changed_is_refused() {
     if !should_run("fetch_changed_byte", FETCH_TOOLS) {
         return;
@@ -523,12 +527,11 @@ fn a_fetch_with_one_byte_of_the_initrd_changed_is_refused() {
         "byte",
         &mirror,
         mirror.keyring(),
-        &[INITRD_UNDER_IMAGES, "initrd"],
+        &[INITRD_UNDER_IMAGES, "refused", "sha256"],
     );
 }
 
 #[test]
-#[ignore = "rackboot image fetch is not on main yet (FETCH_LANDED)"]
 fn a_fetch_of_an_inrelease_signed_by_another_key_is_refused() {
     if !should_run("fetch_other_key", FETCH_TOOLS) {
         return;
@@ -540,12 +543,11 @@ fn a_fetch_of_an_inrelease_signed_by_another_key_is_refused() {
         "key",
         &mirror,
         mirror.keyring(),
-        &["InRelease", "signature"],
+        &["dists/bookworm/InRelease", "refused", "key"],
     );
 }
 
 #[test]
-#[ignore = "rackboot image fetch is not on main yet (FETCH_LANDED)"]
 fn a_fetch_of_a_truncated_initrd_is_refused() {
     if !should_run("fetch_truncated", FETCH_TOOLS) {
         return;
@@ -556,12 +558,11 @@ fn a_fetch_of_a_truncated_initrd_is_refused() {
         "cut",
         &mirror,
         mirror.keyring(),
-        &[INITRD_UNDER_IMAGES, "initrd"],
+        &[INITRD_UNDER_IMAGES, "refused", "sha256"],
     );
 }
 
 #[test]
-#[ignore = "rackboot image fetch is not on main yet (FETCH_LANDED)"]
 fn a_fetch_from_a_local_directory_registers_the_image() {
     if !should_run("fetch_from_dir", FETCH_TOOLS) {
         return;
