@@ -7,12 +7,14 @@
 //! The image comes from a Debian archive mirror the test builds and signs
 //! (`harness::debian_mirror`), served over HTTP inside the test's namespace.
 //!
-//! Until `rackboot image fetch` and the `/progress` route are on main, the image is
-//! registered with `image add` from the mirror's files, with a preseed written here
-//! whose early_command fetches a second install file of the image (`early-marker`),
-//! and an operator override of `boot.ipxe` puts the per-machine `url=` on the kernel
-//! command line. `FETCH_LANDED` switches to the fetch, the shipped template and its
-//! progress report; the negative fetch tests wait on the same switch.
+//! `rackboot image fetch debian-12` takes the image from that mirror (trusting the
+//! test's key) with the shipped definition: its command line rendered per machine
+//! (`url=` the machine's preseed, `hostname=`, the console from `[images]`) and its
+//! preseed template, whose early_command calls `GET /progress/<token>/installer-started`
+//! (an `install.progress` event of the machine).
+//!
+//! The fetch's refusals (a changed byte, another signer, a file cut short) and its
+//! local-directory source are tested here too, without VMs.
 
 use harness::debian_mirror::{
     DebianMirror, INITRD_UNDER_IMAGES, MirrorServer, Signer, civil_from_days, days_from_civil,
@@ -25,11 +27,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The rackboot binary under test (the harness is given it: see its lib.rs).
 const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
-
-/// `rackboot image fetch` and `GET /progress/<token>/<step>` are on main: register
-/// the image by fetching it from the test mirror and expect the shipped preseed's
-/// progress report. Until then, `image add` and the test's own preseed.
-const FETCH_LANDED: bool = true;
 
 const IMAGE: &str = "debian-12";
 /// The preseed arrives about 90 s (BIOS) / 104 s (UEFI) after QEMU starts and the
@@ -68,93 +65,36 @@ const MACHINES: [Machine; 2] = [
     },
 ];
 
-/// The kernel command line the interim image carries (with `url=` from the
-/// `boot.ipxe` override below); the shipped definition renders its own.
-const INTERIM_CMDLINE: &str = "auto=true priority=critical interface=auto \
-     netcfg/choose_interface=auto console=ttyS0,115200 DEBIAN_FRONTEND=text ---";
-
-/// An operator override of `boot.ipxe` that adds the machine's preseed URL: the
-/// image command line is not rendered per machine before the fetch lands.
-const INTERIM_BOOT_IPXE: &str = "#!ipxe\n\
-     echo rackboot: {{ mac }}: mode {{ mode }}, booting image {{ image.name }}\n\
-     kernel {{ kernel_url }} initrd=initrd url={{ files_url }}/preseed.cfg {{ image.cmdline }}\n\
-     initrd {{ initrd_url }}\n\
-     boot\n";
-
-/// The interim preseed: what d-i needs to reach its mirror step unattended, and an
-/// early_command that fetches another install file of the image from rackboot (an
-/// `http.file` event of the machine, after the preseed's own).
-fn interim_preseed(mirror_host: &str) -> String {
-    format!(
-        "d-i debian-installer/locale string en_US.UTF-8\n\
-         d-i keyboard-configuration/xkb-keymap select us\n\
-         d-i netcfg/choose_interface select auto\n\
-         d-i netcfg/get_hostname string {{{{ hostname }}}}\n\
-         d-i netcfg/get_domain string lab.example\n\
-         d-i hw-detect/load_firmware boolean false\n\
-         d-i mirror/country string manual\n\
-         d-i mirror/http/hostname string {mirror_host}\n\
-         d-i mirror/http/directory string /debian\n\
-         d-i mirror/http/proxy string\n\
-         d-i mirror/suite string bookworm\n\
-         d-i passwd/root-password-crypted password !\n\
-         d-i passwd/make-user boolean false\n\
-         d-i time/zone string UTC\n\
-         d-i clock-setup/ntp boolean false\n\
-         d-i preseed/early_command string wget -q -O /dev/null \
-         {{{{ base_url }}}}/machines/{{{{ mac | replace(\":\", \"-\") }}}}/files/early-marker\n"
-    )
-}
-
 /// Registers image `debian-12` from the mirror.
 fn register_image(net: &BootNet, mirror: &DebianMirror, server: &MirrorServer) {
-    if FETCH_LANDED {
-        // The installer's console on the VM's serial port, for the log and the
-        // command line checked above.
-        let mut config = std::fs::read_to_string(&net.config).expect("read config");
-        config.push_str("[images]\nconsole = \"ttyS0,115200\"\n");
-        std::fs::write(&net.config, config).expect("write config");
-        let out = fetch(
-            &net.ns,
-            &net.config,
-            &[
-                "--mirror",
-                &format!("{}/debian", server.base_url),
-                "--keyring",
-                path_str(mirror.keyring()),
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "image fetch failed: {}",
-            describe(&out)
-        );
-        return;
-    }
-    let dir = net.dir.path();
-    let mirror_host = server.base_url.trim_start_matches("http://");
-    let preseed = dir.join("preseed.cfg");
-    std::fs::write(&preseed, interim_preseed(mirror_host)).expect("write preseed");
-    let marker = dir.join("early-marker");
-    std::fs::write(&marker, "early_command ran for {{ hostname }}\n").expect("write marker");
-    let ipxe = dir.join("data/ipxe");
-    std::fs::create_dir_all(&ipxe).expect("mkdir data/ipxe");
-    std::fs::write(ipxe.join("boot.ipxe"), INTERIM_BOOT_IPXE).expect("write boot.ipxe");
-    net.cli(&[
-        "image",
-        "add",
-        IMAGE,
-        "--kernel",
-        path_str(&mirror.kernel()),
-        "--initrd",
-        path_str(&mirror.initrd()),
-        "--cmdline",
-        INTERIM_CMDLINE,
-        "--file",
-        path_str(&preseed),
-        "--file",
-        path_str(&marker),
-    ]);
+    // The installer's console on the VM's serial port, for the log and the kernel
+    // command line checked after each boot.
+    let mut config = std::fs::read_to_string(&net.config).expect("read config");
+    config.push_str("[images]\nconsole = \"ttyS0,115200\"\n");
+    std::fs::write(&net.config, config).expect("write config");
+    let out = fetch(
+        &net.ns,
+        &net.config,
+        &[
+            "--mirror",
+            &format!("{}/debian", server.base_url),
+            "--keyring",
+            path_str(mirror.keyring()),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "image fetch failed: {}",
+        describe(&out)
+    );
+    // Over HTTP, from the test's mirror: the signed list first.
+    let requests = server.requests();
+    assert!(
+        requests
+            .first()
+            .is_some_and(|r| r.starts_with("GET /debian/dists/bookworm/InRelease ")),
+        "{requests:?}"
+    );
 }
 
 /// Index of the event (in `event list --mac` output) that says the installer's
@@ -162,12 +102,7 @@ fn register_image(net: &BootNet, mirror: &DebianMirror, server: &MirrorServer) {
 fn early_command_event(events: &str, from: usize) -> Option<usize> {
     events.lines().enumerate().skip(from).find_map(|(i, line)| {
         let kind = line.split_whitespace().nth(3).unwrap_or_default();
-        let reported = if FETCH_LANDED {
-            kind == "install.progress" && line.contains("installer-started")
-        } else {
-            kind == "http.file"
-        };
-        reported.then_some(i)
+        (kind == "install.progress" && line.contains("installer-started")).then_some(i)
     })
 }
 
@@ -292,7 +227,7 @@ fn boot_installer(
         return Err(report(why));
     };
     // The kernel (its first lines are on the serial console) was given this
-    // machine's own preseed URL, and in the catalog's command line its hostname.
+    // machine's own preseed URL and its hostname.
     let serial = vm.serial_text();
     drop(vm);
     let url = format!(
@@ -304,7 +239,7 @@ fn boot_installer(
         .lines()
         .find(|l| l.contains("Command line:"))
         .unwrap_or_default();
-    if !command_line.contains(&url) || (FETCH_LANDED && !command_line.contains(&hostname)) {
+    if !command_line.contains(&url) || !command_line.contains(&hostname) {
         return Err(format!(
             "{}: the kernel command line lacks {url} or {hostname}: {command_line:?}",
             machine.name
