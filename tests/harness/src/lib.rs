@@ -11,7 +11,8 @@
 //! `const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");` and passes it to the test
 //! networks (`BootNet::new(RACKBOOT, ...)`) and its own commands.
 //!
-//! Modules, one concern each (their items are re-exported here, except `browser`):
+//! Modules, one concern each (their items are re-exported here, except `browser` and
+//! `debian_mirror`):
 //!
 //! - `prerequisites`: root and tools present, or skip (locally) / fail (CI).
 //! - `process`: running and spawning processes (killed on drop), logs, waiting with a
@@ -25,10 +26,13 @@
 //! - `dhcp`: DHCP messages built and read by hand, one exchange from a namespace.
 //! - `capture`: tcpdump captures and the UDP datagrams in a pcap file.
 //! - `fixtures`: the kernel and initramfs boot fixtures, test bytes, the checkout.
+//! - `debian_mirror`: the real Debian installer's kernel and initrd (cached), a Debian
+//!   archive mirror built and signed by a throwaway key, and an HTTP server for it.
 //! - `browser`: headless chromium through chromedriver, and the panel as a `Page`.
 
 pub mod browser;
 mod capture;
+pub mod debian_mirror;
 mod dhcp;
 mod fixtures;
 mod netns;

@@ -25,12 +25,26 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// A VM with 512 MiB of memory.
     pub fn start(net: &BootNet, firmware: Firmware, tap: &str, mac: &str, name: &str) -> Self {
+        Vm::start_with_memory(net, firmware, tap, mac, name, 512)
+    }
+
+    /// A VM with `memory_mib` of memory. (The Debian installer wants 1024: with 512 it
+    /// enters its low-memory mode and waits at a notice, even at priority critical.)
+    pub fn start_with_memory(
+        net: &BootNet,
+        firmware: Firmware,
+        tap: &str,
+        mac: &str,
+        name: &str,
+        memory_mib: u32,
+    ) -> Self {
         let serial = net.dir.path().join(format!("{name}.serial.log"));
         let mut cmd = net.ns.command("qemu-system-x86_64");
-        cmd.args([
-            "-accel", "tcg", "-m", "512", "-display", "none", "-monitor", "none",
-        ]);
+        cmd.args(["-accel", "tcg", "-m"])
+            .arg(memory_mib.to_string());
+        cmd.args(["-display", "none", "-monitor", "none"]);
         cmd.arg("-serial").arg(format!("file:{}", serial.display()));
         cmd.args(["-no-reboot", "-boot", "n"]);
         cmd.arg("-netdev")
