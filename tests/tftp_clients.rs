@@ -4,7 +4,7 @@
 //! compared.
 
 use harness::{
-    FILES_CLIENT_IP, FILES_SERVER_IP, FileNet, peak_rss_kib, should_run, tail, test_bytes,
+    FILES_CLIENT_IP, FILES_SERVER_IP, FileNet, peak_rss_kib, rss_kib, should_run, tail, test_bytes,
     thread_count, wait_until,
 };
 use std::process::{Command, Stdio};
@@ -399,4 +399,59 @@ fn two_hundred_clients_at_once_share_one_copy_without_a_thread_each() {
         "{CLIENTS} clients in {:?}, at most {max_threads} threads, peak RSS {peak} KiB",
         started.elapsed()
     );
+}
+
+/// 32 MiB, as in the hardening issue: read once into the buffer transfers share (it
+/// peaked the process at 79 MB when the file was copied once more while read), and
+/// its netascii conversion is dropped when its transfer ends.
+const BIG: usize = 32 << 20;
+
+#[test]
+fn a_large_file_is_held_once_and_its_netascii_copy_only_while_sent() {
+    if !should_run("tftp_clients", TOOLS) {
+        return;
+    }
+    let mut net = FileNet::new(RACKBOOT, "tftp-big");
+    net.put("root/big.bin", &test_bytes(BIG, 7));
+    net.start();
+    let pid = net.server_pid();
+    let before = rss_kib(pid).expect("VmRSS");
+    run_fetch(
+        &net,
+        expect(
+            curl(&net, 1, "big.bin", &["--tftp-blksize", "65464"]),
+            &net,
+            "root/big.bin",
+        ),
+    );
+    let peak = peak_rss_kib(pid).expect("VmHWM");
+    let big_kib = (BIG >> 10) as u64;
+    // One copy of the file and the process's own few MB; two copies would be 64 MiB.
+    assert!(
+        peak < before + big_kib + 12 * 1024,
+        "peak {peak} KiB, {before} KiB before a {big_kib} KiB file"
+    );
+    let netascii = net.path("out/netascii");
+    let mut cmd = net.client("curl");
+    let output = cmd
+        .args(["-sS", "--max-time", "120", "--tftp-blksize", "65464", "-o"])
+        .arg(&netascii)
+        .arg(format!("tftp://{FILES_SERVER_IP}/big.bin;mode=netascii"))
+        .output()
+        .expect("curl");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let received = std::fs::metadata(&netascii).expect("netascii copy").len() as usize;
+    assert!(received > BIG, "converted: {received} bytes");
+    // The octet copy stays cached; the netascii one went with its transfer.
+    let after = rss_kib(pid).expect("VmRSS");
+    assert!(
+        after < before + big_kib + 12 * 1024,
+        "{after} KiB resident after the netascii transfer ({before} KiB before)"
+    );
+    net.assert_server_healthy();
+    println!("before {before} KiB, peak after octet {peak} KiB, after netascii {after} KiB");
 }

@@ -320,23 +320,16 @@ impl Files {
             }
         };
         let (path, mode) = key.clone();
-        let read = tokio::task::spawn_blocking(move || -> io::Result<Vec<u8>> {
-            let raw = std::fs::read(&path)?;
-            Ok(match mode {
-                Mode::Octet => raw,
-                Mode::Netascii => super::packet::to_netascii(&raw),
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(format!("file read task failed: {e}"))));
+        let read = tokio::task::spawn_blocking(move || read_shared(&path, stamp.len, mode))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(format!("file read task failed: {e}"))));
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let ours = cache
             .slots
             .get(&key)
             .is_some_and(|slot| slot.stamp == stamp && matches!(slot.state, SlotState::Loading(_)));
         match read {
-            Ok(bytes) => {
-                let data: Arc<[u8]> = bytes.into();
+            Ok(data) => {
                 // A newer version loaded meanwhile keeps its place.
                 if ours {
                     cache.tick += 1;
@@ -346,7 +339,11 @@ impl Files {
                         used: cache.tick,
                     };
                     cache.slots.insert(key.clone(), Slot { stamp, state });
-                    cache.pin(&key, &data);
+                    // Netascii is for the odd text file: its converted copy lives
+                    // only while a transfer uses it, never beside the octet one.
+                    if mode == Mode::Octet {
+                        cache.pin(&key, &data);
+                    }
                 }
                 Ok(data)
             }
@@ -358,6 +355,77 @@ impl Files {
             }
         }
     }
+}
+
+/// Reads a file of `len` bytes straight into the shared buffer transfers use: one
+/// allocation of its final size, no second copy (a `Vec` turned into an `Arc` is
+/// copied once more). Netascii is converted while reading, in two passes over the
+/// file (counting the line ends first), so the raw bytes are never held beside it.
+fn read_shared(path: &Path, len: u64, mode: Mode) -> io::Result<Arc<[u8]>> {
+    use std::io::Read;
+    let too_long = || io::Error::other("the file grew while it was read");
+    let mut file = std::fs::File::open(path)?;
+    let mut chunk = vec![0u8; 64 << 10];
+    let size = match mode {
+        Mode::Octet => len,
+        Mode::Netascii => {
+            let mut extra = 0u64;
+            let mut seen = 0u64;
+            loop {
+                let n = file.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                seen += n as u64;
+                extra += chunk[..n]
+                    .iter()
+                    .filter(|&&b| b == b'\n' || b == b'\r')
+                    .count() as u64;
+            }
+            if seen != len {
+                return Err(too_long());
+            }
+            std::io::Seek::rewind(&mut file)?;
+            len + extra
+        }
+    };
+    let size = usize::try_from(size).map_err(|_| too_long())?;
+    // Zeroed (not uninitialised) memory: the kernel hands it out lazily for large
+    // sizes, so this costs no extra pass.
+    let zeroed = Arc::<[u8]>::new_zeroed_slice(size);
+    // SAFETY: all-zero bytes are valid `u8`s.
+    let mut data: Arc<[u8]> = unsafe { zeroed.assume_init() };
+    let buf = Arc::get_mut(&mut data).ok_or_else(|| io::Error::other("buffer shared"))?;
+    match mode {
+        Mode::Octet => {
+            file.read_exact(buf)?;
+        }
+        Mode::Netascii => {
+            let mut at = 0;
+            loop {
+                let n = file.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                for &b in &chunk[..n] {
+                    let out: &[u8] = match b {
+                        b'\n' => b"\r\n",
+                        b'\r' => b"\r\0",
+                        _ => std::slice::from_ref(&b),
+                    };
+                    let end = at + out.len();
+                    buf.get_mut(at..end)
+                        .ok_or_else(too_long)?
+                        .copy_from_slice(out);
+                    at = end;
+                }
+            }
+            if at != size {
+                return Err(io::Error::other("the file shrank while it was read"));
+            }
+        }
+    }
+    Ok(data)
 }
 
 /// The first candidate that exists, is a regular file and resolves inside its base,
@@ -613,5 +681,40 @@ mod tests {
         assert_eq!(&*ascii.data, b"a\r\nb");
         let octet = files.open(text, None, Mode::Octet).await.expect("open");
         assert_eq!(&*octet.data, b"a\nb");
+    }
+
+    #[tokio::test]
+    async fn a_netascii_copy_lives_only_while_used_and_octet_stays_cached() {
+        let (dir, files) = tree();
+        let raw: Vec<u8> = b"line\r\nbare\rend\n".repeat(1000);
+        std::fs::write(dir.path().join("ipxe/text"), &raw).expect("write");
+        let text = Path::new("text");
+        let ascii = files.open(text, None, Mode::Netascii).await.expect("open");
+        assert_eq!(
+            &*ascii.data,
+            crate::tftp::packet::to_netascii(&raw).as_slice()
+        );
+        assert_eq!(files.cached_bytes(), 0, "the netascii copy is not cached");
+        drop(ascii);
+        let octet = files.open(text, None, Mode::Octet).await.expect("open");
+        assert_eq!(&*octet.data, raw.as_slice());
+        drop(octet);
+        assert_eq!(files.cached_bytes(), raw.len(), "the octet copy is");
+    }
+
+    #[test]
+    fn a_file_that_changes_length_while_read_is_an_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc\n").expect("write");
+        assert!(
+            read_shared(&path, 10, Mode::Octet).is_err(),
+            "shorter than stat said"
+        );
+        assert!(read_shared(&path, 2, Mode::Netascii).is_err());
+        assert_eq!(
+            &*read_shared(&path, 4, Mode::Netascii).expect("read"),
+            b"abc\r\n"
+        );
     }
 }

@@ -48,6 +48,6 @@ pub use fixtures::{boot_fixtures, test_bytes};
 pub use netns::{Netns, in_netns, udp_socket_in};
 pub use nets::{BootNet, DhcpNet, FILES_CLIENT_IP, FILES_SERVER_IP, FileNet, SERVER_IP};
 pub use prerequisites::should_run;
-pub use process::{Proc, peak_rss_kib, read_lossy, run, tail, thread_count, wait_until};
+pub use process::{Proc, peak_rss_kib, read_lossy, rss_kib, run, tail, thread_count, wait_until};
 pub use rackboot::{serve_on_loopback, spawn_ready};
 pub use vm::{Firmware, Vm};

@@ -95,6 +95,11 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
     proc_status_field(pid, "VmHWM:")
 }
 
+/// The resident memory of a process now (VmRSS), KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_status_field(pid, "VmRSS:")
+}
+
 /// Threads of a process.
 pub fn thread_count(pid: u32) -> Option<u64> {
     proc_status_field(pid, "Threads:")
