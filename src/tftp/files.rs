@@ -8,12 +8,13 @@
 //! the server can hold it to the secrets rule.
 //!
 //! A boot storm asks for the same file hundreds of times at once: each file is read
-//! once and shared as `Arc<[u8]>` by every transfer, keyed by path and by the file's
+//! once and shared (`SharedBytes`) by every transfer, keyed by path and by the file's
 //! identity (device, inode, size, mtime) so a replaced file is read afresh. While one
 //! request reads, the others for the same file wait for it instead of reading too.
 //! Small files stay cached within a budget; larger ones are kept only while some
 //! transfer uses them.
 
+use super::SharedBytes;
 use super::request::Mode;
 use crate::mac::MacAddr;
 use std::collections::HashMap;
@@ -51,7 +52,7 @@ impl Source {
 }
 
 pub struct Opened {
-    pub data: Arc<[u8]>,
+    pub data: SharedBytes,
     pub source: Source,
 }
 
@@ -100,8 +101,8 @@ enum SlotState {
     /// Someone is reading it; the sender is dropped when done (or abandoned).
     Loading(watch::Receiver<()>),
     Ready {
-        weak: Weak<[u8]>,
-        pinned: Option<Arc<[u8]>>,
+        weak: Weak<Box<[u8]>>,
+        pinned: Option<SharedBytes>,
         /// `Cache::tick` at the last use, for eviction.
         used: u64,
     },
@@ -124,7 +125,7 @@ struct Cache {
 impl Cache {
     /// Keeps `data` (the file at `key`) cached, evicting the least recently used
     /// files until it fits the budget.
-    fn pin(&mut self, key: &(PathBuf, Mode), data: &Arc<[u8]>) {
+    fn pin(&mut self, key: &(PathBuf, Mode), data: &SharedBytes) {
         // A file over half the budget is never kept: it would evict everything else.
         if data.len() > self.budget / 2 {
             return;
@@ -268,7 +269,7 @@ impl Files {
         })
     }
 
-    async fn load(&self, key: (PathBuf, Mode), stamp: Stamp) -> Result<Arc<[u8]>, OpenError> {
+    async fn load(&self, key: (PathBuf, Mode), stamp: Stamp) -> Result<SharedBytes, OpenError> {
         enum Next {
             Wait(watch::Receiver<()>),
             Load(watch::Sender<()>),
@@ -361,7 +362,7 @@ impl Files {
 /// allocation of its final size, no second copy (a `Vec` turned into an `Arc` is
 /// copied once more). Netascii is converted while reading, in two passes over the
 /// file (counting the line ends first), so the raw bytes are never held beside it.
-fn read_shared(path: &Path, len: u64, mode: Mode) -> io::Result<Arc<[u8]>> {
+fn read_shared(path: &Path, len: u64, mode: Mode) -> io::Result<SharedBytes> {
     use std::io::Read;
     let too_long = || io::Error::other("the file grew while it was read");
     let mut file = std::fs::File::open(path)?;
@@ -390,12 +391,11 @@ fn read_shared(path: &Path, len: u64, mode: Mode) -> io::Result<Arc<[u8]>> {
         }
     };
     let size = usize::try_from(size).map_err(|_| too_long())?;
-    // Zeroed (not uninitialised) memory: the kernel hands it out lazily for large
-    // sizes, so this costs no extra pass.
-    let zeroed = Arc::<[u8]>::new_zeroed_slice(size);
-    // SAFETY: all-zero bytes are valid `u8`s.
-    let mut data: Arc<[u8]> = unsafe { zeroed.assume_init() };
-    let buf = Arc::get_mut(&mut data).ok_or_else(|| io::Error::other("buffer shared"))?;
+    // Zeroed memory: the allocator takes it from the kernel lazily for large sizes,
+    // so this costs no extra pass, and a `Vec` of its exact size becomes a `Box`
+    // without a copy.
+    let mut data = vec![0u8; size].into_boxed_slice();
+    let buf = &mut data[..];
     match mode {
         Mode::Octet => {
             file.read_exact(buf)?;
@@ -425,7 +425,7 @@ fn read_shared(path: &Path, len: u64, mode: Mode) -> io::Result<Arc<[u8]>> {
             }
         }
     }
-    Ok(data)
+    Ok(Arc::new(data))
 }
 
 /// The first candidate that exists, is a regular file and resolves inside its base,
@@ -636,7 +636,7 @@ mod tests {
         std::fs::write(&new, b"NEW IPXE").expect("write");
         std::fs::rename(&new, dir.path().join("ipxe/snponly.efi")).expect("rename");
         let c = files.open(path, None, Mode::Octet).await.expect("open");
-        assert_eq!(&*c.data, b"NEW IPXE");
+        assert_eq!(&**c.data, b"NEW IPXE");
     }
 
     #[tokio::test]
@@ -678,9 +678,9 @@ mod tests {
         std::fs::write(dir.path().join("ipxe/text"), b"a\nb").expect("write");
         let text = Path::new("text");
         let ascii = files.open(text, None, Mode::Netascii).await.expect("open");
-        assert_eq!(&*ascii.data, b"a\r\nb");
+        assert_eq!(&**ascii.data, b"a\r\nb");
         let octet = files.open(text, None, Mode::Octet).await.expect("open");
-        assert_eq!(&*octet.data, b"a\nb");
+        assert_eq!(&**octet.data, b"a\nb");
     }
 
     #[tokio::test]
@@ -691,13 +691,13 @@ mod tests {
         let text = Path::new("text");
         let ascii = files.open(text, None, Mode::Netascii).await.expect("open");
         assert_eq!(
-            &*ascii.data,
+            &**ascii.data,
             crate::tftp::packet::to_netascii(&raw).as_slice()
         );
         assert_eq!(files.cached_bytes(), 0, "the netascii copy is not cached");
         drop(ascii);
         let octet = files.open(text, None, Mode::Octet).await.expect("open");
-        assert_eq!(&*octet.data, raw.as_slice());
+        assert_eq!(&**octet.data, raw.as_slice());
         drop(octet);
         assert_eq!(files.cached_bytes(), raw.len(), "the octet copy is");
     }
@@ -713,7 +713,7 @@ mod tests {
         );
         assert!(read_shared(&path, 2, Mode::Netascii).is_err());
         assert_eq!(
-            &*read_shared(&path, 4, Mode::Netascii).expect("read"),
+            &**read_shared(&path, 4, Mode::Netascii).expect("read"),
             b"abc\r\n"
         );
     }

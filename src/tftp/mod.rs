@@ -15,6 +15,12 @@
 //! (its issue #18: a UEFI `tsize` probe is retransmitted at until timeout) and
 //! serves every request through one handler behind one mutex.
 
+/// A file's bytes as transfers share them. The bytes sit in a `Box` of their own: the
+/// file cache holds a `Weak` to each shared file, and a `Weak` keeps an `Arc`'s whole
+/// allocation alive, so with `Arc<[u8]>` a file no transfer used any more would stay
+/// resident for as long as its cache entry did.
+pub type SharedBytes = std::sync::Arc<Box<[u8]>>;
+
 pub mod files;
 pub mod options;
 pub mod packet;

@@ -17,7 +17,6 @@
 use super::options::Negotiated;
 use super::packet::{self, ErrorCode, Packet};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// First retransmission timeout, before any round trip has been measured.
@@ -129,7 +128,7 @@ impl Rto {
 
 pub struct Transfer {
     client: SocketAddr,
-    data: Arc<[u8]>,
+    data: super::SharedBytes,
     blksize: usize,
     windowsize: u64,
     /// Index of the final block: `len / blksize + 1` (an exact multiple ends with
@@ -152,7 +151,12 @@ pub struct Transfer {
 }
 
 impl Transfer {
-    pub fn new(client: SocketAddr, data: Arc<[u8]>, negotiated: &Negotiated, now: Instant) -> Self {
+    pub fn new(
+        client: SocketAddr,
+        data: super::SharedBytes,
+        negotiated: &Negotiated,
+        now: Instant,
+    ) -> Self {
         let blksize = usize::from(negotiated.blksize.max(1));
         let last_block = (data.len() / blksize) as u64 + 1;
         let rto = Rto::new(negotiated.timeout);
@@ -392,7 +396,7 @@ mod tests {
         fn new(data: Vec<u8>, options: &[(&str, &str)]) -> Self {
             let now = Instant::now();
             let n = negotiated(options, data.len() as u64);
-            let mut t = Transfer::new(client(), data.into(), &n, now);
+            let mut t = Transfer::new(client(), std::sync::Arc::new(data.into()), &n, now);
             let mut out = Vec::new();
             t.start(now, &mut out);
             Harness { t, now, out }
