@@ -110,8 +110,10 @@ pub struct ClientRequest {
     pub is_ipxe: bool,
     pub hostname: Option<String>,
     pub param_request_list: Vec<u8>,
-    /// Raw values of options echoed back unchanged: 94 and 97 (PXE, RFC 4578), 118
-    /// (RFC 3011) and 82 (RFC 3046, kept last).
+    /// Option 57: the longest IP datagram the client takes (RFC 2132 §9.10).
+    pub max_message_size: Option<u16>,
+    /// Raw values of options echoed back unchanged: 94 and 97 (PXE, RFC 4578) at
+    /// their defined lengths only, 118 (RFC 3011) and 82 (RFC 3046, kept last).
     pub echo: Vec<(u8, Vec<u8>)>,
 }
 
@@ -279,10 +281,22 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         });
     }
     let link_selection = options.get(82).and_then(link_selection);
+    // 94 is 3 bytes and 97 is 17 (RFC 4578): anything else is not echoed, so a client
+    // cannot make a reply as long as it likes.
     let echo = [94u8, 97, 118, 82]
         .into_iter()
-        .filter_map(|code| options.get(code).map(|v| (code, v.to_vec())))
+        .filter_map(|code| options.get(code).map(|v| (code, v)))
+        .filter(|(code, v)| match code {
+            94 => v.len() == 3,
+            97 => v.len() == 17,
+            _ => true,
+        })
+        .map(|(code, v)| (code, v.to_vec()))
         .collect();
+    let max_message_size = options
+        .get(57)
+        .filter(|v| v.len() == 2)
+        .map(|v| u16::from_be_bytes([v[0], v[1]]));
     let mac = MacAddr::from_chaddr(&packet[28..34]).ok_or(Malformed::TooShort(packet.len()))?;
     Ok(ClientRequest {
         msg_type,
@@ -302,6 +316,7 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         is_ipxe,
         hostname: text(12),
         param_request_list: options.get(55).map(<[u8]>::to_vec).unwrap_or_default(),
+        max_message_size,
         echo,
     })
 }
@@ -384,14 +399,6 @@ impl ReplyOptions {
         }
         self.entries.push((code, start, self.data.len()));
     }
-
-    /// Writes the entry for `code`, if any, and forgets it.
-    fn emit(&mut self, buf: &mut Vec<u8>, code: u8) {
-        if let Some(at) = self.entries.iter().position(|(c, _, _)| *c == code) {
-            let (code, start, end) = self.entries.remove(at);
-            put_option(buf, code, &self.data[start..end]);
-        }
-    }
 }
 
 fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> ReplyOptions {
@@ -449,6 +456,38 @@ fn reply_options(request: &ClientRequest, spec: &ReplySpec) -> ReplyOptions {
     opts
 }
 
+/// Where `sname` starts in the BOOTP header, and its length.
+const SNAME_AT: usize = 44;
+const SNAME_LEN: usize = 64;
+
+/// Bytes an option takes encoded (split in parts of 255, RFC 3396).
+fn option_len(value_len: usize) -> usize {
+    if value_len == 0 {
+        2
+    } else {
+        value_len + 2 * value_len.div_ceil(255)
+    }
+}
+
+/// Options a reply keeps whatever its size: the server identifier and lease time
+/// (RFC 2131 table 3), the client identifier (RFC 6842) and the relay's option 82
+/// (RFC 3046).
+fn required_in_reply(code: u8) -> bool {
+    matches!(code, 51 | 54 | 61 | 82)
+}
+
+/// The most a reply's DHCP message may be: the client's option 57 (an IP datagram
+/// size, so IP and UDP headers come off), 576 without it (RFC 2131 §2), and never
+/// more than fits an Ethernet frame unfragmented, which PXE ROMs cannot reassemble.
+pub fn reply_limit(request: &ClientRequest) -> usize {
+    const IP_UDP_HEADERS: usize = 28;
+    let datagram = request
+        .max_message_size
+        .map_or(576, usize::from)
+        .clamp(576, 1500);
+    datagram - IP_UDP_HEADERS
+}
+
 /// Encodes a reply. Option 53 comes first, then the options the client asked for in
 /// the order of its option 55, then the rest by code, and option 82 last (RFC 3046:
 /// the relay strips it from the end).
@@ -486,16 +525,112 @@ pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Vec<u8> {
     buf.extend_from_slice(&MAGIC);
     put_option(&mut buf, 53, &[spec.msg_type.code()]);
 
-    let mut opts = reply_options(request, spec);
+    let opts = reply_options(request, spec);
+    let requested = |code: u8| request.param_request_list.contains(&code);
+    // Requested options in the order of option 55, then the rest by code, 82 last.
+    let mut order: Vec<(u8, usize, usize)> = Vec::with_capacity(opts.entries.len());
     for &code in &request.param_request_list {
-        if code != 82 {
-            opts.emit(&mut buf, code);
+        if code != 82
+            && let Some(entry) = opts.entries.iter().find(|(c, _, _)| *c == code)
+            && !order.iter().any(|(c, _, _)| *c == code)
+        {
+            order.push(*entry);
         }
     }
-    opts.entries
-        .sort_by_key(|(code, _, _)| (*code == 82, *code));
-    for &(code, start, end) in &opts.entries {
+    let mut rest: Vec<_> = opts
+        .entries
+        .iter()
+        .filter(|(c, _, _)| !order.iter().any(|(o, _, _)| o == c))
+        .copied()
+        .collect();
+    rest.sort_by_key(|(code, _, _)| (*code == 82, *code));
+    order.extend(rest);
+    // siaddr and `file` already carry 66 and 67: sent again only when asked for.
+    let file_carries_name = spec.boot.as_ref().is_some_and(|b| b.filename.len() < 128);
+    order.retain(|(code, _, _)| match code {
+        66 => requested(66),
+        67 => requested(67) || !file_carries_name,
+        _ => true,
+    });
+
+    // A boot file name too long for `file` exists only as option 67: never dropped.
+    let required = |code: u8| required_in_reply(code) || (code == 67 && !file_carries_name);
+    let limit = reply_limit(request);
+    let base = buf.len() + 1; // the options so far and the end option
+    let total = |order: &[(u8, usize, usize)]| -> usize {
+        base + order
+            .iter()
+            .map(|(_, s, e)| option_len(e - s))
+            .sum::<usize>()
+    };
+    // Over the limit: options the client did not ask for go first, the newest-coded
+    // first; then, if still too long, options move into `sname` (overload, RFC 2132
+    // §9.3; never into `file`, which PXE ROMs read the boot file from); then the
+    // requested options asked for last go.
+    while total(&order) > limit {
+        match order
+            .iter()
+            .rposition(|(code, _, _)| !required(*code) && !requested(*code))
+        {
+            Some(at) => {
+                order.remove(at);
+            }
+            None => break,
+        }
+    }
+    // Then 66 and 67 even when asked for, when siaddr and `file` carry them anyway.
+    while total(&order) > limit {
+        match order
+            .iter()
+            .rposition(|(code, _, _)| *code == 66 || (*code == 67 && file_carries_name))
+        {
+            Some(at) => {
+                order.remove(at);
+            }
+            None => break,
+        }
+    }
+    let mut in_sname: Vec<(u8, usize, usize)> = Vec::new();
+    if total(&order) > limit {
+        // 64 bytes, the last for the end option; option 52 itself costs 3.
+        let mut room = SNAME_LEN - 1;
+        let mut at = 0;
+        while at < order.len() && total(&order) + 3 > limit {
+            let (code, start, end) = order[at];
+            let size = option_len(end - start);
+            // The message type and what a client cannot do without stay in the
+            // options field, for clients that ignore option 52.
+            if code != 53 && !required(code) && size <= room {
+                room -= size;
+                in_sname.push(order.remove(at));
+            } else {
+                at += 1;
+            }
+        }
+        if in_sname.is_empty() {
+            // Nothing fitted: no overload.
+        } else {
+            put_option(&mut buf, 52, &[2]);
+        }
+    }
+    while total(&order) + if in_sname.is_empty() { 0 } else { 3 } > limit {
+        match order.iter().rposition(|(code, _, _)| !required(*code)) {
+            Some(at) => {
+                order.remove(at);
+            }
+            None => break,
+        }
+    }
+    for &(code, start, end) in &order {
         put_option(&mut buf, code, &opts.data[start..end]);
+    }
+    if !in_sname.is_empty() {
+        let mut sname = Vec::with_capacity(SNAME_LEN);
+        for &(code, start, end) in &in_sname {
+            put_option(&mut sname, code, &opts.data[start..end]);
+        }
+        sname.push(255);
+        buf[SNAME_AT..SNAME_AT + sname.len()].copy_from_slice(&sname);
     }
     buf.push(255);
     if buf.len() < MIN_REPLY_LEN {
@@ -880,6 +1015,151 @@ pub mod tests {
         assert_eq!(codes.last(), Some(&82));
         // The ones not asked for follow by code: 12, 15, 54, 58, 59, then the echoed 97.
         assert_eq!(&codes[7..codes.len() - 1], &[12, 15, 54, 58, 59, 97]);
+    }
+
+    /// Options in a region (the options field, or `sname` when overloaded).
+    fn options_in(region: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut found = Vec::new();
+        let mut at = 0;
+        while let Some(&code) = region.get(at) {
+            match code {
+                0 => at += 1,
+                255 => break,
+                _ => {
+                    let len = region[at + 1] as usize;
+                    found.push((code, region[at + 2..at + 2 + len].to_vec()));
+                    at += 2 + len;
+                }
+            }
+        }
+        found
+    }
+
+    fn many_dns(n: u8) -> Vec<Ipv4Addr> {
+        (1..=n).map(|i| Ipv4Addr::new(198, 18, 1, i)).collect()
+    }
+
+    #[test]
+    fn a_reply_fits_576_bytes_without_option_57_and_the_clients_limit_with_it() {
+        let mut big = spec(MessageType::Offer);
+        big.dns = many_dns(90); // 360 bytes of option 6
+        let asked = Packet::new(1, MAC).option(55, &[1, 3, 6, 67]);
+        let plain = parse_request(&asked.end()).expect("parses");
+        let bytes = encode_reply(&plain, &big);
+        assert!(
+            bytes.len() <= 548,
+            "{} bytes without option 57",
+            bytes.len()
+        );
+        let codes: Vec<u8> = options_of(&bytes)
+            .into_iter()
+            .chain(options_in(&bytes[44..108]))
+            .map(|(c, _)| c)
+            .collect();
+        for must in [53, 54, 51] {
+            assert!(codes.contains(&must), "{must} kept: {codes:?}");
+        }
+        // Not asked for: dropped before anything asked for.
+        assert!(!codes.contains(&12) && !codes.contains(&15), "{codes:?}");
+        let msg = <Message as dhcproto::Decodable>::decode(&mut dhcproto::Decoder::new(&bytes))
+            .expect("another decoder reads it");
+        assert!(msg.opts().has_msg_type(dhcproto::v4::MessageType::Offer));
+
+        let roomy = Packet::new(1, MAC)
+            .option(55, &[1, 3, 6, 67])
+            .option(57, &1500u16.to_be_bytes());
+        let bytes = encode_reply(&parse_request(&roomy.end()).expect("parses"), &big);
+        assert!(
+            bytes.len() > 548 && bytes.len() <= 1472,
+            "{} bytes",
+            bytes.len()
+        );
+        let dns: Vec<u8> = options_of(&bytes)
+            .into_iter()
+            .filter(|(c, _)| *c == 6)
+            .flat_map(|(_, v)| v)
+            .collect();
+        assert_eq!(dns.len(), 360, "every name server, with room for them");
+        // A client's limit above an Ethernet frame is held to one frame.
+        let huge = Packet::new(1, MAC).option(57, &9000u16.to_be_bytes()).end();
+        assert_eq!(reply_limit(&parse_request(&huge).expect("parses")), 1472);
+        let tiny = Packet::new(1, MAC).option(57, &100u16.to_be_bytes()).end();
+        assert_eq!(reply_limit(&parse_request(&tiny).expect("parses")), 548);
+    }
+
+    #[test]
+    fn pxe_options_are_echoed_only_at_their_defined_lengths() {
+        let long97 = vec![0u8; 255];
+        let raw = Packet::new(1, MAC)
+            .option(97, &long97)
+            .option(97, &long97)
+            .option(97, &long97)
+            .option(94, &[1, 2, 1, 0])
+            .end();
+        let req = parse_request(&raw).expect("parses");
+        assert!(req.echo.is_empty(), "{:?}", req.echo);
+        let bytes = encode_reply(&req, &spec(MessageType::Offer));
+        assert!(bytes.len() <= 548, "{} bytes", bytes.len());
+        let raw = Packet::new(1, MAC)
+            .option(97, &[0; 17])
+            .option(94, &[1, 2, 1])
+            .end();
+        let req = parse_request(&raw).expect("parses");
+        let codes: Vec<u8> = req.echo.iter().map(|(c, _)| *c).collect();
+        assert_eq!(codes, vec![94, 97]);
+    }
+
+    #[test]
+    fn options_66_and_67_are_sent_when_asked_for_or_needed() {
+        let unasked = parse_request(&Packet::new(1, MAC).option(55, &[1, 3]).end()).expect("p");
+        let bytes = encode_reply(&unasked, &spec(MessageType::Offer));
+        let codes: Vec<u8> = options_of(&bytes).iter().map(|(c, _)| *c).collect();
+        assert!(!codes.contains(&66) && !codes.contains(&67), "{codes:?}");
+        assert_eq!(&bytes[108..119], b"snponly.efi", "file carries the name");
+        assert_eq!(&bytes[20..24], &[192, 0, 2, 1], "siaddr the server");
+        let asked = parse_request(&Packet::new(1, MAC).option(55, &[66, 67]).end()).expect("p");
+        let codes: Vec<u8> = options_of(&encode_reply(&asked, &spec(MessageType::Offer)))
+            .iter()
+            .map(|(c, _)| *c)
+            .collect();
+        assert!(codes.contains(&66) && codes.contains(&67), "{codes:?}");
+    }
+
+    #[test]
+    fn a_reply_still_too_long_overloads_sname_never_file() {
+        let mut big = spec(MessageType::Offer);
+        big.dns = many_dns(60); // 240 bytes
+        big.hostname = Some("h".repeat(40));
+        big.domain = Some("d".repeat(40));
+        let raw = Packet::new(1, MAC).option(55, &[1, 3, 6, 12, 15, 67]).end();
+        let bytes = encode_reply(&parse_request(&raw).expect("parses"), &big);
+        assert!(bytes.len() <= 548, "{} bytes", bytes.len());
+        let main = options_of(&bytes);
+        let overload = main.iter().find(|(c, _)| *c == 52).map(|(_, v)| v.clone());
+        assert_eq!(
+            overload,
+            Some(vec![2]),
+            "option 52 says: sname holds options"
+        );
+        let in_sname = options_in(&bytes[44..108]);
+        assert!(!in_sname.is_empty(), "options were moved into sname");
+        assert_eq!(
+            &bytes[108..119],
+            b"snponly.efi",
+            "file still holds the boot file"
+        );
+        let mut all: Vec<u8> = main.iter().chain(&in_sname).map(|(c, _)| *c).collect();
+        all.sort();
+        for asked in [1, 3, 6, 12, 15] {
+            assert!(all.contains(&asked), "{asked} sent somewhere: {all:?}");
+        }
+        let main_codes: Vec<u8> = main.iter().map(|(c, _)| *c).collect();
+        for kept in [53, 54, 51] {
+            assert!(
+                main_codes.contains(&kept),
+                "{kept} stays in the options field"
+            );
+        }
     }
 
     #[test]
