@@ -130,33 +130,56 @@ pub struct StagedImage {
     pub files: Vec<String>,
 }
 
-/// A new staging directory under `data_dir/uploads/`, for one image's files.
+/// The file in a staging directory naming the process that made it.
+const OWNER_FILE: &str = "owner.pid";
+
+/// A new staging directory under `data_dir/uploads/`, for one image's files, marked
+/// with this process's id so a later start can tell it was abandoned.
 pub fn new_staging_dir(data_dir: &Path) -> Result<PathBuf, ImageError> {
     let dir = data_dir
         .join("uploads")
         .join(hex::encode(rand::random::<[u8; 8]>()));
-    std::fs::create_dir_all(dir.join("files")).map_err(|source| ImageError::Io {
+    let io = |source| ImageError::Io {
         path: dir.display().to_string(),
         source,
-    })?;
+    };
+    std::fs::create_dir_all(dir.join("files")).map_err(io)?;
+    std::fs::write(dir.join(OWNER_FILE), std::process::id().to_string()).map_err(io)?;
     Ok(dir)
 }
 
-/// Removes staging directories older than `max_age`: what an upload or a fetch killed
-/// half-way left behind (a running one touches its directory more recently). Returns
-/// how many were removed. Blocking.
+/// Whether the process that made a staging directory is gone.
+fn owner_gone(dir: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<libc::pid_t>().ok())
+    else {
+        return false;
+    };
+    if pid <= 0 || pid == std::process::id() as libc::pid_t {
+        return false;
+    }
+    // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Removes staging directories whose process is gone, or older than `max_age`: what
+/// an upload or a fetch killed half-way left behind. Returns how many were removed.
+/// Blocking.
 pub fn remove_stale_staging(data_dir: &Path, max_age: std::time::Duration) -> usize {
     let Ok(entries) = std::fs::read_dir(data_dir.join("uploads")) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.filter_map(Result::ok) {
-        let stale = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age > max_age);
+        let stale = owner_gone(&entry.path())
+            || entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
         if stale && std::fs::remove_dir_all(entry.path()).is_ok() {
             removed += 1;
         }

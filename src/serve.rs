@@ -71,8 +71,8 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             Some(ip)
         }
     };
-    // A killed upload or catalog fetch leaves its staging directory; nothing half
-    // done was registered, and its files go now.
+    // A killed upload or catalog fetch leaves its staging directory (nothing half done
+    // was registered): removed once its process is gone, or after a day.
     let stale = {
         let data_dir = config.data_dir.clone();
         tokio::task::spawn_blocking(move || {

@@ -222,5 +222,7 @@ fn place(staging: &std::path::Path, dir: &std::path::Path) -> Result<(), Service
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("remove the old files of", e)),
     }
+    // The staging directory's owner mark does not belong with the image.
+    let _ = std::fs::remove_file(staging.join("owner.pid"));
     std::fs::rename(staging, dir).map_err(|e| io("move the upload into", e))
 }
