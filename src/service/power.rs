@@ -924,6 +924,57 @@ mod tests {
         assert_eq!(column.get(&mac(8).to_string()), None);
     }
 
+    /// Chaos: a BMC that flaps between answering and hanging. Every call ends within
+    /// its bound with a result (the state, or "did not answer"), the poller's cached
+    /// state follows each flap, and nothing is left waiting.
+    #[tokio::test]
+    async fn a_flapping_bmc_gets_a_bounded_answer_each_time_and_the_poller_follows() {
+        let bmc = fake_redfish::FakeRedfish::start().await;
+        *bmc.bmc.power_on.lock().expect("lock") = true;
+        let store = store_with_machine().await;
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+        set_redfish(&store, mac, &bmc.url, "calvin", true).await;
+        let power = Arc::new(Power::new(PowerConfig {
+            timeout: Duration::from_secs(1),
+            retries: 0,
+            ..PowerConfig::default()
+        }));
+        for round in 0..6 {
+            let answering = round % 2 == 0;
+            *bmc.bmc.delay.lock().expect("lock") = if answering {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(60)
+            };
+            let started = std::time::Instant::now();
+            let outcome = run_verb(&store, &power, mac, Verb::Status, "user:ann").await;
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "round {round} took {:?}",
+                started.elapsed()
+            );
+            match (answering, outcome) {
+                (true, Ok(outcome)) => assert_eq!(outcome.state, Some(PowerState::On)),
+                (false, Err(e)) => assert!(e.to_string().contains("did not answer"), "{e}"),
+                (answering, other) => panic!("round {round} (answering {answering}): {other:?}"),
+            }
+            let started = std::time::Instant::now();
+            poll_once(&store, &power).await.expect("poll");
+            assert!(started.elapsed() < Duration::from_secs(3));
+            let cached = store
+                .call(move |conn| cached_status(conn, mac))
+                .await
+                .expect("status")
+                .expect("cached");
+            assert_eq!(
+                cached.state,
+                if answering { "on" } else { "error" },
+                "round {round}: {}",
+                cached.detail
+            );
+        }
+    }
+
     /// Without a system id the BMC's only system is looked up first, then used.
     #[tokio::test]
     async fn without_a_system_id_the_only_system_is_used() {
