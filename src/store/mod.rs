@@ -89,13 +89,19 @@ impl Db {
 impl Db {
     /// Runs `f` in one transaction: committed when it returns `Ok`, rolled back when
     /// it returns an error or panics.
+    ///
+    /// The write lock is taken at the start (`BEGIN IMMEDIATE`). A deferred
+    /// transaction that has read and then writes while another process (the CLI, a
+    /// backup, an operator's `sqlite3`) holds the lock fails at once with "database
+    /// is locked": SQLite does not wait there, whatever the busy timeout. Taken first,
+    /// the lock is waited for, up to the busy timeout.
     pub fn atomically<R, E: From<StoreError>>(
         &mut self,
         f: impl FnOnce(&Db) -> Result<R, E>,
     ) -> Result<R, E> {
         let tx = rusqlite::Transaction::new_unchecked(
             &self.conn,
-            rusqlite::TransactionBehavior::Deferred,
+            rusqlite::TransactionBehavior::Immediate,
         )
         .map_err(StoreError::from)?;
         // Dropping the transaction on an error rolls it back.

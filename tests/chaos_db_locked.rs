@@ -1,0 +1,165 @@
+//! Chaos: the database file locked by another process while clients ask for leases.
+//! A lock shorter than the store's 10 s busy timeout makes the ACK wait for its
+//! commit; a longer one makes the commit fail: no ACK is sent, the server says why,
+//! and once the lock is gone the client's retry is acknowledged and committed.
+//! Nothing acknowledged is lost, and the server never needs a restart.
+
+use harness::{DhcpNet, Proc, RawDhcp, dhcp_exchange, should_run, tail, wait_until};
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The rackboot binary under test (the harness is given it: see its lib.rs).
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
+
+const DHCP: &str = r#"
+[[dhcp.subnets]]
+cidr = "198.18.0.0/20"
+pool = "198.18.0.10-198.18.0.250"
+lease_secs = 3600
+"#;
+
+const RELAY: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// Holds an exclusive (write) lock on the SQLite file for `secs`, from a process of
+/// its own, as a backup tool or an operator's `sqlite3` session would.
+fn lock_database(net: &DhcpNet, secs: u32) -> Proc {
+    let db = net.dir.path().join("data/rackboot.db");
+    let script = format!(
+        "import sqlite3, time\n\
+         c = sqlite3.connect({db:?}, isolation_level=None)\n\
+         c.execute('BEGIN EXCLUSIVE')\n\
+         print('locked', flush=True)\n\
+         time.sleep({secs})\n\
+         c.execute('COMMIT')\n\
+         print('unlocked', flush=True)\n",
+        db = db.display().to_string()
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").arg(script);
+    let log = net.dir.path().join(format!("lock-{secs}.log"));
+    let locker = Proc::spawn(cmd, &log);
+    assert!(
+        wait_until(Duration::from_secs(10), || locker
+            .log_text()
+            .contains("locked")),
+        "the lock was not taken: {}",
+        locker.log_text()
+    );
+    locker
+}
+
+/// DISCOVER then REQUEST through the relay; the ACK (if any) and how long it took.
+fn lease(net: &DhcpNet, mac: [u8; 6], xid: u32, wait: Duration) -> (Option<Ipv4Addr>, Duration) {
+    let exchange = |packet, xid| {
+        dhcp_exchange(
+            &net.client_ns,
+            "rbc",
+            Some(RELAY),
+            SERVER,
+            packet,
+            xid,
+            wait,
+        )
+    };
+    let offers = exchange(RawDhcp::new(1, mac, xid).giaddr(RELAY).end(), xid);
+    let offer = offers
+        .iter()
+        .find(|r| r.msg_type == Some(2))
+        .unwrap_or_else(|| panic!("no offer (offers never wait for the disk)"));
+    let request = RawDhcp::new(3, mac, xid + 1)
+        .giaddr(RELAY)
+        .option(50, &offer.yiaddr.octets())
+        .option(54, &SERVER.octets())
+        .end();
+    let started = Instant::now();
+    let replies = exchange(request, xid + 1);
+    let ack = replies
+        .iter()
+        .find(|r| r.msg_type == Some(5))
+        .map(|r| r.yiaddr);
+    (ack, started.elapsed())
+}
+
+fn bound(net: &DhcpNet, ip: Ipv4Addr, mac: &str) -> bool {
+    net.leases()
+        .iter()
+        .any(|(i, m, state)| *i == ip.to_string() && m == mac && state == "bound")
+}
+
+#[test]
+fn a_locked_database_delays_or_withholds_acks_and_loses_nothing() {
+    if !should_run("chaos_db_locked", &["ip", "python3"]) {
+        return;
+    }
+    let mut net = DhcpNet::new(RACKBOOT, "dblock", DHCP);
+    net.server_ns
+        .ip(&["addr", "add", "198.18.0.1/20", "dev", "rbs"]);
+    net.client_ns
+        .ip(&["addr", "add", "198.18.0.2/20", "dev", "rbc"]);
+    net.start();
+
+    // Unlocked first: served at once.
+    let (ack, took) = lease(
+        &net,
+        [0x02, 0, 0, 0, 0xd1, 9],
+        0x0d00_0000,
+        Duration::from_secs(3),
+    );
+    assert!(
+        ack.is_some(),
+        "baseline {took:?}\n{}",
+        tail(&net.server_log(), 20)
+    );
+
+    // Locked for 4 s, within the busy timeout: the ACK waits for its commit.
+    let locker = lock_database(&net, 4);
+    let locked_at = Instant::now();
+    let (ack, _) = lease(
+        &net,
+        [0x02, 0, 0, 0, 0xd1, 1],
+        0x0d10_0000,
+        Duration::from_secs(9),
+    );
+    let acked_after = locked_at.elapsed();
+    let ip = ack.unwrap_or_else(|| panic!("no ACK\n{}", tail(&net.server_log(), 20)));
+    assert!(
+        acked_after >= Duration::from_millis(3500),
+        "the ACK left {acked_after:?} into a 4 s lock: before its commit"
+    );
+    drop(locker);
+    assert!(bound(&net, ip, "02:00:00:00:d1:01"), "{:?}", net.leases());
+
+    // Locked for 13 s, past the busy timeout: the commit fails, no ACK leaves, and
+    // the server says why.
+    let locker = lock_database(&net, 13);
+    let mac = [0x02, 0, 0, 0, 0xd1, 2];
+    let (ack, _) = lease(&net, mac, 0x0d20_0000, Duration::from_secs(11));
+    assert_eq!(ack, None, "an ACK without a commit");
+    assert!(
+        wait_until(Duration::from_secs(5), || net.server_log().contains(
+            "DHCP leases not committed, their acknowledgements are not sent"
+        )),
+        "{}",
+        tail(&net.server_log(), 20)
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || locker
+            .log_text()
+            .contains("unlocked")),
+        "{}",
+        locker.log_text()
+    );
+    drop(locker);
+    // The client tries again, as clients do: served, committed, no restart.
+    let (ack, _) = lease(&net, mac, 0x0d30_0000, Duration::from_secs(5));
+    let ip2 =
+        ack.unwrap_or_else(|| panic!("no ACK after the lock\n{}", tail(&net.server_log(), 20)));
+    assert!(bound(&net, ip2, "02:00:00:00:d1:02"), "{:?}", net.leases());
+    assert!(
+        bound(&net, ip, "02:00:00:00:d1:01"),
+        "the first lease is kept"
+    );
+    assert_ne!(ip, ip2);
+}
