@@ -1,8 +1,10 @@
-//! Chaos: the database file locked by another process while clients ask for leases.
-//! A lock shorter than the store's 10 s busy timeout makes the ACK wait for its
-//! commit; a longer one makes the commit fail: no ACK is sent, the server says why,
-//! and once the lock is gone the client's retry is acknowledged and committed.
-//! Nothing acknowledged is lost, and the server never needs a restart.
+//! Chaos in the store while clients ask for leases, and nothing acknowledged lost:
+//! - the database file locked by another process: a lock shorter than the store's
+//!   10 s busy timeout makes the ACK wait for its commit; a longer one makes the commit
+//!   fail: no ACK, the server says why, and the client's retry after is acknowledged;
+//! - the disk full (a small tmpfs under the data directory): no ACK for a lease that
+//!   could not be committed, the reason logged, and service again once space returns.
+//! The server is never restarted.
 
 use harness::{DhcpNet, Proc, RawDhcp, dhcp_exchange, should_run, tail, wait_until};
 use std::net::Ipv4Addr;
@@ -162,4 +164,104 @@ fn a_locked_database_delays_or_withholds_acks_and_loses_nothing() {
         "the first lease is kept"
     );
     assert_ne!(ip, ip2);
+}
+
+/// A small tmpfs mounted on a directory of the test's, unmounted when dropped (lazily:
+/// the killed server may still hold files there for a moment).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mount tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros into `path` until the filesystem is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("filler");
+    let block = vec![0u8; 64 << 10];
+    while file.write_all(&block).is_ok() {}
+    let _ = file.sync_all();
+}
+
+#[test]
+fn a_full_disk_withholds_acks_until_space_returns() {
+    if !should_run("chaos_disk_full", &["ip", "mount", "umount"]) {
+        return;
+    }
+    let mut net = DhcpNet::new(RACKBOOT, "dfull", DHCP);
+    let disk = Tmpfs::mount(&net.dir.path().join("data"), "8m");
+    net.server_ns
+        .ip(&["addr", "add", "198.18.0.1/20", "dev", "rbs"]);
+    net.client_ns
+        .ip(&["addr", "add", "198.18.0.2/20", "dev", "rbc"]);
+    net.start();
+    let (first, _) = lease(
+        &net,
+        [0x02, 0, 0, 0, 0xdf, 1],
+        0x0df1_0000,
+        Duration::from_secs(3),
+    );
+    let first = first.unwrap_or_else(|| panic!("no ACK\n{}", tail(&net.server_log(), 20)));
+
+    let filler = net.dir.path().join("data/filler");
+    fill(&filler);
+    let mac = [0x02, 0, 0, 0, 0xdf, 2];
+    let mut refused = false;
+    // A few clients, so the commit needs new pages whatever the WAL had free.
+    for n in 0..20u32 {
+        let (ack, _) = lease(
+            &net,
+            [0x02, 0, 0, 1, 0xdf, n as u8],
+            0x0df2_0000 + n * 16,
+            Duration::from_secs(2),
+        );
+        if ack.is_none() {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "a full disk acknowledged every lease");
+    assert!(
+        wait_until(Duration::from_secs(5), || net.server_log().contains(
+            "DHCP leases not committed, their acknowledgements are not sent"
+        )),
+        "{}",
+        tail(&net.server_log(), 20)
+    );
+    assert!(
+        net.server_log().contains("full"),
+        "the reason is said: {}",
+        tail(&net.server_log(), 20)
+    );
+
+    std::fs::remove_file(&filler).expect("free the space");
+    let (ack, _) = lease(&net, mac, 0x0df3_0000, Duration::from_secs(5));
+    let ip = ack.unwrap_or_else(|| {
+        panic!(
+            "no ACK once space returned\n{}",
+            tail(&net.server_log(), 20)
+        )
+    });
+    assert!(bound(&net, ip, "02:00:00:00:df:02"), "{:?}", net.leases());
+    assert!(
+        bound(&net, first, "02:00:00:00:df:01"),
+        "the first lease is kept"
+    );
+    net.kill9();
+    drop(disk);
 }
