@@ -4,6 +4,7 @@
 //!   fail: no ACK, the server says why, and the client's retry after is acknowledged;
 //! - the disk full (a small tmpfs under the data directory): no ACK for a lease that
 //!   could not be committed, the reason logged, and service again once space returns.
+//!
 //! The server is never restarted.
 
 use harness::{DhcpNet, Proc, RawDhcp, dhcp_exchange, should_run, tail, wait_until};
