@@ -300,3 +300,66 @@ fn install_calls_its_done_url_and_the_machine_returns_to_local() {
         "{events}"
     );
 }
+
+/// Chaos: a UEFI machine boots through 10 % loss both ways and 10 % duplication
+/// towards it, on every protocol of the chain (its DHCP, the TFTP of `snponly.efi`,
+/// iPXE's DHCP and the HTTP of its script, kernel and initrd).
+#[test]
+fn a_uefi_machine_boots_through_loss_and_duplication() {
+    if !should_run(
+        "vm_boot",
+        &[
+            "ip",
+            "qemu-system-x86_64",
+            "cpio",
+            "busybox",
+            "apt-get",
+            "nft",
+        ],
+    ) {
+        return;
+    }
+    let fixtures = boot_fixtures();
+    let mut net = BootNet::new(RACKBOOT, "lossy", &["tap0"]);
+    let kernel = fixtures.join("vmlinuz");
+    let initrd = fixtures.join("initrd.img");
+    net.cli(&[
+        "image",
+        "add",
+        "marker",
+        "--kernel",
+        kernel.to_str().expect("utf8 path"),
+        "--initrd",
+        initrd.to_str().expect("utf8 path"),
+        "--cmdline",
+        "console=ttyS0 panic=-1",
+    ]);
+    net.cli(&["machine", "add", UEFI_MAC, "--image", "marker"]);
+    net.ns.lossy_tap("tap0", 10);
+    net.start();
+    let mut uefi = Vm::start(&net, Firmware::Uefi, "tap0", UEFI_MAC, "lossy-uefi");
+    let booted = uefi.wait_for(MARKER, BOOT_DEADLINE);
+    assert!(
+        booted,
+        "the UEFI VM did not boot through loss\n{}\n--- server log ---\n{}",
+        tail(&uefi.serial_text(), 40),
+        tail(&net.server_log(), 60)
+    );
+    let events = net.cli(&["event", "list", "--mac", UEFI_MAC]);
+    let kinds = kinds(&events);
+    for kind in [
+        "dhcp.ack",
+        "tftp.read",
+        "http.script",
+        "http.kernel",
+        "http.initrd",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} missing:\n{events}");
+    }
+    let counts = net.ns.lossy_tap_counts();
+    assert!(
+        counts.len() == 3 && counts.iter().all(|n| *n > 0),
+        "frames dropped from, dropped to and duplicated to the VM: {counts:?}"
+    );
+    println!("lossy boot: dropped from / to the VM, duplicated to it: {counts:?}");
+}

@@ -65,6 +65,11 @@ impl Netns {
             "table inet rbtloss {{\n chain in {{\n  type filter hook input priority 0; \
              policy accept;\n  meta l4proto udp numgen random mod 100 < {percent} drop\n }}\n}}\n"
         );
+        self.nft(&rules);
+    }
+
+    /// Loads nftables `rules` in this namespace (gone with it).
+    pub fn nft(&self, rules: &str) {
         let mut cmd = self.command("nft");
         cmd.args(["-f", "-"]).stdin(Stdio::piped());
         let mut child = cmd.spawn().expect("run nft");
@@ -74,7 +79,35 @@ impl Netns {
             stdin.write_all(rules.as_bytes()).expect("write nft rules");
         }
         let status = child.wait().expect("nft");
-        assert!(status.success(), "nft loss rules failed in {}", self.name);
+        assert!(
+            status.success(),
+            "nft rules failed in {}:\n{rules}",
+            self.name
+        );
+    }
+
+    /// The packets each counted rule of `lossy_tap` hit: (dropped from the VM,
+    /// dropped towards it, duplicated towards it).
+    pub fn lossy_tap_counts(&self) -> Vec<u64> {
+        let out = self
+            .command("nft")
+            .args(["list", "table", "netdev", "rbchaos"])
+            .output()
+            .expect("nft list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split("packets ").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// Drops `percent` of the frames a VM's `tap` sends and receives, and duplicates
+    /// `percent` of those it receives (nftables netdev ingress and egress hooks: this
+    /// kernel has no netem). DHCP, TFTP and HTTP all cross it.
+    pub fn lossy_tap(&self, tap: &str, percent: u32) {
+        self.nft(&format!(
+            "table netdev rbchaos {{\n chain from_vm {{\n  type filter hook ingress device \"{tap}\" priority 0;\n  numgen random mod 100 < {percent} counter drop\n }}\n chain to_vm {{\n  type filter hook egress device \"{tap}\" priority 0;\n  numgen random mod 100 < {percent} counter drop\n  numgen random mod 100 < {percent} counter dup to \"{tap}\"\n }}\n}}\n"
+        ));
     }
 }
 
