@@ -146,10 +146,19 @@ pub fn release_sums(data: &[u8]) -> u64 {
             Err(e) => sig(&e.to_string()),
             Ok(s) => {
                 assert_eq!(s.iter().count(), s.len());
+                let mut again = String::new();
                 for (path, hash) in s.iter() {
                     assert_eq!(hash.len(), 64, "{path}: {hash}");
                     assert_eq!(s.get(path), Some(hash));
+                    again.push_str(&format!("{hash}  {path}\n"));
                 }
+                // The list written back in sha256sum's format reads the same.
+                let back = Sums::parse(&again)
+                    .unwrap_or_else(|e| panic!("a list read, written back, fails: {e}"));
+                assert!(
+                    back.iter().eq(s.iter()),
+                    "written back, the list reads otherwise"
+                );
                 sig(&format!("ok {}", s.is_empty()))
             }
         }
@@ -363,8 +372,15 @@ const ISO_PATHS: [&str; 6] = [
     "casper",
 ];
 
+/// The first 16 sectors (the system area) are not read: an input is the image from
+/// sector 16 on, so that mutations land in the descriptors and directories.
+const SYSTEM_AREA: usize = 16 * 2048;
+
 pub fn iso(data: &[u8]) -> u64 {
-    let mut iso = match iso9660::Iso::open(memfile(data)) {
+    let mut image = vec![0u8; SYSTEM_AREA];
+    image.extend_from_slice(data);
+    image.resize(image.len().next_multiple_of(2048), 0);
+    let mut iso = match iso9660::Iso::open(memfile(&image)) {
         Ok(iso) => iso,
         Err(e) => return sig(&e.to_string()),
     };
@@ -393,7 +409,12 @@ pub fn iso_seeds() -> Vec<Vec<u8>> {
     flate2::read::GzDecoder::new(&read("tests/fixtures/catalog/iso/small.iso.gz")[..])
         .read_to_end(&mut image)
         .expect("gunzip the fixture");
-    vec![image]
+    // From sector 16 to the last sector with data in it: the rest is zeros.
+    let used = image
+        .chunks(2048)
+        .rposition(|s| s.iter().any(|&b| b != 0))
+        .map_or(0, |i| i + 1);
+    vec![image[SYSTEM_AREA..used * 2048].to_vec()]
 }
 
 pub const ISO_DICT: &[&[u8]] = &[
