@@ -90,6 +90,9 @@ pub fn encode_request(r: &ClientRequest) -> Vec<u8> {
     if !r.param_request_list.is_empty() {
         put(&mut b, 55, &r.param_request_list);
     }
+    if let Some(size) = r.max_message_size {
+        put(&mut b, 57, &size.to_be_bytes());
+    }
     b.push(255);
     b
 }
