@@ -515,28 +515,13 @@ impl Fetcher {
             match &definition.chain {
                 Chain::DebianInstaller { release, sums } => {
                     let keyring = self.keyring(&request, catalog)?;
-                    let release_path = expand(release);
-                    let (body, signed) = self
-                        .verified_release(source, &keyring, &release_path)
-                        .await?;
-                    fingerprint = Some(signed.0.clone());
-                    stamp = Some(signed.1.clone());
-                    provenance.push(format!(
-                        "{release_path} signed by {} (Date {})",
-                        signed.0,
-                        crate::text::format_ms(Some(body.date * 1000))
-                    ));
                     let sums_path = expand(sums);
-                    let relative = sums_path
-                        .strip_prefix(&format!("{}/", dir_of(&release_path)))
-                        .unwrap_or(&sums_path);
-                    let entry = body.sha256(relative).ok_or_else(|| {
-                        refused(&release_path, format!("it does not list {relative}"))
-                    })?;
-                    let sums_file = self
-                        .fetch_known(source, &sums_path, &entry.sha256, Some(entry.size))
+                    let (sums_file, signer, signed_stamp, lines) = self
+                        .listed_by_release(source, &keyring, &expand(release), &sums_path)
                         .await?;
-                    provenance.push(format!("{sums_path} sha256 {}", entry.sha256));
+                    fingerprint = Some(signer);
+                    stamp = Some(signed_stamp);
+                    provenance.extend(lines);
                     let text = std::fs::read_to_string(&sums_file).map_err(io_at(&sums_file))?;
                     let list =
                         Sums::parse(&text).map_err(|e| refused(&sums_path, e.to_string()))?;
@@ -577,28 +562,13 @@ impl Fetcher {
                     package,
                 } => {
                     let keyring = self.keyring(&request, catalog)?;
-                    let release_path = expand(release);
-                    let (body, signed) = self
-                        .verified_release(source, &keyring, &release_path)
-                        .await?;
-                    fingerprint = Some(signed.0.clone());
-                    stamp = Some(signed.1.clone());
-                    provenance.push(format!(
-                        "{release_path} signed by {} (Date {})",
-                        signed.0,
-                        crate::text::format_ms(Some(body.date * 1000))
-                    ));
                     let packages_path = expand(packages);
-                    let relative = packages_path
-                        .strip_prefix(&format!("{}/", dir_of(&release_path)))
-                        .unwrap_or(&packages_path);
-                    let entry = body.sha256(relative).ok_or_else(|| {
-                        refused(&release_path, format!("it does not list {relative}"))
-                    })?;
-                    let index = self
-                        .fetch_known(source, &packages_path, &entry.sha256, Some(entry.size))
+                    let (index, signer, signed_stamp, lines) = self
+                        .listed_by_release(source, &keyring, &expand(release), &packages_path)
                         .await?;
-                    provenance.push(format!("{packages_path} sha256 {}", entry.sha256));
+                    fingerprint = Some(signer);
+                    stamp = Some(signed_stamp);
+                    provenance.extend(lines);
                     let (index2, name) = (index.clone(), packages_path.clone());
                     let text = tokio::task::spawn_blocking(move || read_index(&index2, &name))
                         .await
@@ -906,6 +876,35 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// Follows a Debian suite's signed `InRelease` to one file it lists (`SHA256SUMS`,
+    /// a `Packages` index), fetched and checked against its listed sha256 and size:
+    /// that file's cache path, the signer, the replay stamp and the provenance lines.
+    async fn listed_by_release(
+        &self,
+        source: &Source,
+        keyring: &Keyring,
+        release_path: &str,
+        listed_path: &str,
+    ) -> Result<(PathBuf, String, ReleaseStamp, [String; 2]), FetchError> {
+        let (body, (signer, stamp)) = self.verified_release(source, keyring, release_path).await?;
+        let signed_line = format!(
+            "{release_path} signed by {signer} (Date {})",
+            crate::text::format_ms(Some(body.date * 1000))
+        );
+        // Release lists its files relative to its own directory.
+        let relative = listed_path
+            .strip_prefix(&format!("{}/", dir_of(release_path)))
+            .unwrap_or(listed_path);
+        let entry = body
+            .sha256(relative)
+            .ok_or_else(|| refused(release_path, format!("it does not list {relative}")))?;
+        let file = self
+            .fetch_known(source, listed_path, &entry.sha256, Some(entry.size))
+            .await?;
+        let listed_line = format!("{listed_path} sha256 {}", entry.sha256);
+        Ok((file, signer, stamp, [signed_line, listed_line]))
     }
 
     /// Fetches and verifies a clearsigned `InRelease`, parses it, and refuses one past
