@@ -63,6 +63,7 @@ pub fn openpgp(data: &[u8]) -> u64 {
         }
         _ => openpgp::verify_detached(&k.throwaway, &k.message[..], rest).map(|v| v.fingerprint),
     };
+    let mode = ["key", "clearsigned", "detached"][usize::from(mode % 3)];
     match result {
         Ok(what) => sig(&format!("ok {mode} {what}")),
         Err(e) => sig(&format!("{mode} {e}")),

@@ -252,16 +252,18 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, corpus: &[Vec<u8>], dict: &[&[u
 // ---- Outcomes ----
 
 /// An outcome's signature: the words of its text made of letters only, up to the
-/// first quote, so that "line 3" and "line 4", two addresses, two member paths or two
-/// option names are one outcome. Lines that quote the input (a TOML error's
-/// `12 | text` and `   |   ^`) are left out. A mutant with an outcome not seen before
-/// joins the corpus: feedback by behaviour, since this build has no coverage
-/// instrumentation.
+/// first quote (errors quote the input, and the input may hold quotes), so that
+/// "line 3" and "line 4", two addresses, two member paths or two option names are
+/// one outcome. Lines that quote the input (a TOML error's `12 | text` and
+/// `   |   ^`) are left out. A mutant with an outcome not seen before joins the
+/// corpus: feedback by behaviour, since this build has no coverage instrumentation.
 pub fn sig(text: &str) -> u64 {
     let mut h = DefaultHasher::new();
     'lines: for line in text.lines() {
-        let t = line.trim_start();
-        if t.starts_with('|') || t.starts_with(|c: char| c.is_ascii_digit()) {
+        let t = line
+            .trim_start()
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        if t.trim_start().starts_with('|') {
             continue;
         }
         for word in line.split_whitespace() {

@@ -215,3 +215,34 @@ fn catalog_definition() {
         report: no_report,
     });
 }
+
+/// Outcomes that differ only in numbers, addresses, paths, what follows a quote or
+/// the input quoted by TOML are one.
+#[test]
+fn outcome_signatures() {
+    use engine::sig;
+    assert_eq!(sig("line 3: bad"), sig("line 4: bad"));
+    assert_eq!(
+        sig("52:54:00:00:00:01 is not known"),
+        sig("52:54:00:00:00:02 is not known")
+    );
+    assert_eq!(sig("option \"abc\" twice"), sig("option \"xyz\" twice"));
+    assert_eq!(
+        sig(
+            "a.toml: TOML parse error at line 7, column 9\n  |\n7 | \"a\n  |         ^\nmissing value, expected `=`"
+        ),
+        sig(
+            "a.toml: TOML parse error at line 2, column 1\n  |\n2 | x]]\n  | ^\nmissing value, expected `[`"
+        ),
+    );
+    assert_eq!(
+        sig(
+            "clearsigned the signature could not be read: failed reading: armor footer Error(Error { input: [0, 0, 86, 43], code: Tag })"
+        ),
+        sig(
+            "clearsigned the signature could not be read: failed reading: armor footer Error(Error { input: [101, 100, 32, 98, 121], code: Tag })"
+        ),
+    );
+    assert_ne!(sig("missing value for key"), sig("unclosed table"));
+    assert_ne!(sig("0 | x\nmissing value"), sig("0 | x\nunclosed table"));
+}
