@@ -78,6 +78,8 @@ pub enum SheetError {
         "{cell}: outside the {MAX_SHEET_ROWS} rows (a header and {MAX_DATA_ROWS} machines) and {MAX_COLUMNS} columns (A to BL) that are read"
     )]
     OutOfBounds { cell: String },
+    #[error("{reference:?} is not a cell or a range of cells between A1 and XFD1048576")]
+    BadReference { reference: String },
     #[error("{cell}: the cell has {len} bytes; at most {MAX_CELL_BYTES} are read")]
     CellTooLong { cell: String, len: usize },
     #[error("the cells hold more than {MAX_SHEET_TEXT_BYTES} bytes (8 MiB) of text")]
@@ -312,6 +314,20 @@ impl Counts {
                         });
                     }
                 }
+                // calamine reads these references with unchecked arithmetic.
+                name @ ("dimension" | "row" | "c" | "mergeCell") => {
+                    let key = if name == "dimension" || name == "mergeCell" {
+                        "ref"
+                    } else {
+                        "r"
+                    };
+                    if let Ok(Some(value)) = e.try_get_attribute(key) {
+                        let reference = value.value.to_string();
+                        if !reference_in_sheet(&reference) {
+                            return Err(SheetError::BadReference { reference });
+                        }
+                    }
+                }
                 "sheet" | "Relationship" | "definedName" => {
                     self.items += 1;
                     if self.items > MAX_WORKBOOK_ITEMS {
@@ -321,6 +337,32 @@ impl Counts {
                 _ => {}
             }
         }
+    }
+}
+
+/// A cell (`B7`), a row (`7`) or a range (`A1:B7`, its end not before its start)
+/// within the largest sheet there is: columns A to XFD, rows 1 to 1048576. Anything
+/// else calamine refuses anyway, unless its arithmetic overflows first.
+fn reference_in_sheet(reference: &str) -> bool {
+    // (column, row), 0 for a missing part.
+    let cell = |part: &str| -> Option<(u32, u32)> {
+        let digits = part.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+        let letters = &part[..part.len() - digits.len()];
+        if letters.len() > 3 || digits.len() > 7 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let col = letters.bytes().fold(0, |n, b| {
+            n * 26 + u32::from(b.to_ascii_uppercase() - b'A') + 1
+        });
+        let row = digits.parse().unwrap_or(0);
+        (col <= 16_384 && row <= 1_048_576).then_some((col, row))
+    };
+    match reference.split_once(':') {
+        None => cell(reference).is_some(),
+        Some((start, end)) => match (cell(start), cell(end)) {
+            (Some((c1, r1)), Some((c2, r2))) => c1 <= c2 && r1 <= r2,
+            _ => false,
+        },
     }
 }
 
@@ -852,6 +894,42 @@ mod tests {
         assert!(matches!(
             parse_upload("big.csv", &big),
             Err(SheetError::FileTooLarge { .. })
+        ));
+    }
+
+    /// Found by `tests/fuzz` (`bulk_xlsx`): calamine 0.38 reads cell references with
+    /// unchecked arithmetic (base-26 columns, base-10 rows, a range's end less its
+    /// start), which panics in a debug build and wraps in a release one.
+    #[test]
+    fn cell_references_past_any_sheet_are_refused_before_calamine_reads_them() {
+        for (body, reference) in [
+            (
+                r#"<dimension ref="A1:FORKBOOKVIEW1"/><sheetData/>"#,
+                "A1:FORKBOOKVIEW1",
+            ),
+            (r#"<dimension ref="B2:A1"/><sheetData/>"#, "B2:A1"),
+            (
+                r#"<sheetData><row r="1"><c r="A99999999999"><v>1</v></c></row></sheetData>"#,
+                "A99999999999",
+            ),
+            (
+                r#"<sheetData><row r="99999999999"/></sheetData>"#,
+                "99999999999",
+            ),
+        ] {
+            assert_eq!(
+                parse_upload("hostile.xlsx", &sheet_xml(body)),
+                Err(SheetError::BadReference {
+                    reference: reference.into()
+                }),
+                "{body}"
+            );
+        }
+        // The corners of a sheet, in either case, are references like any other.
+        let corners = r#"<dimension ref="a1:XFD1048576"/><sheetData/>"#;
+        assert!(matches!(
+            parse_upload("big.xlsx", &sheet_xml(corners)),
+            Err(SheetError::DimensionTooLarge { .. })
         ));
     }
 }

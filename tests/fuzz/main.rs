@@ -1,11 +1,12 @@
 //! Fuzzing, on the stable toolchain, inside `cargo test` (issue 17).
 //!
-//! **Why this engine.** cargo-fuzz (libFuzzer) needs a nightly compiler, which is
-//! not to be had here. cargo-afl works on stable but needs a second, instrumented
-//! build of the whole crate (`cargo afl build`) and an AFL++ runtime compiled at
-//! install, and runs outside the test harness; bolero's stable engine under
-//! `cargo test` is random generation without coverage either, behind four more
-//! crates. So the harness is our own, in this test binary, with no dependency added:
+//! **Why this engine.** cargo-fuzz (libFuzzer) needs a nightly compiler, which this
+//! project's machines and CI do not have and cannot fetch. cargo-afl works on stable
+//! but needs a second, instrumented build of the whole crate (`cargo afl build`) and
+//! an AFL++ runtime compiled at install, and runs outside the test harness; bolero's
+//! stable engine under `cargo test` is random generation without coverage too,
+//! behind several more crates. So the harness is our own, in this test binary, with
+//! no dependency added:
 //! a seeded PRNG (xoshiro256**), AFL-style havoc mutation (bit flips, interesting
 //! values, insertions, deletions, duplicated ranges, dictionary tokens, splices)
 //! of a corpus of real inputs (packets built with the codecs, the example config, a
