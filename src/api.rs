@@ -254,6 +254,7 @@ struct CreateMachine {
     rack: Option<String>,
     position: Option<String>,
     exit_method: Option<ExitMethod>,
+    loader: Option<crate::lifecycle::Loader>,
     ssh_keys: Option<String>,
 }
 
@@ -270,6 +271,7 @@ async fn create_machine(
         rack: body.rack,
         position: body.position,
         exit_method: body.exit_method,
+        loader: body.loader,
         ssh_keys: body.ssh_keys,
         ..NewMachine::new(mac)
     };

@@ -31,6 +31,8 @@ pub struct RawRow {
     pub image: String,
     pub rack: String,
     pub position: String,
+    /// `ipxe`, `grub`, `uki`, or empty for the default of its architecture.
+    pub loader: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,7 @@ pub struct CheckedRow {
     pub image: String,
     pub rack: String,
     pub position: String,
+    pub loader: String,
     pub errors: Vec<String>,
 }
 
@@ -76,7 +79,7 @@ pub fn all_machines(conn: &mut Db) -> Result<Vec<MachineDetail>, StoreError> {
     Ok(inventory::search(conn, &query)?.0)
 }
 
-const EXPORT_HEADER: [&str; 10] = [
+const EXPORT_HEADER: [&str; 11] = [
     "mac",
     "hostname",
     "ip",
@@ -84,12 +87,13 @@ const EXPORT_HEADER: [&str; 10] = [
     "mode",
     "rack",
     "position",
+    "loader",
     "firmware",
     "lease_ip",
     "last_seen",
 ];
 
-fn export_cells(m: &MachineDetail) -> [String; 10] {
+fn export_cells(m: &MachineDetail) -> [String; 11] {
     [
         m.mac.clone(),
         m.hostname.clone().unwrap_or_default(),
@@ -98,6 +102,7 @@ fn export_cells(m: &MachineDetail) -> [String; 10] {
         m.mode.to_string(),
         m.rack.clone().unwrap_or_default(),
         m.position.clone().unwrap_or_default(),
+        m.loader.map(|l| l.to_string()).unwrap_or_default(),
         m.arch.clone().unwrap_or_default(),
         m.lease_ip.map(|ip| ip.to_string()).unwrap_or_default(),
         m.last_seen_ms
@@ -306,6 +311,7 @@ mod tests {
 
     fn rows(n: usize) -> Vec<CheckedRow> {
         let row = CheckedRow {
+            loader: String::new(),
             line: 2,
             action: Action::Add,
             mac: String::new(),

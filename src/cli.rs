@@ -208,7 +208,14 @@ pub enum MachineCommand {
         /// How iPXE leaves network boot: exit, "exit 1" or sanboot.
         #[arg(long)]
         exit_method: Option<lifecycle::ExitMethod>,
+        /// The first program its firmware loads: ipxe, grub (shim + grub, for Secure
+        /// Boot) or uki (UEFI HTTP boot of one file). Default: per architecture, from
+        /// the [boot] config.
+        #[arg(long)]
+        loader: Option<lifecycle::Loader>,
     },
+    /// Set the boot loader: ipxe, grub, uki, or default (per architecture).
+    SetLoader { mac: MacAddr, loader: String },
     List,
     /// Reinstall: set install mode and, with a power controller, boot the machine
     /// from the network now (power-cycle, or power on when off). Several MACs, or
@@ -507,6 +514,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             rack,
             position,
             exit_method,
+            loader,
         }) => {
             let new = NewMachine {
                 hostname,
@@ -515,6 +523,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 rack,
                 position,
                 exit_method,
+                loader,
                 ..NewMachine::new(mac)
             };
             let added = services.add_machine(&caller, clock::now_ms(), new).await?;
@@ -564,6 +573,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Machine(MachineCommand::SetMode { mac, mode }) => {
             let m = services
                 .set_mode(&caller, clock::now_ms(), mac, mode)
+                .await?;
+            print_machine(&m);
+            Ok(())
+        }
+        Command::Machine(MachineCommand::SetLoader { mac, loader }) => {
+            let loader = match loader.trim() {
+                "default" => None,
+                other => Some(other.parse::<lifecycle::Loader>()?),
+            };
+            let patch = crate::inventory::MachinePatch {
+                loader: Some(loader),
+                ..Default::default()
+            };
+            let m = services
+                .update_machine(&caller, clock::now_ms(), mac, patch)
                 .await?;
             print_machine(&m);
             Ok(())

@@ -42,6 +42,24 @@ struct RawConfig {
     power: RawPower,
     #[serde(default)]
     images: RawImages,
+    #[serde(default)]
+    boot: RawBoot,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBoot {
+    amd64: Option<RawArchBoot>,
+    arm64: Option<RawArchBoot>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArchBoot {
+    loader: Option<String>,
+    shim: Option<PathBuf>,
+    grub: Option<PathBuf>,
+    uki_stub: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -156,6 +174,64 @@ pub struct Config {
     pub panel: PanelConfig,
     pub power: crate::power::PowerConfig,
     pub images: ImagesConfig,
+    /// `[boot.amd64]`, `[boot.arm64]`: each architecture's default loader and the
+    /// signed shim and grub (and systemd's EFI stub) it is served.
+    pub boot: BootLoaders,
+}
+
+/// The loaders of one architecture: which one its machines get unless they name
+/// one, and the files. The files need not exist until a machine asks for them (a
+/// warning at start says which are missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchBoot {
+    pub loader: crate::lifecycle::Loader,
+    /// Signed shim, served over TFTP as `shimx64.efi` / `shimaa64.efi`.
+    pub shim: PathBuf,
+    /// Signed network grub, served as `grubx64.efi` / `grubaa64.efi`, the name shim
+    /// loads from its own directory.
+    pub grub: PathBuf,
+    /// systemd's EFI stub, the base of unified kernel images.
+    pub uki_stub: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootLoaders {
+    pub amd64: ArchBoot,
+    pub arm64: ArchBoot,
+}
+
+impl BootLoaders {
+    pub fn of(&self, arch: crate::lifecycle::Arch) -> &ArchBoot {
+        match arch {
+            crate::lifecycle::Arch::Amd64 => &self.amd64,
+            crate::lifecycle::Arch::Arm64 => &self.arm64,
+        }
+    }
+}
+
+/// Where Debian installs them: `shim-signed`, `grub-efi-amd64-signed` and
+/// `systemd-boot-efi` on amd64; for arm64 the pair Debian's arm64 netboot installer
+/// ships (`debian-installer-12-netboot-arm64`, an `all` package, so an amd64 host
+/// can install it), and there is no arm64 iPXE in Debian, hence grub by default.
+impl Default for BootLoaders {
+    fn default() -> Self {
+        const D_I_ARM64: &str =
+            "/usr/lib/debian-installer/images/12/arm64/text/debian-installer/arm64";
+        BootLoaders {
+            amd64: ArchBoot {
+                loader: crate::lifecycle::Loader::Ipxe,
+                shim: PathBuf::from("/usr/lib/shim/shimx64.efi.signed"),
+                grub: PathBuf::from("/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed"),
+                uki_stub: PathBuf::from("/usr/lib/systemd/boot/efi/linuxx64.efi.stub"),
+            },
+            arm64: ArchBoot {
+                loader: crate::lifecycle::Loader::Grub,
+                shim: PathBuf::from(format!("{D_I_ARM64}/bootnetaa64.efi")),
+                grub: PathBuf::from(format!("{D_I_ARM64}/grubaa64.efi")),
+                uki_stub: PathBuf::from("/usr/lib/systemd/boot/efi/linuxaa64.efi.stub"),
+            },
+        }
+    }
 }
 
 /// `[images]`: where the catalog fetches from.
@@ -937,7 +1013,34 @@ impl Config {
             }
         };
 
+        let boot = {
+            let defaults = BootLoaders::default();
+            let arch = |raw: Option<&RawArchBoot>, default: ArchBoot, key: &str| {
+                let Some(raw) = raw else {
+                    return Ok(default);
+                };
+                let loader = match &raw.loader {
+                    Some(text) => text
+                        .parse()
+                        .map_err(|e: crate::lifecycle::ParseError| {
+                            invalid(&format!("boot.{key}.loader"), e.to_string())
+                        })?,
+                    None => default.loader,
+                };
+                Ok::<_, ConfigError>(ArchBoot {
+                    loader,
+                    shim: raw.shim.clone().unwrap_or(default.shim),
+                    grub: raw.grub.clone().unwrap_or(default.grub),
+                    uki_stub: raw.uki_stub.clone().unwrap_or(default.uki_stub),
+                })
+            };
+            BootLoaders {
+                amd64: arch(raw.boot.amd64.as_ref(), defaults.amd64, "amd64")?,
+                arm64: arch(raw.boot.arm64.as_ref(), defaults.arm64, "arm64")?,
+            }
+        };
         Ok(Config {
+            boot,
             images,
             power,
             lifecycle,

@@ -665,6 +665,7 @@ pub mod tests {
         )
         .expect("write");
         let image = |name: &str| Image {
+            arches: vec![crate::lifecycle::Arch::Amd64],
             name: name.into(),
             kernel_path: kernel.display().to_string(),
             kernel_sha256: String::new(),
@@ -1036,6 +1037,7 @@ pub mod tests {
     async fn catalog_image(app: &TestApp, cmdline: &str, initrd: bool) {
         let kernel = app._dir.path().join("kernel").display().to_string();
         let image = Image {
+            arches: vec![crate::lifecycle::Arch::Amd64],
             name: "debian".into(),
             kernel_path: kernel.clone(),
             kernel_sha256: String::new(),

@@ -114,6 +114,7 @@ pub fn import(
         initrd_path: initrd_path.display().to_string(),
         initrd_sha256,
         cmdline: cmdline.to_string(),
+        arches: vec![crate::lifecycle::Arch::Amd64],
     })
 }
 
@@ -128,6 +129,8 @@ pub struct StagedImage {
     pub initrd_sha256: String,
     /// The install templates' names, for the audit event.
     pub files: Vec<String>,
+    /// The architectures its kernel runs on; amd64 unless the caller says otherwise.
+    pub arches: Vec<crate::lifecycle::Arch>,
 }
 
 /// The file in a staging directory naming the process that made it.
@@ -223,6 +226,7 @@ pub fn stage_files(
             kernel_sha256,
             initrd_sha256,
             files,
+            arches: vec![crate::lifecycle::Arch::Amd64],
         }),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);

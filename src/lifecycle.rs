@@ -124,6 +124,123 @@ impl FromStr for ExitMethod {
     }
 }
 
+/// The first program a machine's firmware loads from rackboot. iPXE where it can run;
+/// shim then grub (both signed by the distribution) where Secure Boot is enforced or no
+/// iPXE exists for the architecture; a unified kernel image (kernel, initrd and command
+/// line in one EFI file, unsigned) for UEFI HTTP boot without TFTP or iPXE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Loader {
+    Ipxe,
+    Grub,
+    Uki,
+}
+
+pub const LOADERS: [Loader; 3] = [Loader::Ipxe, Loader::Grub, Loader::Uki];
+
+impl Loader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Loader::Ipxe => "ipxe",
+            Loader::Grub => "grub",
+            Loader::Uki => "uki",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Loader::Ipxe => "iPXE",
+            Loader::Grub => "shim + grub (Secure Boot)",
+            Loader::Uki => "unified kernel image (UEFI HTTP boot)",
+        }
+    }
+}
+
+impl std::fmt::Display for Loader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Loader {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        LOADERS
+            .into_iter()
+            .find(|l| l.as_str() == wanted)
+            .ok_or_else(|| ParseError {
+                what: "loader",
+                value: s.to_string(),
+                expected: "ipxe, grub, uki",
+            })
+    }
+}
+
+/// A CPU architecture as images and machines name it. Distributions spell them
+/// differently (`amd64`, `x86_64`; `arm64`, `aarch64`): both spellings parse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    #[serde(alias = "x86_64", alias = "x64")]
+    Amd64,
+    #[serde(alias = "aarch64")]
+    Arm64,
+}
+
+pub const ARCHES: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Arch {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "amd64" | "x86_64" | "x64" | "x86-64" => Ok(Arch::Amd64),
+            "arm64" | "aarch64" => Ok(Arch::Arm64),
+            _ => Err(ParseError {
+                what: "architecture",
+                value: s.to_string(),
+                expected: "amd64 (x86_64), arm64 (aarch64)",
+            }),
+        }
+    }
+}
+
+/// Parses a comma- or space-separated list of architectures, sorted, without
+/// duplicates; empty means amd64 (what every image before architectures were
+/// recorded was).
+pub fn parse_arches(text: &str) -> Result<Vec<Arch>, ParseError> {
+    let mut arches = text
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|a| !a.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<Arch>, _>>()?;
+    arches.sort();
+    arches.dedup();
+    if arches.is_empty() {
+        arches.push(Arch::Amd64);
+    }
+    Ok(arches)
+}
+
+pub fn arches_text(arches: &[Arch]) -> String {
+    arches.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(",")
+}
+
 /// A fresh done-URL token: 256 random bits, hex.
 pub fn new_token() -> String {
     let bytes: [u8; 32] = rand::random();

@@ -19,6 +19,8 @@ pub struct Machine {
     /// Added by the DHCP server (an unknown PXE client under `policy = "all"`), not yet
     /// by an operator.
     pub discovered: bool,
+    /// The first program its firmware loads; `None`: the default for its architecture.
+    pub loader: Option<crate::lifecycle::Loader>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,8 @@ pub struct Image {
     pub initrd_path: String,
     pub initrd_sha256: String,
     pub cmdline: String,
+    /// The architectures its kernel runs on (a machine of another one is refused).
+    pub arches: Vec<crate::lifecycle::Arch>,
 }
 
 /// Where a catalog image came from; uploaded images have none.

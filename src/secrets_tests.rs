@@ -409,6 +409,8 @@ async fn a_machines_tftp_directory_goes_to_that_machine_only() {
 
 fn boot_config() -> BootConfig {
     BootConfig {
+        default_loader_amd64: crate::lifecycle::Loader::Ipxe,
+        default_loader_arm64: crate::lifecycle::Loader::Ipxe,
         server_ip: ip(1),
         http_url: "http://192.0.2.1:8080".into(),
         bios_file: "undionly.kpxe".into(),

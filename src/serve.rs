@@ -260,6 +260,8 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                 uefi_x64_file: config.ipxe.uefi_x64.clone(),
                 uefi_arm64_file: config.ipxe.uefi_arm64.clone(),
                 arm64_available: config.ipxe.dir.join(&config.ipxe.uefi_arm64).is_file(),
+                default_loader_amd64: config.boot.amd64.loader,
+                default_loader_arm64: config.boot.arm64.loader,
             };
             let done = dhcp_server::spawn(
                 socket,

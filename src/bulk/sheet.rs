@@ -32,7 +32,9 @@ pub const MAX_WORKBOOK_ITEMS: u64 = 10_000;
 /// Shared strings: calamine reserves the count a file claims and keeps every string.
 pub const MAX_SHARED_STRINGS: u64 = 200_000;
 
-const COLUMNS: [&str; 6] = ["mac", "hostname", "ip", "image", "rack", "position"];
+const COLUMNS: [&str; 7] = [
+    "mac", "hostname", "ip", "image", "rack", "position", "loader",
+];
 
 /// Why an uploaded file was refused; shown to the user as is, so each names the
 /// limit and what the file claimed or held.
@@ -479,6 +481,7 @@ fn rows_from_table(table: Table) -> Result<Vec<RawRow>, SheetError> {
             image: cell(&row, "image"),
             rack: cell(&row, "rack"),
             position: cell(&row, "position"),
+            loader: cell(&row, "loader"),
         })
         .collect();
     if rows.is_empty() {
@@ -690,7 +693,9 @@ mod tests {
         assert!(
             matches!(
                 err,
-                SheetError::BadSheet(_) | SheetError::OutOfBounds { .. }
+                SheetError::BadSheet(_)
+                    | SheetError::OutOfBounds { .. }
+                    | SheetError::BadReference { .. }
             ),
             "{err:?}"
         );

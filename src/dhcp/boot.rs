@@ -1,9 +1,19 @@
 //! Which boot file a client gets, from its firmware (option 93, or option 60 where ARM
-//! firmware leaves 93 out) and whether it is already iPXE (the loop-break).
+//! firmware leaves 93 out), whether it is already iPXE (the loop-break), and the
+//! loader its machine names (or its architecture's default): iPXE, shim then grub
+//! (Secure Boot), or a unified kernel image.
 
 use crate::dhcp::wire::{BootReply, ClientRequest};
+use crate::lifecycle::{Arch, Loader};
 use crate::mac::MacAddr;
 use std::net::Ipv4Addr;
+
+/// The names shim and grub are served under over TFTP: shim loads `grubx64.efi`
+/// (`grubaa64.efi`) from the directory it was loaded from, whatever its own name.
+pub const SHIM_X64: &str = "shimx64.efi";
+pub const GRUB_X64: &str = "grubx64.efi";
+pub const SHIM_AA64: &str = "shimaa64.efi";
+pub const GRUB_AA64: &str = "grubaa64.efi";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
@@ -39,6 +49,24 @@ impl Firmware {
             Firmware::UefiArm64Http => "uefi-arm64-http".into(),
             Firmware::Unsupported(n) => format!("arch-{n}"),
         }
+    }
+
+    /// The CPU architecture of a firmware (BIOS is x86), if rackboot knows it.
+    pub fn arch(self) -> Option<Arch> {
+        match self {
+            Firmware::Bios | Firmware::UefiX64 | Firmware::UefiX64Http => Some(Arch::Amd64),
+            Firmware::UefiArm64 | Firmware::UefiArm64Http => Some(Arch::Arm64),
+            Firmware::Unsupported(_) => None,
+        }
+    }
+}
+
+/// The architecture of a machine as the inventory records its firmware (`arch`,
+/// written from `Firmware::name`); amd64 when nothing is recorded yet.
+pub fn arch_of_recorded(recorded: Option<&str>) -> Arch {
+    match recorded {
+        Some(name) if name.contains("arm64") => Arch::Arm64,
+        _ => Arch::Amd64,
     }
 }
 
@@ -82,6 +110,9 @@ pub struct BootConfig {
     pub uefi_arm64_file: String,
     /// Whether an arm64 iPXE binary exists in `ipxe_dir`.
     pub arm64_available: bool,
+    /// The loader of machines that name none, per architecture (`[boot.*] loader`).
+    pub default_loader_amd64: Loader,
+    pub default_loader_arm64: Loader,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,13 +120,45 @@ pub enum NoBootFile {
     NotPxe,
     Unsupported(Firmware),
     NoArm64Binary,
+    /// Debian's signed grub has no HTTP: shim and grub boot over PXE (TFTP) only.
+    GrubOverHttpBoot,
+}
+
+impl std::fmt::Display for NoBootFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoBootFile::NotPxe => f.write_str("not a PXE client"),
+            NoBootFile::Unsupported(fw) => {
+                write!(f, "firmware {} has no boot file configured", fw.name())
+            }
+            NoBootFile::NoArm64Binary => f.write_str(
+                "this machine's architecture (arm64) has no iPXE boot file configured; \
+                 give it the grub loader",
+            ),
+            NoBootFile::GrubOverHttpBoot => f.write_str(
+                "the grub loader cannot start from UEFI HTTP boot (signed grub has no HTTP); \
+                 use PXE, or the ipxe or uki loader",
+            ),
+        }
+    }
 }
 
 pub fn script_url(http_url: &str, mac: MacAddr) -> String {
     format!("{http_url}/boot/{}.ipxe", mac.dashed())
 }
 
-pub fn choose(request: &ClientRequest, config: &BootConfig) -> Result<BootReply, NoBootFile> {
+/// The unified kernel image of a machine: its own file, since the command line
+/// (with its done-URL) is inside it.
+pub fn uki_path(mac: MacAddr) -> String {
+    format!("boot/{}.efi", mac.dashed())
+}
+
+/// The boot file for `request`; `loader` is the machine's own choice, if it has one.
+pub fn choose(
+    request: &ClientRequest,
+    config: &BootConfig,
+    loader: Option<Loader>,
+) -> Result<BootReply, NoBootFile> {
     if !is_pxe_client(request) {
         return Err(NoBootFile::NotPxe);
     }
@@ -117,16 +180,43 @@ pub fn choose(request: &ClientRequest, config: &BootConfig) -> Result<BootReply,
             vendor_class: None,
         });
     }
+    let uki_url = || BootReply {
+        next_server: config.server_ip,
+        filename: format!("{}/{}", config.http_url, uki_path(request.mac)),
+        vendor_class: Some("HTTPClient".into()),
+    };
+    let loader_for = |arch: Arch| {
+        loader.unwrap_or(match arch {
+            Arch::Amd64 => config.default_loader_amd64,
+            Arch::Arm64 => config.default_loader_arm64,
+        })
+    };
     match firmware(request) {
         // A PXEClient vendor class without any architecture: classic BIOS PXE ROMs.
+        // BIOS has no Secure Boot and no EFI stub: iPXE whatever the loader says.
         None | Some(Firmware::Bios) => Ok(tftp(&config.bios_file)),
-        Some(Firmware::UefiX64) => Ok(tftp(&config.uefi_x64_file)),
-        Some(Firmware::UefiX64Http) => Ok(http(&config.uefi_x64_file)),
-        Some(Firmware::UefiArm64) if config.arm64_available => Ok(tftp(&config.uefi_arm64_file)),
-        Some(Firmware::UefiArm64Http) if config.arm64_available => {
-            Ok(http(&config.uefi_arm64_file))
-        }
-        Some(Firmware::UefiArm64 | Firmware::UefiArm64Http) => Err(NoBootFile::NoArm64Binary),
+        Some(Firmware::UefiX64) => match loader_for(Arch::Amd64) {
+            Loader::Ipxe => Ok(tftp(&config.uefi_x64_file)),
+            Loader::Grub => Ok(tftp(SHIM_X64)),
+            Loader::Uki => Ok(tftp(&uki_path(request.mac))),
+        },
+        Some(Firmware::UefiX64Http) => match loader_for(Arch::Amd64) {
+            Loader::Ipxe => Ok(http(&config.uefi_x64_file)),
+            Loader::Grub => Err(NoBootFile::GrubOverHttpBoot),
+            Loader::Uki => Ok(uki_url()),
+        },
+        Some(Firmware::UefiArm64) => match loader_for(Arch::Arm64) {
+            Loader::Ipxe if config.arm64_available => Ok(tftp(&config.uefi_arm64_file)),
+            Loader::Ipxe => Err(NoBootFile::NoArm64Binary),
+            Loader::Grub => Ok(tftp(SHIM_AA64)),
+            Loader::Uki => Ok(tftp(&uki_path(request.mac))),
+        },
+        Some(Firmware::UefiArm64Http) => match loader_for(Arch::Arm64) {
+            Loader::Ipxe if config.arm64_available => Ok(http(&config.uefi_arm64_file)),
+            Loader::Ipxe => Err(NoBootFile::NoArm64Binary),
+            Loader::Grub => Err(NoBootFile::GrubOverHttpBoot),
+            Loader::Uki => Ok(uki_url()),
+        },
         Some(fw @ Firmware::Unsupported(_)) => Err(NoBootFile::Unsupported(fw)),
     }
 }
@@ -146,6 +236,8 @@ mod tests {
             uefi_x64_file: "snponly.efi".into(),
             uefi_arm64_file: "arm64-efi/snponly.efi".into(),
             arm64_available: arm64,
+            default_loader_amd64: Loader::Ipxe,
+            default_loader_arm64: Loader::Ipxe,
         }
     }
 
@@ -154,7 +246,7 @@ mod tests {
     }
 
     fn file_for(packet: Packet) -> Result<BootReply, NoBootFile> {
-        choose(&request(packet), &config(true))
+        choose(&request(packet), &config(true), None)
     }
 
     #[test]
@@ -202,10 +294,10 @@ mod tests {
         let req = request(Packet::new(1, MAC).option(60, b"PXEClient:Arch:00011:UNDI:003000"));
         assert_eq!(firmware(&req), Some(Firmware::UefiArm64));
         assert_eq!(
-            choose(&req, &config(true)).expect("file").filename,
+            choose(&req, &config(true), None).expect("file").filename,
             "arm64-efi/snponly.efi"
         );
-        assert_eq!(choose(&req, &config(false)), Err(NoBootFile::NoArm64Binary));
+        assert_eq!(choose(&req, &config(false), None), Err(NoBootFile::NoArm64Binary));
     }
 
     #[test]
@@ -214,8 +306,63 @@ mod tests {
         assert_eq!(firmware(&req), Some(Firmware::UefiX64));
         let req = request(Packet::new(1, MAC).option(93, &[0, 6]));
         assert_eq!(
-            choose(&req, &config(true)),
+            choose(&req, &config(true), None),
             Err(NoBootFile::Unsupported(Firmware::Unsupported(6)))
+        );
+    }
+
+    #[test]
+    fn the_machines_loader_picks_shim_or_its_own_unified_image() {
+        let pxe_x64 = request(Packet::new(1, MAC).option(93, &[0, 7]));
+        let http_x64 = request(
+            Packet::new(1, MAC)
+                .option(93, &[0, 16])
+                .option(60, b"HTTPClient:Arch:00016:UNDI:003001"),
+        );
+        let pxe_arm = request(Packet::new(1, MAC).option(93, &[0, 11]));
+        let file = |req: &ClientRequest, loader| {
+            choose(req, &config(false), loader).map(|reply| reply.filename)
+        };
+        assert_eq!(file(&pxe_x64, Some(Loader::Grub)), Ok("shimx64.efi".into()));
+        assert_eq!(file(&pxe_arm, Some(Loader::Grub)), Ok("shimaa64.efi".into()));
+        assert_eq!(
+            file(&pxe_x64, Some(Loader::Uki)),
+            Ok("boot/52-54-00-12-34-56.efi".into())
+        );
+        assert_eq!(
+            file(&http_x64, Some(Loader::Uki)),
+            Ok("http://192.0.2.1:8080/boot/52-54-00-12-34-56.efi".into())
+        );
+        assert_eq!(
+            file(&http_x64, Some(Loader::Grub)),
+            Err(NoBootFile::GrubOverHttpBoot)
+        );
+        // BIOS has no Secure Boot: iPXE whatever the machine names.
+        let bios = request(Packet::new(1, MAC).option(93, &[0, 0]));
+        assert_eq!(file(&bios, Some(Loader::Grub)), Ok("undionly.kpxe".into()));
+        // iPXE already running gets its script, never shim.
+        let ipxe = request(Packet::new(3, MAC).option(93, &[0, 7]).option(77, b"iPXE"));
+        assert!(file(&ipxe, Some(Loader::Grub)).is_ok_and(|f| f.ends_with(".ipxe")));
+    }
+
+    #[test]
+    fn without_a_machine_loader_the_architecture_default_applies() {
+        let mut cfg = config(false);
+        cfg.default_loader_arm64 = Loader::Grub;
+        let arm = request(Packet::new(1, MAC).option(93, &[0, 11]));
+        assert_eq!(
+            choose(&arm, &cfg, None).map(|r| r.filename),
+            Ok("shimaa64.efi".into())
+        );
+        // A machine's own choice wins over the default.
+        assert_eq!(
+            choose(&arm, &cfg, Some(Loader::Ipxe)),
+            Err(NoBootFile::NoArm64Binary)
+        );
+        let x64 = request(Packet::new(1, MAC).option(93, &[0, 7]));
+        assert_eq!(
+            choose(&x64, &cfg, None).map(|r| r.filename),
+            Ok("snponly.efi".into())
         );
     }
 
@@ -223,6 +370,6 @@ mod tests {
     fn non_pxe_clients_get_no_boot_file() {
         let phone = request(Packet::new(1, MAC).option(60, b"android-dhcp-14"));
         assert!(!is_pxe_client(&phone));
-        assert_eq!(choose(&phone, &config(true)), Err(NoBootFile::NotPxe));
+        assert_eq!(choose(&phone, &config(true), None), Err(NoBootFile::NotPxe));
     }
 }

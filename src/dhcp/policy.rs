@@ -229,8 +229,9 @@ fn add_boot(
     decision: &mut Decision,
     request: &ClientRequest,
     boot_config: &BootConfig,
+    loader: Option<crate::lifecycle::Loader>,
 ) {
-    match boot::choose(request, boot_config) {
+    match boot::choose(request, boot_config, loader) {
         Ok(boot) => reply.boot = Some(boot),
         Err(NoBootFile::NotPxe) => {}
         Err(reason) => decision.no_boot_file = Some(reason),
@@ -278,7 +279,13 @@ fn discover(request: &ClientRequest, ctx: &Context<'_>, book: &LeaseBook) -> Dec
         why: format!("offer {ip}"),
         ..Decision::default()
     };
-    add_boot(&mut reply, &mut decision, request, ctx.boot);
+    add_boot(
+        &mut reply,
+        &mut decision,
+        request,
+        ctx.boot,
+        ctx.machine.and_then(|m| m.loader),
+    );
     decision.reply = Some(reply);
     decision
 }
@@ -301,7 +308,13 @@ fn ack(request: &ClientRequest, ctx: &Context<'_>, ip: Ipv4Addr, state: &str) ->
         why: format!("ack {ip} ({state})"),
         ..Decision::default()
     };
-    add_boot(&mut reply, &mut decision, request, ctx.boot);
+    add_boot(
+        &mut reply,
+        &mut decision,
+        request,
+        ctx.boot,
+        ctx.machine.and_then(|m| m.loader),
+    );
     decision.reply = Some(reply);
     decision
 }
@@ -424,7 +437,13 @@ fn inform(request: &ClientRequest, ctx: &Context<'_>) -> Decision {
     let mut reply = base_reply(MessageType::Ack, ctx);
     reply.ciaddr = request.ciaddr;
     let mut decision = Decision::silent(format!("inform {}", request.ciaddr));
-    add_boot(&mut reply, &mut decision, request, ctx.boot);
+    add_boot(
+        &mut reply,
+        &mut decision,
+        request,
+        ctx.boot,
+        ctx.machine.and_then(|m| m.loader),
+    );
     decision.reply = Some(reply);
     decision
 }
@@ -491,7 +510,7 @@ fn proxy_answer(request: &ClientRequest, ctx: &ProxyContext<'_>) -> Decision {
         Ok(discovered) => discovered,
         Err(why) => return Decision::silent(why),
     };
-    let boot = match boot::choose(request, ctx.boot) {
+    let boot = match boot::choose(request, ctx.boot, ctx.machine.and_then(|m| m.loader)) {
         Ok(boot) => boot,
         Err(reason) => {
             return Decision {
@@ -598,11 +617,14 @@ mod tests {
             uefi_x64_file: "snponly.efi".into(),
             uefi_arm64_file: "arm64-efi/snponly.efi".into(),
             arm64_available: false,
+            default_loader_amd64: crate::lifecycle::Loader::Ipxe,
+            default_loader_arm64: crate::lifecycle::Loader::Ipxe,
         }
     }
 
     fn machine(mac: MacAddr, fixed: Option<Ipv4Addr>) -> Machine {
         Machine {
+            loader: None,
             mac,
             hostname: Some(format!("node{}", mac.0[5])),
             image: None,

@@ -710,6 +710,7 @@ impl DhcpServer {
                     last_seen_ms: Some(now_ms),
                     vendor_class: found.vendor_class.clone(),
                     discovered: true,
+                    loader: None,
                 },
             );
             writes.discovered.push(found.clone());
@@ -1068,6 +1069,8 @@ mod throughput {
             uefi_x64_file: "snponly.efi".into(),
             uefi_arm64_file: "arm64-efi/snponly.efi".into(),
             arm64_available: false,
+            default_loader_amd64: crate::lifecycle::Loader::Ipxe,
+            default_loader_arm64: crate::lifecycle::Loader::Ipxe,
         };
         let fixed = HashMap::new();
         let (pools, reserved) = pools_and_reserved(
@@ -1309,6 +1312,8 @@ mod loop_tests {
                 uefi_x64_file: "snponly.efi".into(),
                 uefi_arm64_file: "arm64-efi/snponly.efi".into(),
                 arm64_available: false,
+            default_loader_amd64: crate::lifecycle::Loader::Ipxe,
+            default_loader_arm64: crate::lifecycle::Loader::Ipxe,
             };
             let mut dhcp = DhcpServer::new(
                 socket,

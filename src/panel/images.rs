@@ -276,6 +276,7 @@ async fn receive_into(
         kernel_sha256,
         initrd_sha256,
         files,
+        arches: vec![crate::lifecycle::Arch::Amd64],
     };
     app.services
         .add_image(caller, crate::clock::now_ms(), staged, Existing::Refuse)

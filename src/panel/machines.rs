@@ -15,7 +15,7 @@ use crate::auth::Principal;
 use crate::clock;
 use crate::http::AppState;
 use crate::inventory::{self, MachineDetail, MachinePatch, MachineQuery, SortBy};
-use crate::lifecycle::{self, EXIT_METHODS, ExitMethod, MODES, Mode};
+use crate::lifecycle::{self, EXIT_METHODS, ExitMethod, LOADERS, Loader, MODES, Mode};
 use crate::mac::MacAddr;
 use crate::service::Caller;
 use crate::service::machines::NewMachine;
@@ -194,6 +194,8 @@ struct MachinePage {
     token_expires: Option<String>,
     images: Vec<String>,
     exit_methods: Vec<(&'static str, &'static str)>,
+    loaders: Vec<(&'static str, &'static str)>,
+    loader: &'static str,
     events: Vec<EventView>,
     /// Server-rendered SVG of the last boots (numbers and fixed labels only).
     timeline_svg: String,
@@ -277,6 +279,8 @@ pub async fn machine_view(
             .iter()
             .map(|e| (e.as_str(), e.command()))
             .collect(),
+        loaders: LOADERS.iter().map(|l| (l.as_str(), l.label())).collect(),
+        loader: m.loader.map_or("default", Loader::as_str),
         events: event_views(events),
         timeline_svg: crate::timeline::svg(&boots, |ms| {
             fmt_ms(Some(ms)).get(5..19).unwrap_or("").to_string()
@@ -424,6 +428,9 @@ pub struct SettingsForm {
     hostname: String,
     ip: String,
     exit_method: String,
+    /// Absent from forms older than the loader choice: the default then.
+    #[serde(default)]
+    loader: String,
     rack: String,
     position: String,
     ssh_keys: String,
@@ -447,10 +454,16 @@ fn settings_patch(form: &SettingsForm) -> Result<MachinePatch, String> {
         .exit_method
         .parse()
         .map_err(|e: lifecycle::ParseError| e.to_string())?;
+    let loader = optional(&form.loader)
+        .filter(|l| l != "default")
+        .map(|l| l.parse::<Loader>())
+        .transpose()
+        .map_err(|e| e.to_string())?;
     Ok(MachinePatch {
         hostname: Some(hostname),
         ip: Some(ip),
         exit_method: Some(exit_method),
+        loader: Some(loader),
         ssh_keys: Some(form.ssh_keys.trim().to_string()),
         rack: Some(optional(&form.rack)),
         position: Some(optional(&form.position)),

@@ -183,6 +183,11 @@ impl Services {
             kernel_sha256: fetched.kernel_sha256,
             initrd_sha256: fetched.initrd_sha256.unwrap_or_default(),
             files: fetched.templates,
+            arches: crate::lifecycle::parse_arches(&definition.architectures.join(","))
+                .map_err(|e| ServiceError::Invalid {
+                    field: "architectures",
+                    why: format!("definition {}: {e}", definition.name),
+                })?,
         };
         let registered = self
             .register_image(
@@ -389,6 +394,7 @@ mod tests {
         let staging = crate::images::new_staging_dir(dir.path()).expect("staging");
         std::fs::write(staging.join("kernel"), b"k").expect("w");
         let staged = StagedImage {
+            arches: vec![crate::lifecycle::Arch::Amd64],
             name: "memtest86plus".into(),
             cmdline: String::new(),
             staging,
@@ -418,6 +424,7 @@ mod tests {
         let staging = crate::images::new_staging_dir(dir).expect("staging");
         std::fs::write(staging.join("kernel"), b"k").expect("w");
         StagedImage {
+            arches: vec![crate::lifecycle::Arch::Amd64],
             name: "debian-12".into(),
             cmdline: String::new(),
             staging,

@@ -105,6 +105,7 @@ impl Services {
                     },
                     initrd_sha256: staged.initrd_sha256.clone(),
                     cmdline: staged.cmdline.clone(),
+                    arches: staged.arches.clone(),
                 };
                 store::put_image(tx, &image, now_ms)?;
                 match &source {

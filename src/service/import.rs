@@ -85,6 +85,11 @@ pub(crate) fn check_rows_in(
         {
             errors.push(format!("hostname also on line {first}"));
         }
+        if let Some(loader) = present(&row.loader)
+            && let Err(e) = loader.parse::<crate::lifecycle::Loader>()
+        {
+            errors.push(e.to_string());
+        }
         let image = present(&row.image);
         errors.extend(
             machines::inventory_problems(tx, mac, ip, image.as_deref())?
@@ -100,6 +105,7 @@ pub(crate) fn check_rows_in(
             image: row.image,
             rack: row.rack,
             position: row.position,
+            loader: row.loader,
             errors,
         });
     }
@@ -115,6 +121,7 @@ fn raw(row: &CheckedRow) -> RawRow {
         image: row.image.clone(),
         rack: row.rack.clone(),
         position: row.position.clone(),
+        loader: row.loader.clone(),
     }
 }
 
@@ -163,6 +170,8 @@ pub(crate) fn apply_rows_in(
         };
         let opt = |text: &str| Some(text.trim().to_string()).filter(|s| !s.is_empty());
         let ip = opt(&row.ip).and_then(|ip| ip.parse().ok());
+        // Checked above: only a valid loader gets here.
+        let loader = opt(&row.loader).and_then(|l| l.parse().ok());
         match row.action {
             Action::Add => {
                 let new = NewMachine {
@@ -171,6 +180,7 @@ pub(crate) fn apply_rows_in(
                     image: opt(&row.image),
                     rack: opt(&row.rack),
                     position: opt(&row.position),
+                    loader,
                     ..NewMachine::new(mac)
                 };
                 machines::add_in(tx, &new, lifecycle, subnets, actor, now_ms)?;
@@ -182,6 +192,7 @@ pub(crate) fn apply_rows_in(
                     ip: ip.map(Some),
                     rack: opt(&row.rack).map(Some),
                     position: opt(&row.position).map(Some),
+                    loader: loader.map(Some),
                     ..MachinePatch::default()
                 };
                 machines::update_in(tx, mac, &patch, subnets, actor, now_ms)?;
@@ -241,6 +252,7 @@ mod tests {
         store::put_image(
             &conn,
             &store::Image {
+                arches: vec![crate::lifecycle::Arch::Amd64],
                 name: "debian".into(),
                 kernel_path: "k".into(),
                 kernel_sha256: String::new(),

@@ -27,6 +27,8 @@ pub struct NewMachine {
     pub rack: Option<String>,
     pub position: Option<String>,
     pub exit_method: Option<ExitMethod>,
+    /// `None`: the default for its architecture.
+    pub loader: Option<crate::lifecycle::Loader>,
     pub ssh_keys: Option<String>,
 }
 
@@ -40,6 +42,7 @@ impl NewMachine {
             rack: None,
             position: None,
             exit_method: None,
+            loader: None,
             ssh_keys: None,
         }
     }
@@ -216,6 +219,7 @@ pub fn add_in(
         rack: new.rack.clone(),
         position: new.position.clone(),
         exit_method: new.exit_method.unwrap_or(ExitMethod::Exit),
+        loader: new.loader,
         ssh_keys: new.ssh_keys.clone().unwrap_or_default(),
     };
     if adopting {
@@ -571,6 +575,7 @@ mod tests {
         store::put_image(
             conn,
             &store::Image {
+                arches: vec![crate::lifecycle::Arch::Amd64],
                 name: name.into(),
                 kernel_path: "k".into(),
                 kernel_sha256: String::new(),

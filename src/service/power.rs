@@ -703,6 +703,7 @@ mod tests {
                 crate::store::put_image(
                     conn,
                     &crate::store::Image {
+                        arches: vec![crate::lifecycle::Arch::Amd64],
                         name: "rescue".into(),
                         kernel_path: "k".into(),
                         kernel_sha256: String::new(),

@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 pub fn get_image(conn: &Db, name: &str) -> Result<Option<Image>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline
+            "SELECT name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline, arches
              FROM images WHERE name = ?1",
         )?
         .query_row([name], image_row)
@@ -22,12 +22,16 @@ fn image_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Image> {
         initrd_path: r.get(3)?,
         initrd_sha256: r.get(4)?,
         cmdline: r.get(5)?,
+        // Written by `put_image` only; an unknown name reads as the amd64 default
+        // rather than failing every image list.
+        arches: crate::lifecycle::parse_arches(&r.get::<_, String>(6)?)
+            .unwrap_or_else(|_| vec![crate::lifecycle::Arch::Amd64]),
     })
 }
 
 pub fn list_images(conn: &Db) -> Result<Vec<Image>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline
+        "SELECT name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline, arches
          FROM images ORDER BY name",
     )?;
     let rows = stmt.query_map([], image_row)?;
@@ -37,11 +41,12 @@ pub fn list_images(conn: &Db) -> Result<Vec<Image>, StoreError> {
 /// Adds an image, or replaces the files of one with the same name.
 pub fn put_image(conn: &Db, image: &Image, now_ms: i64) -> Result<(), StoreError> {
     conn.execute(
-        "INSERT INTO images (name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO images (name, kernel_path, kernel_sha256, initrd_path, initrd_sha256, cmdline, created_ms, arches)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(name) DO UPDATE SET kernel_path = excluded.kernel_path,
            kernel_sha256 = excluded.kernel_sha256, initrd_path = excluded.initrd_path,
-           initrd_sha256 = excluded.initrd_sha256, cmdline = excluded.cmdline",
+           initrd_sha256 = excluded.initrd_sha256, cmdline = excluded.cmdline,
+           arches = excluded.arches",
         params![
             image.name,
             image.kernel_path,
@@ -49,7 +54,8 @@ pub fn put_image(conn: &Db, image: &Image, now_ms: i64) -> Result<(), StoreError
             image.initrd_path,
             image.initrd_sha256,
             image.cmdline,
-            now_ms
+            now_ms,
+            crate::lifecycle::arches_text(&image.arches)
         ],
     )?;
     Ok(())

@@ -3,7 +3,7 @@
 //! delete, done), image use, the audit log and boot timelines. SQL only: the rules
 //! and the audit events are the service layer's.
 
-use crate::lifecycle::{self, ExitMethod, MachineLife, Mode};
+use crate::lifecycle::{self, ExitMethod, Loader, MachineLife, Mode};
 use crate::mac::MacAddr;
 use crate::model::Machine;
 use crate::store::Db;
@@ -26,6 +26,8 @@ pub struct MachineDetail {
     pub arch: Option<String>,
     pub mode: Mode,
     pub exit_method: ExitMethod,
+    /// The first program its firmware loads; `None`: the default for its architecture.
+    pub loader: Option<Loader>,
     pub ssh_keys: String,
     pub rack: Option<String>,
     pub position: Option<String>,
@@ -61,7 +63,8 @@ impl MachineDetail {
 
 const DETAIL_SELECT: &str = "SELECT m.mac, m.hostname, m.image, m.ip, l.ip, l.expires_at, m.arch,
     m.mode, m.exit_method, m.ssh_keys, m.rack, m.position, m.first_seen_ms, m.last_seen_ms,
-    m.installed_ms, m.wiped_ms, m.token, m.token_expires_ms, m.vendor_class, m.discovered
+    m.installed_ms, m.wiped_ms, m.token, m.token_expires_ms, m.vendor_class, m.discovered,
+    m.loader
     FROM machines m LEFT JOIN leases l ON l.mac = m.mac AND l.state IN ('bound', 'observed')";
 
 fn detail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDetail> {
@@ -86,6 +89,7 @@ fn detail_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDetail> {
         token_expires_ms: r.get(17)?,
         vendor_class: r.get(18)?,
         discovered: r.get(19)?,
+        loader: r.get(20)?,
     })
 }
 
@@ -110,6 +114,7 @@ struct RawDetail {
     token_expires_ms: Option<i64>,
     vendor_class: Option<String>,
     discovered: bool,
+    loader: Option<String>,
 }
 
 impl RawDetail {
@@ -134,6 +139,13 @@ impl RawDetail {
                 .exit_method
                 .parse()
                 .map_err(|_| corrupt("machines.exit_method", &self.exit_method))?,
+            loader: match &self.loader {
+                Some(text) => Some(
+                    text.parse()
+                        .map_err(|_| corrupt("machines.loader", text))?,
+                ),
+                None => None,
+            },
             ssh_keys: self.ssh_keys,
             rack: self.rack,
             position: self.position,
@@ -279,13 +291,14 @@ pub struct MachineRow {
     pub rack: Option<String>,
     pub position: Option<String>,
     pub exit_method: ExitMethod,
+    pub loader: Option<Loader>,
     pub ssh_keys: String,
 }
 
 pub fn insert_row(tx: &Db, row: &MachineRow, now_ms: i64) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO machines (mac, hostname, image, ip, rack, position, exit_method, ssh_keys, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO machines (mac, hostname, image, ip, rack, position, exit_method, ssh_keys, created_ms, loader)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         params![
             row.mac.to_string(),
             row.hostname,
@@ -295,7 +308,8 @@ pub fn insert_row(tx: &Db, row: &MachineRow, now_ms: i64) -> Result<(), StoreErr
             row.position,
             row.exit_method.as_str(),
             row.ssh_keys,
-            now_ms
+            now_ms,
+            row.loader.map(Loader::as_str)
         ],
     )?;
     Ok(())
@@ -305,7 +319,7 @@ pub fn insert_row(tx: &Db, row: &MachineRow, now_ms: i64) -> Result<(), StoreErr
 pub fn adopt_row(tx: &Db, row: &MachineRow) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE machines SET hostname = ?2, image = ?3, ip = ?4, rack = ?5, position = ?6,
-           exit_method = ?7, ssh_keys = ?8, discovered = 0
+           exit_method = ?7, ssh_keys = ?8, discovered = 0, loader = ?9
          WHERE mac = ?1",
         params![
             row.mac.to_string(),
@@ -315,7 +329,8 @@ pub fn adopt_row(tx: &Db, row: &MachineRow) -> Result<(), StoreError> {
             row.rack,
             row.position,
             row.exit_method.as_str(),
-            row.ssh_keys
+            row.ssh_keys,
+            row.loader.map(Loader::as_str)
         ],
     )?;
     Ok(())
@@ -352,6 +367,10 @@ pub fn apply_patch(tx: &Db, mac: MacAddr, patch: &MachinePatch) -> Result<Vec<St
     if let Some(method) = patch.exit_method {
         set("exit_method", &method.as_str())?;
         changed.push(format!("exit_method={}", method.as_str()));
+    }
+    if let Some(loader) = patch.loader {
+        set("loader", &loader.map(Loader::as_str))?;
+        changed.push(format!("loader={}", loader.map_or("default", Loader::as_str)));
     }
     if let Some(keys) = &patch.ssh_keys {
         set("ssh_keys", keys)?;
@@ -419,9 +438,22 @@ pub struct MachinePatch {
     pub hostname: Option<Option<String>>,
     pub ip: Option<Option<Ipv4Addr>>,
     pub exit_method: Option<ExitMethod>,
+    /// `Some(None)` (JSON `null`): back to the default for its architecture.
+    #[serde(default, deserialize_with = "present_or_null")]
+    pub loader: Option<Option<Loader>>,
     pub ssh_keys: Option<String>,
     pub rack: Option<Option<String>>,
     pub position: Option<Option<String>>,
+}
+
+/// A field given as `null` is `Some(None)` (clear it), one left out is `None` (keep
+/// it): serde alone reads both as `None`.
+fn present_or_null<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    serde::Deserialize::deserialize(deserializer).map(Some)
 }
 
 /// How many machines are assigned `image`.
@@ -563,7 +595,7 @@ pub fn boot_summary(conn: &Db, since_ms: i64) -> Result<Option<(i64, i64)>, Stor
 // ---- the rows the DHCP server decides with ----
 
 const MACHINE_COLUMNS: &str =
-    "mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms, vendor_class, discovered";
+    "mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms, vendor_class, discovered, loader";
 
 type SnapshotRow = (
     String,
@@ -575,6 +607,7 @@ type SnapshotRow = (
     Option<i64>,
     Option<String>,
     bool,
+    Option<String>,
 );
 
 fn machine_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
@@ -588,12 +621,30 @@ fn machine_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotRow> {
         row.get(6)?,
         row.get(7)?,
         row.get(8)?,
+        row.get(9)?,
     ))
 }
 
 fn machine_from_row(row: SnapshotRow) -> Result<Machine, StoreError> {
-    let (mac, hostname, image, ip, arch, first_seen_ms, last_seen_ms, vendor_class, discovered) =
-        row;
+    let (
+        mac,
+        hostname,
+        image,
+        ip,
+        arch,
+        first_seen_ms,
+        last_seen_ms,
+        vendor_class,
+        discovered,
+        loader,
+    ) = row;
+    let loader = match loader {
+        Some(text) => Some(text.parse().map_err(|_| StoreError::Corrupt {
+            column: "machines.loader",
+            value: text,
+        })?),
+        None => None,
+    };
     Ok(Machine {
         mac: parse_mac(mac)?,
         hostname,
@@ -604,6 +655,7 @@ fn machine_from_row(row: SnapshotRow) -> Result<Machine, StoreError> {
         last_seen_ms,
         vendor_class,
         discovered,
+        loader,
     })
 }
 

@@ -294,6 +294,18 @@ const MIGRATIONS: &[&str] = &[
         seen_ms INTEGER NOT NULL
     );
 "#,
+    // 6, issue 14 (every firmware): the first program each machine's firmware loads
+    // (NULL: the default for its architecture), and the architectures each image's
+    // kernel runs on. The DHCP server reads the loader, so its cache counter follows it.
+    r#"
+    ALTER TABLE machines ADD COLUMN loader TEXT;
+    ALTER TABLE images ADD COLUMN arches TEXT NOT NULL DEFAULT 'amd64';
+    DROP TRIGGER dhcp_inventory_update;
+    CREATE TRIGGER dhcp_inventory_update AFTER UPDATE OF mac, hostname, ip, discovered, loader
+    ON machines BEGIN
+        UPDATE dhcp_inventory_generation SET generation = generation + 1;
+    END;
+"#,
 ];
 
 impl Store {
@@ -553,6 +565,7 @@ mod tests {
         ip: Option<Ipv4Addr>,
     ) {
         let row = machines::MachineRow {
+            loader: None,
             mac,
             hostname: hostname.map(str::to_string),
             image: image.map(str::to_string),
@@ -576,6 +589,7 @@ mod tests {
 
     fn image(name: &str) -> Image {
         Image {
+            arches: vec![crate::lifecycle::Arch::Amd64],
             name: name.into(),
             kernel_path: "k".into(),
             kernel_sha256: "00".into(),

@@ -375,6 +375,7 @@ fn subnets() -> Vec<Subnet> {
 
 fn machines() -> Vec<Machine> {
     let m = |mac: [u8; 6], ip: Option<Ipv4Addr>, host: Option<&str>, discovered| Machine {
+        loader: None,
         mac: MacAddr(mac),
         hostname: host.map(str::to_string),
         image: Some("debian-12".into()),
@@ -407,6 +408,8 @@ fn machines() -> Vec<Machine> {
 
 fn boot_config(arm64: bool) -> BootConfig {
     BootConfig {
+        default_loader_amd64: rackboot::lifecycle::Loader::Ipxe,
+        default_loader_arm64: rackboot::lifecycle::Loader::Ipxe,
         server_ip: ip(1),
         http_url: "http://192.0.2.1:8080".into(),
         bios_file: "undionly.kpxe".into(),

@@ -55,6 +55,7 @@ pub async fn app_with(adjust: impl FnOnce(&mut AppState)) -> TestApp {
     std::fs::create_dir_all(&files).expect("mkdir");
     std::fs::write(files.join("preseed.cfg"), "host {{ hostname }}\n").expect("write");
     let image = |name: &str| Image {
+        arches: vec![rackboot::lifecycle::Arch::Amd64],
         name: name.into(),
         kernel_path: kernel.display().to_string(),
         kernel_sha256: String::new(),
@@ -88,6 +89,7 @@ pub async fn app_with(adjust: impl FnOnce(&mut AppState)) -> TestApp {
             rackboot::inventory::insert_row(
                 tx,
                 &rackboot::inventory::MachineRow {
+                    loader: None,
                     mac: MacAddr([0x52, 0x54, 0, 0, 0, 2]),
                     hostname: None,
                     image: None,
