@@ -7,17 +7,16 @@
 
 use crate::auth::LoginLimiter;
 use crate::clock;
-use crate::inventory::{self, MachineDetail};
-use crate::lifecycle::{self, BootPlan, DoneOutcome, LifecycleConfig};
+use crate::lifecycle::{DoneOutcome, LifecycleConfig};
 use crate::mac::MacAddr;
 use crate::script::Scripts;
-use crate::store::{self, Image, Store};
+use crate::service::boot::{BootDocs, BootError, Flavour};
+use crate::store::Store;
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use minijinja::{Value, context};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -50,6 +49,8 @@ pub struct AppState {
     pub secrets: crate::secrets::Rule,
     /// How large a panel image upload may be, and how much space it leaves free.
     pub uploads: UploadLimits,
+    /// `[boot]`: each architecture's loader files.
+    pub loaders: Arc<crate::config::BootLoaders>,
 }
 
 pub use crate::config::UploadLimits;
@@ -83,6 +84,18 @@ impl AppState {
             subnets: services.subnets.clone(),
             secrets: crate::secrets::Rule::default(),
             uploads: UploadLimits::default(),
+            loaders: Arc::default(),
+        }
+    }
+
+    /// The boot service over this state's shared parts.
+    pub fn boot_docs(&self) -> BootDocs {
+        BootDocs {
+            services: self.services.clone(),
+            scripts: Arc::clone(&self.scripts),
+            base_url: self.base_url.clone(),
+            secrets: self.secrets.clone(),
+            loaders: Arc::clone(&self.loaders),
         }
     }
 
@@ -188,136 +201,22 @@ fn client_ipv4(peer: SocketAddr) -> Option<Ipv4Addr> {
     }
 }
 
-/// The machine and the image its mode boots, resolved together.
-struct Resolved {
-    machine: MachineDetail,
-    plan: BootPlan,
-    image: Option<Image>,
-    /// Where a catalog image came from, with the values its templates use.
-    source: Option<crate::store::ImageSource>,
-}
-
-async fn resolve(app: &AppState, mac: MacAddr) -> Result<Option<Resolved>, Response> {
-    let config = Arc::clone(&app.lifecycle);
-    let now_ms = clock::now_ms();
-    app.store
-        .call(move |conn| {
-            let Some(machine) = inventory::machine(conn, mac)? else {
-                return Ok(None);
-            };
-            let plan = lifecycle::plan(&machine.life(), &config, now_ms);
-            let image = match &plan {
-                BootPlan::Image { image, .. } => store::get_image(conn, image)?,
-                _ => None,
-            };
-            let source = match &image {
-                Some(image) => store::get_image_source(conn, &image.name)?,
-                None => None,
-            };
-            Ok(Some(Resolved {
-                machine,
-                plan,
-                image,
-                source,
-            }))
-        })
-        .await
-        .map_err(|e| {
+/// The HTTP answer to a boot service error.
+fn boot_error(mac: MacAddr, e: BootError) -> Response {
+    match e {
+        BootError::Unavailable(e) => {
             tracing::error!(%mac, "inventory unavailable: {e}");
             plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "inventory unavailable\n".into(),
             )
-        })
-}
-
-/// Refuses a secret to any address the secrets rule does not allow for `mac`.
-async fn check_owner(app: &AppState, mac: MacAddr, peer: SocketAddr) -> Result<(), Response> {
-    let Some(ip) = client_ipv4(peer) else {
-        return Err(plain(StatusCode::FORBIDDEN, "forbidden\n".into()));
-    };
-    let verdict = app
-        .secrets
-        .check(&app.store, mac, ip, clock::now_ms() / 1000)
-        .await
-        .map_err(|e| {
-            tracing::error!(%mac, "inventory unavailable: {e}");
-            plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "inventory unavailable\n".into(),
-            )
-        })?;
-    match verdict {
-        Ok(_) => Ok(()),
-        Err(why) => {
-            tracing::warn!(%mac, %peer, "refused a secret-bearing file: the address is {why}");
-            Err(plain(
-                StatusCode::FORBIDDEN,
-                "forbidden: not this machine's address\n".into(),
-            ))
         }
-    }
-}
-
-/// What a machine's command line and install templates are rendered with: the
-/// machine, its secrets' URLs (when it may have them), the mirror and the values its
-/// catalog image fixed (`iso_url`, `release`), and the site's console.
-fn install_context(
-    app: &AppState,
-    mac: MacAddr,
-    machine: &MachineDetail,
-    image: &Image,
-    source: Option<&crate::store::ImageSource>,
-    with_secrets: bool,
-) -> Value {
-    let token = machine
-        .token
-        .as_ref()
-        .filter(|_| with_secrets && machine.mode.takes_token());
-    let done_url = token.map(|t| format!("{}/done/{t}", app.base_url));
-    let progress_url = token.map(|t| format!("{}/progress/{t}", app.base_url));
-    let mut keys: Vec<String> = app.lifecycle.default_ssh_keys.clone();
-    keys.extend(
-        machine
-            .ssh_keys
-            .lines()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(str::to_string),
-    );
-    let ip = machine.current_ip();
-    let domain = ip.and_then(|ip| {
-        app.subnets
-            .iter()
-            .find(|s| s.contains(ip))
-            .and_then(|s| s.domain.clone())
-    });
-    let vars = source.map(|s| s.vars.clone()).unwrap_or_default();
-    let mirror = vars.get("mirror").map(|url| {
-        let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
-        let (host, path) = match rest.find('/') {
-            Some(slash) => (&rest[..slash], &rest[slash..]),
-            None => (rest, ""),
-        };
-        context! { url => url.clone(), scheme => scheme, host => host, path => path }
-    });
-    context! {
-        hostname => machine.hostname.clone(),
-        domain => domain,
-        mac => mac.to_string(),
-        ip => ip.map(|ip| ip.to_string()),
-        image => image.name.clone(),
-        mode => machine.mode.as_str(),
-        done_url => done_url,
-        progress_url => progress_url,
-        ssh_keys => keys,
-        base_url => app.base_url.clone(),
-        files_url => format!("{}/machines/{}/files", app.base_url, mac.dashed()),
-        mirror => mirror,
-        iso_url => vars.get("iso_url").cloned(),
-        release => vars.get("release").cloned(),
-        install_disk => Option::<String>::None,
-        console => app.services.images.console.clone(),
+        BootError::Forbidden(_) => plain(
+            StatusCode::FORBIDDEN,
+            "forbidden: not this machine's address\n".into(),
+        ),
+        BootError::NotFound(why) => plain(StatusCode::NOT_FOUND, format!("{why}\n")),
+        BootError::Render(e) => render_error(mac, e),
     }
 }
 
@@ -341,95 +240,14 @@ async fn boot_script(
         Ok(mac) => mac,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let resolved = match resolve(&app, mac).await {
-        Ok(resolved) => resolved,
-        Err(response) => return response,
-    };
-    let machine_url = format!("{}/boot/{}", app.base_url, mac.dashed());
-    let (template, ctx, summary): (&str, Value, String) = match &resolved {
-        None => (
-            "unknown.ipxe",
-            context! { mac => mac.to_string() },
-            "unknown".into(),
-        ),
-        Some(Resolved {
-            machine,
-            plan: BootPlan::Image { with_token, .. },
-            image: Some(image),
-            source,
-        }) => {
-            if *with_token && let Err(refused) = check_owner(&app, mac, peer).await {
-                return refused;
-            }
-            let done_url = machine
-                .token
-                .as_ref()
-                .filter(|_| *with_token)
-                .map(|t| format!("{}/done/{t}", app.base_url));
-            // The command line is a template too (a catalog image's carries its
-            // preseed URL, console, mirror), rendered with what install files get.
-            let install = install_context(&app, mac, machine, image, source.as_ref(), *with_token);
-            let cmdline = match crate::script::render_source(
-                &format!("{} command line", image.name),
-                image.cmdline.clone(),
-                install,
-            ) {
-                Ok(cmdline) => cmdline,
-                Err(e) => return render_error(mac, e),
-            };
-            (
-                "boot.ipxe",
-                context! {
-                    mac => mac.to_string(),
-                    hostname => machine.hostname.clone(),
-                    ip => machine.current_ip().map(|ip| ip.to_string()),
-                    mode => machine.mode.as_str(),
-                    image => context! { name => image.name.clone(), cmdline => cmdline },
-                    kernel_url => format!("{machine_url}/kernel"),
-                    initrd_url => (!image.initrd_path.is_empty()).then(|| format!("{machine_url}/initrd")),
-                    files_url => format!("{}/machines/{}/files", app.base_url, mac.dashed()),
-                    done_url => done_url,
-                    base_url => app.base_url.clone(),
-                },
-                format!("mode={} image={}", machine.mode, image.name),
-            )
-        }
-        Some(Resolved { machine, plan, .. }) => {
-            let message = match plan {
-                BootPlan::Refused(why) => Some(why.clone()),
-                BootPlan::Image { image, .. } => Some(format!("image {image} does not exist")),
-                BootPlan::Local => None,
-            };
-            (
-                "local.ipxe",
-                context! {
-                    mac => mac.to_string(),
-                    hostname => machine.hostname.clone(),
-                    message => message.clone(),
-                    exit_command => machine.exit_method.command(),
-                },
-                format!(
-                    "mode={} local{}",
-                    machine.mode,
-                    message.map(|m| format!(" ({m})")).unwrap_or_default()
-                ),
-            )
-        }
-    };
-    let scripts = Arc::clone(&app.scripts);
-    let rendered = tokio::task::spawn_blocking(move || scripts.render(template, ctx)).await;
-    let script = match rendered {
-        Ok(Ok(script)) => script,
-        Ok(Err(e)) => return render_error(mac, e),
-        Err(e) => return render_error(mac, e),
-    };
-    app.store.record_event(
-        clock::now_ms(),
-        Some(mac),
-        "http.script",
-        format!("template={template} {summary} client={peer}"),
-    );
-    plain(StatusCode::OK, script)
+    match app
+        .boot_docs()
+        .document(mac, client_ipv4(peer), Flavour::Ipxe)
+        .await
+    {
+        Ok(document) => plain(StatusCode::OK, document.text),
+        Err(e) => boot_error(mac, e),
+    }
 }
 
 async fn image_file(
@@ -441,18 +259,11 @@ async fn image_file(
         Ok(mac) => mac,
         Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
     };
-    let image = match resolve(&app, mac).await {
-        Ok(Some(Resolved {
-            image: Some(image), ..
-        })) => image,
-        Ok(_) => return plain(StatusCode::NOT_FOUND, format!("{mac} boots no image now\n")),
-        Err(response) => return response,
+    let (image, path) = match app.boot_docs().image_file(mac, &file).await {
+        Ok(found) => found,
+        Err(e) => return boot_error(mac, e),
     };
-    let path = match file.as_str() {
-        "kernel" => image.kernel_path.clone(),
-        "initrd" => image.initrd_path.clone(),
-        _ => return plain(StatusCode::NOT_FOUND, "not found\n".into()),
-    };
+    let path = path.display().to_string();
     let is_get = request.method() == Method::GET;
     let range = request
         .headers()
@@ -496,20 +307,21 @@ async fn install_file(
     if crate::images::validate_name(&name).is_err() {
         return plain(StatusCode::NOT_FOUND, "not found\n".into());
     }
-    if let Err(refused) = check_owner(&app, mac, peer).await {
-        return refused;
+    let docs = app.boot_docs();
+    if let Err(e) = docs.check_owner(mac, client_ipv4(peer)).await {
+        return boot_error(mac, e);
     }
-    let resolved = match resolve(&app, mac).await {
+    let resolved = match docs.resolve(mac).await {
         Ok(Some(resolved)) => resolved,
         Ok(None) => return plain(StatusCode::NOT_FOUND, "no such machine\n".into()),
-        Err(response) => return response,
+        Err(e) => return boot_error(mac, e),
     };
     let Some(image) = resolved.image else {
         return plain(StatusCode::NOT_FOUND, format!("{mac} boots no image now\n"));
     };
     let machine = resolved.machine;
     let path = crate::images::files_dir(&app.data_dir, &image.name).join(&name);
-    let ctx = install_context(&app, mac, &machine, &image, resolved.source.as_ref(), true);
+    let ctx = docs.install_context(mac, &machine, &image, resolved.source.as_ref(), true);
     let rendered = tokio::task::spawn_blocking(move || {
         let source = read_template(&path)?;
         Ok::<_, std::io::Error>(crate::script::render_source(&name, source, ctx))
@@ -622,7 +434,9 @@ async fn progress(
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::lifecycle::Mode;
+    use crate::inventory;
+    use crate::lifecycle::{self, Mode};
+    use crate::store::{self, Image};
     use crate::service::machines::{NewMachine, add_in, set_mode_in, update_in};
     use axum::body::Body;
     use axum::extract::connect_info::MockConnectInfo;

@@ -1,5 +1,5 @@
-//! iPXE scripts: templates from `ipxe/`, built into the binary, each overridable by a
-//! file of the same name in `data_dir/ipxe/`. Rendered at run time with minijinja, so
+//! Boot scripts (iPXE) and grub configurations: templates from `ipxe/`, built into
+//! the binary, each overridable by a file of the same name in `data_dir/ipxe/`. Rendered at run time with minijinja, so
 //! an operator's edit applies to the next boot without a restart.
 
 use minijinja::{Environment, UndefinedBehavior, Value};
@@ -9,6 +9,9 @@ const BUILTIN: &[(&str, &str)] = &[
     ("boot.ipxe", include_str!("../ipxe/boot.ipxe")),
     ("local.ipxe", include_str!("../ipxe/local.ipxe")),
     ("unknown.ipxe", include_str!("../ipxe/unknown.ipxe")),
+    ("boot.grub", include_str!("../ipxe/boot.grub")),
+    ("local.grub", include_str!("../ipxe/local.grub")),
+    ("unknown.grub", include_str!("../ipxe/unknown.grub")),
 ];
 
 #[derive(Debug, thiserror::Error)]

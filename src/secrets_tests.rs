@@ -352,6 +352,7 @@ async fn a_machines_tftp_directory_goes_to_that_machine_only() {
                 root: Some(root.clone()),
                 secrets,
                 max_transfers: 16,
+                boot: None,
             },
             store.clone(),
         )

@@ -116,6 +116,11 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
     state.secure_cookies = config.panel.tls.is_some();
     state.uploads = config.panel.uploads;
     state.secrets = secrets_rule(&config);
+    state.loaders = std::sync::Arc::new(config.boot.clone());
+    warn_missing_loaders(&config.boot);
+    // TFTP serves shim, grub and the machines' grub configurations from the same
+    // boot service the HTTP scripts use.
+    let boot_docs = state.boot_docs();
     // The power column of the panel: every BMC read at a modest rate, limited by
     // the same semaphore as the verbs operators send.
     tokio::spawn(crate::service::power::poll_loop(
@@ -229,6 +234,7 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
             max_transfers: usize::try_from(open_files / 4)
                 .unwrap_or(usize::MAX)
                 .max(16),
+            boot: Some(boot_docs.clone()),
         };
         let bound = tftp::start(settings, store.clone())
             .with_context(|| format!("tftp.listen: cannot listen on {}", tftp_config.listen))?;
@@ -427,6 +433,24 @@ async fn prune_events(store: Store, retention_days: u32) {
         }
         if total > 0 {
             tracing::info!(deleted = total, retention_days, "old DHCP events pruned");
+        }
+    }
+}
+
+/// Says at start which loader files are missing, so a Secure Boot machine that
+/// gets "file not found" for shim is no surprise; the default loader's files are a
+/// warning, the others a note.
+fn warn_missing_loaders(loaders: &crate::config::BootLoaders) {
+    for (arch, files) in [("amd64", &loaders.amd64), ("arm64", &loaders.arm64)] {
+        for (what, path) in [("shim", &files.shim), ("grub", &files.grub)] {
+            if path.is_file() {
+                continue;
+            }
+            if files.loader == lifecycle::Loader::Grub {
+                tracing::warn!(arch, path = %path.display(), "boot.{arch}.{what}: missing, and grub is this architecture's default loader");
+            } else {
+                tracing::info!(arch, path = %path.display(), "boot.{arch}.{what}: not installed; machines given the grub loader will not boot");
+            }
         }
     }
 }

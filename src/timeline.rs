@@ -106,8 +106,11 @@ fn classify(event: &BootEvent) -> Option<Step> {
         "dhcp.offer" => Some(Step::Offer { ipxe }),
         "dhcp.ack" if ipxe => Some(Step::Milestone(Phase::IpxeDhcp)),
         "dhcp.ack" => Some(Step::Milestone(Phase::FirmwareDhcp)),
+        // grub (shim + grub under Secure Boot) loads the kernel and initrd over TFTP.
+        "tftp.read" if event.detail.contains("/kernel ") => Some(Step::Milestone(Phase::Kernel)),
+        "tftp.read" if event.detail.contains("/initrd ") => Some(Step::Milestone(Phase::Initrd)),
         "tftp.read" => Some(Step::Milestone(Phase::BootFile)),
-        "http.script" => Some(Step::Milestone(Phase::Script)),
+        "http.script" | "tftp.script" => Some(Step::Milestone(Phase::Script)),
         "http.kernel" => Some(Step::Milestone(Phase::Kernel)),
         "http.initrd" => Some(Step::Milestone(Phase::Initrd)),
         "install.done" | "wipe.done" => Some(Step::Milestone(Phase::InstallDone)),

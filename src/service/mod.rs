@@ -9,6 +9,8 @@
 //! - `machines`: add (adopting a discovered machine), edit, delete, set mode, set
 //!   image, and a machine's own done-URL call; the one field check that import
 //!   uses too.
+//! - `boot`: a machine's boot configuration now, for iPXE (HTTP) or grub (TFTP),
+//!   from one decision, and the TFTP files of the shim and grub path.
 //! - `images`: register an added or replaced image, delete one.
 //! - `import`: check rows of a CSV/XLSX file against the inventory, apply them.
 //! - `power`: power controllers, power verbs, reinstall/rescue/wipe of one machine
@@ -20,6 +22,7 @@
 //! (acting as admin, recorded with the Unix user), a machine (its done-URL) and
 //! rackboot itself (DHCP discovery, the power poller).
 
+pub mod boot;
 pub mod catalog;
 pub mod images;
 pub mod import;

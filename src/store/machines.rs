@@ -532,7 +532,7 @@ pub fn boots_since(conn: &Db, since_ms: i64) -> Result<u64, StoreError> {
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-const BOOT_KINDS: &str = "'dhcp.offer','dhcp.ack','tftp.read','http.script','http.kernel','http.initrd','install.done','wipe.done'";
+const BOOT_KINDS: &str = "'dhcp.offer','dhcp.ack','tftp.read','http.script','tftp.script','http.kernel','http.initrd','install.done','wipe.done'";
 
 fn boot_events(rows: Vec<(i64, String, String)>) -> Vec<crate::timeline::BootEvent> {
     rows.into_iter()

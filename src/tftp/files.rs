@@ -39,6 +39,11 @@ pub enum Source {
     Root,
     /// `ipxe_dir/`
     Ipxe,
+    /// rackboot's own files (`service::boot`): shim, grub, an image's kernel or
+    /// initrd, from the paths the configuration and the inventory name.
+    Boot,
+    /// Rendered for the request (grub configurations).
+    Generated,
 }
 
 impl Source {
@@ -47,6 +52,8 @@ impl Source {
             Source::Machine => "machine",
             Source::Root => "root",
             Source::Ipxe => "ipxe_dir",
+            Source::Boot => "boot",
+            Source::Generated => "generated",
         }
     }
 }
@@ -260,6 +267,33 @@ impl Files {
         })
     }
 
+    /// A file rackboot names itself (a configured loader, an image's kernel), by its
+    /// full path: not a client's path, so no containment check applies.
+    pub async fn locate_path(&self, path: PathBuf) -> Result<Located, OpenError> {
+        let (path, meta) = tokio::task::spawn_blocking(move || {
+            let meta = std::fs::metadata(&path)?;
+            Ok::<_, io::Error>((path, meta))
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("file lookup task failed: {e}")))?
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => OpenError::NotFound,
+            _ => OpenError::Io(e),
+        })?;
+        if !meta.is_file() {
+            return Err(OpenError::NotFound);
+        }
+        if meta.len() > MAX_FILE_LEN {
+            return Err(OpenError::TooLarge(meta.len()));
+        }
+        Ok(Located {
+            path,
+            stamp: Stamp::of(&meta),
+            source: Source::Boot,
+            owner: None,
+        })
+    }
+
     /// The shared bytes of a located file.
     pub async fn read(&self, located: Located, mode: Mode) -> Result<Opened, OpenError> {
         let data = self.load((located.path, mode), located.stamp).await?;
@@ -461,7 +495,7 @@ fn resolve(
         if meta.is_file() {
             let owner = match source {
                 Source::Machine | Source::Root => machine_dir(&base, &canonical),
-                Source::Ipxe => None,
+                Source::Ipxe | Source::Boot | Source::Generated => None,
             };
             return Ok((canonical, Stamp::of(&meta), *source, owner));
         }

@@ -107,8 +107,10 @@ pub fn judge(bytes: &[u8]) -> Result<ReadRequest, Refusal> {
     })
 }
 
-/// A requested path, confined to the served tree: no `..`, no absolute paths, no
-/// backslashes (Windows-style traversal), no NUL, nothing over-long.
+/// A requested path, confined to the served tree: no `..`, no backslashes
+/// (Windows-style traversal), no NUL, nothing over-long. A leading `/` names the
+/// tree's root, as tftpd-hpa (`--secure`) and dnsmasq read it: grub asks for
+/// `/grub/grub.cfg`, every file of its prefix with a leading slash.
 pub fn confined_path(requested: &[u8]) -> Result<PathBuf, PathRefusal> {
     if requested.len() > MAX_PATH_LEN {
         return Err(PathRefusal::TooLong);
@@ -120,6 +122,7 @@ pub fn confined_path(requested: &[u8]) -> Result<PathBuf, PathRefusal> {
         return Err(PathRefusal::Nul);
     }
     let text = std::str::from_utf8(requested).map_err(|_| PathRefusal::NotUtf8)?;
+    let text = text.trim_start_matches('/');
     let mut clean = PathBuf::new();
     for component in Path::new(text).components() {
         match component {
@@ -148,11 +151,12 @@ mod tests {
 
     #[test]
     fn paths_outside_the_tree_are_refused() {
-        let refused: [(&[u8], PathRefusal); 8] = [
+        let refused: [(&[u8], PathRefusal); 9] = [
             (b"../etc/passwd", PathRefusal::NotRelative),
             (b"ipxe/../../etc/passwd", PathRefusal::NotRelative),
             (b"a/..", PathRefusal::NotRelative),
-            (b"/etc/passwd", PathRefusal::NotRelative),
+            (b"/../etc/passwd", PathRefusal::NotRelative),
+            (b"/", PathRefusal::NotRelative),
             (b"..\\windows", PathRefusal::Backslash),
             (b"a\0b", PathRefusal::Nul),
             (b"", PathRefusal::NotRelative),
@@ -171,6 +175,15 @@ mod tests {
             Ok(PathBuf::from("arm64-efi/snponly.efi"))
         );
         assert_eq!(confined_path(b"a..b"), Ok(PathBuf::from("a..b")));
+        // The root of the served tree, not of the file system.
+        assert_eq!(
+            confined_path(b"/grub/grub.cfg"),
+            Ok(PathBuf::from("grub/grub.cfg"))
+        );
+        assert_eq!(
+            confined_path(b"//etc/passwd"),
+            Ok(PathBuf::from("etc/passwd"))
+        );
     }
 
     #[test]
@@ -190,7 +203,7 @@ mod tests {
         let cases: Vec<(Vec<u8>, Option<ErrorCode>)> = vec![
             (wrq, Some(ErrorCode::AccessViolation)),
             (rrq(b"../x", "octet", &[]), Some(ErrorCode::AccessViolation)),
-            (rrq(b"/x", "octet", &[]), Some(ErrorCode::AccessViolation)),
+            (rrq(b"/../x", "octet", &[]), Some(ErrorCode::AccessViolation)),
             (rrq(b"x", "mail", &[]), Some(ErrorCode::IllegalOperation)),
             (
                 rrq(b"x", "octet", &[("blksize", "512"), ("blksize", "1468")]),

@@ -4,7 +4,9 @@
 //! what it returns. Everything that decides lives in `request`, `options` and
 //! `transfer`.
 
-use super::files::{Files, OpenError, Opened};
+use super::SharedBytes;
+use super::files::{Files, OpenError, Opened, Source};
+use crate::service::boot::{BootDocs, BootError, TftpFile};
 use super::options::{MAX_BLKSIZE, MIN_BLKSIZE};
 use super::packet::{self, ErrorCode};
 use super::request::{self, ReadRequest};
@@ -35,6 +37,8 @@ pub struct Settings {
     pub secrets: Rule,
     /// Transfers at once at most: each holds two sockets (file descriptors).
     pub max_transfers: usize,
+    /// rackboot's own files (shim, grub and its configurations, kernels for grub).
+    pub boot: Option<BootDocs>,
 }
 
 struct Shared {
@@ -45,6 +49,7 @@ struct Shared {
     /// and port must not start a second transfer of the same file.
     active: Mutex<HashSet<SocketAddr>>,
     max_transfers: usize,
+    boot: Option<BootDocs>,
 }
 
 /// Removes the client from `active` when its transfer task ends, however it ends.
@@ -104,6 +109,7 @@ pub fn start(settings: Settings, store: Store) -> io::Result<SocketAddr> {
                     secrets: settings.secrets,
                     active: Mutex::new(HashSet::new()),
                     max_transfers: settings.max_transfers,
+                    boot: settings.boot,
                 });
                 listen(socket, shared).await;
             });
@@ -350,11 +356,45 @@ async fn open_for(
             OpenError::Io(_) => (ErrorCode::NotDefined, "cannot read file"),
         }
     };
-    let located = shared
-        .files
-        .locate(&request.path, machine)
-        .await
-        .map_err(not_served)?;
+    let located = shared.files.locate(&request.path, machine).await;
+    // An operator's file under `root` wins; then rackboot's own (shim, grub, the
+    // machines' grub configurations); then `ipxe_dir`.
+    let from_root = matches!(&located, Ok(l) if matches!(l.source, Source::Machine | Source::Root));
+    if !from_root
+        && let Some(boot) = &shared.boot
+        && let Some(answer) = boot.tftp_file(&request.path, ip).await
+    {
+        let path = match answer {
+            Ok(TftpFile::Text(text)) => {
+                let data: SharedBytes = Arc::new(text.into_bytes().into_boxed_slice());
+                let opened = Opened {
+                    data,
+                    source: Source::Generated,
+                };
+                return Ok((recorded, opened));
+            }
+            Ok(TftpFile::Path(path)) => path,
+            Err(e) => {
+                tracing::warn!(%client, file, "TFTP: {e}");
+                return Err(match e {
+                    BootError::Forbidden(_) => {
+                        (ErrorCode::AccessViolation, "not this machine's address")
+                    }
+                    BootError::NotFound(_) => (ErrorCode::FileNotFound, "file not found"),
+                    BootError::Unavailable(_) => (ErrorCode::NotDefined, "inventory unavailable"),
+                    BootError::Render(_) => (ErrorCode::NotDefined, "template error"),
+                });
+            }
+        };
+        let located = shared.files.locate_path(path).await.map_err(not_served)?;
+        let opened = shared
+            .files
+            .read(located, request.mode)
+            .await
+            .map_err(not_served)?;
+        return Ok((recorded, opened));
+    }
+    let located = located.map_err(not_served)?;
     if let Some(owner) = located.owner.filter(|owner| Some(*owner) != machine)
         && let Err(why) = shared.secrets.decide(owner, &evidence, now)
     {
