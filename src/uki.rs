@@ -7,14 +7,23 @@
 //! stub is a file from disk), adds section headers in the stub's spare header room and
 //! the sections' data after its own, as `objcopy --add-section` with
 //! `--change-section-vma` does (the tests compare the two), so production needs no
-//! binutils.
+//! binutils. [`UkiCache`] builds UKIs into `data_dir/cache/uki`, once per distinct
+//! input, within a byte budget.
 //!
 //! rackboot's UKIs are unsigned: adding sections invalidates an Authenticode signature,
 //! so the stub's certificate table is dropped. They are for machines with Secure Boot
 //! off. (There the stub would also take a command line from its load options, but HTTP
 //! boot passes none, so `.cmdline` is what the kernel gets.)
 
-/// What is wrong with a stub or an input.
+use sha2::{Digest, Sha256};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// What is wrong with a stub, an input or the cache directory.
 #[derive(Debug, thiserror::Error)]
 pub enum UkiError {
     #[error("not a PE file: {0}")]
@@ -47,6 +56,25 @@ pub enum UkiError {
     EmptyKernel,
     #[error("the UKI would not fit the 4 GiB a PE image can address")]
     TooLarge,
+    #[error("sha256 {0:?} is not 64 hex digits")]
+    BadDigest(String),
+    #[error("{path}: sha256 {actual}, expected {expected}: the file changed?")]
+    DigestMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: shorter than when the UKI was planned: the file changed?")]
+    ShortRead { path: PathBuf },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> UkiError + '_ {
+    move |source| UkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What goes into a UKI besides the stub.
@@ -112,8 +140,9 @@ pub fn build(stub: &[u8], parts: &Parts<'_>) -> Result<Vec<u8>, UkiError> {
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(&plan.head);
     for ((_, source), placed) in sources.iter().zip(&plan.placed) {
-        let Source::Bytes(bytes) = source;
-        out.extend_from_slice(bytes);
+        if let Source::Bytes(bytes) = source {
+            out.extend_from_slice(bytes);
+        }
         out.resize(out.len() + placed.padding(), 0);
     }
     let mut checksum = PeChecksum::default();
@@ -127,15 +156,21 @@ pub fn sections(image: &[u8]) -> Result<Vec<Section>, UkiError> {
     Ok(parse(image)?.sections)
 }
 
-/// The data of a section to add.
+/// The data of a section to add: in memory, or a file with its length and sha256.
 enum Source<'a> {
     Bytes(&'a [u8]),
+    File {
+        path: &'a Path,
+        len: u64,
+        sha256: [u8; 32],
+    },
 }
 
 impl Source<'_> {
     fn len(&self) -> u64 {
         match self {
             Source::Bytes(bytes) => bytes.len() as u64,
+            Source::File { len, .. } => *len,
         }
     }
 }
@@ -565,12 +600,361 @@ impl PeChecksum {
     }
 }
 
+/// A kernel or initrd on disk, with its sha256 (lowercase hex) when the caller knows
+/// it already, as rackboot does for its images: then a cache hit reads nothing of it.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageFile<'a> {
+    pub path: &'a Path,
+    pub sha256: Option<&'a str>,
+}
+
+/// What [`UkiCache::get_or_build`] builds a UKI from (see [`Parts`]).
+#[derive(Debug, Clone, Copy)]
+pub struct UkiInputs<'a> {
+    pub osrel: &'a [u8],
+    pub cmdline: &'a [u8],
+    pub kernel: ImageFile<'a>,
+    pub initrd: Option<ImageFile<'a>>,
+}
+
+/// Built UKIs in a directory, one file per distinct input (`<sha256 of the inputs>.efi`),
+/// least recently used ones removed beyond a byte budget.
+///
+/// Blocking (file I/O, hashing and copying tens of megabytes on a miss): async callers
+/// run it in `tokio::task::spawn_blocking`. One process owns the directory.
+#[derive(Debug)]
+pub struct UkiCache {
+    dir: PathBuf,
+    budget: u64,
+    /// Builds are one at a time: when a rack boots at once, the machines that share an
+    /// image wait for the one build instead of each copying 50 MB.
+    build_lock: Mutex<()>,
+    builds: AtomicU64,
+    temp_counter: AtomicU64,
+}
+
+/// Temporary files are named so no entry name (64 hex digits, `.efi`) can match.
+const TEMP_PREFIX: &str = ".tmp-";
+/// A temporary file untouched this long was left by a crash.
+const STALE_TEMP: Duration = Duration::from_secs(600);
+const COPY_BUFFER: usize = 1 << 20;
+
+impl UkiCache {
+    /// A UKI of the Debian installer is about 50 MB: room for ten.
+    pub const DEFAULT_BUDGET: u64 = 512 << 20;
+
+    /// Where rackboot keeps its UKIs.
+    pub fn default_dir(data_dir: &Path) -> PathBuf {
+        data_dir.join("cache").join("uki")
+    }
+
+    /// Opens (creating) the cache directory and removes temporary files a crash left.
+    pub fn open(dir: impl Into<PathBuf>, budget: u64) -> Result<Self, UkiError> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let now = SystemTime::now();
+        for entry in fs::read_dir(&dir).map_err(io_error(&dir))?.flatten() {
+            let is_temp = entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX);
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|modified| {
+                    now.duration_since(modified).unwrap_or_default() > STALE_TEMP
+                });
+            if is_temp && stale {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Self {
+            dir,
+            budget,
+            build_lock: Mutex::new(()),
+            builds: AtomicU64::new(0),
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// How many UKIs this cache has built (misses).
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+
+    /// The path of the UKI of `stub` and `inputs`, built on a miss (through a
+    /// temporary file renamed when complete and synced), its mtime touched on a hit.
+    /// Open it promptly: a later build may evict it (an open file stays readable).
+    pub fn get_or_build(&self, stub: &[u8], inputs: &UkiInputs<'_>) -> Result<PathBuf, UkiError> {
+        let kernel = file_digest(&inputs.kernel)?;
+        let initrd = inputs.initrd.as_ref().map(file_digest).transpose()?;
+        let key = cache_key(stub, inputs.osrel, inputs.cmdline, &kernel, initrd.as_ref());
+        let path = self.dir.join(format!("{key}.efi"));
+        if self.touch(&path)? {
+            return Ok(path);
+        }
+        let _build = self
+            .build_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Built by another caller while this one waited?
+        if self.touch(&path)? {
+            return Ok(path);
+        }
+        self.build_file(&path, &key, stub, inputs, kernel, initrd)?;
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        self.evict(&path);
+        Ok(path)
+    }
+
+    /// Whether `path` exists; if so its mtime becomes now (the LRU order).
+    fn touch(&self, path: &Path) -> Result<bool, UkiError> {
+        match File::open(path) {
+            Ok(file) => {
+                if let Err(e) = file.set_modified(SystemTime::now()) {
+                    // A stale LRU order only makes eviction less fair.
+                    tracing::warn!("{}: cannot touch: {e}", path.display());
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_error(path)(e)),
+        }
+    }
+
+    fn build_file(
+        &self,
+        path: &Path,
+        key: &str,
+        stub: &[u8],
+        inputs: &UkiInputs<'_>,
+        kernel: [u8; 32],
+        initrd: Option<[u8; 32]>,
+    ) -> Result<(), UkiError> {
+        // `initrd` is the digest of `inputs.initrd`: both or neither.
+        let initrd = match (inputs.initrd, initrd) {
+            (Some(file), Some(sha256)) => Some(file_source(&file, sha256)?),
+            _ => None,
+        };
+        let sources = added_sections(
+            Source::Bytes(inputs.osrel),
+            Source::Bytes(inputs.cmdline),
+            file_source(&inputs.kernel, kernel)?,
+            initrd,
+        );
+        let plan = plan(stub, &sources)?;
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let temp = TempFile {
+            path: (self.dir).join(format!("{TEMP_PREFIX}{key}-{}-{n}", std::process::id())),
+            renamed: false,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp.path)
+            .map_err(io_error(&temp.path))?;
+        let mut out = ChecksumWriter {
+            out: BufWriter::with_capacity(COPY_BUFFER, file),
+            checksum: PeChecksum::default(),
+        };
+        out.write(&plan.head).map_err(io_error(&temp.path))?;
+        let zeros = [0u8; MAX_FILE_ALIGNMENT as usize];
+        for ((_, source), placed) in sources.iter().zip(&plan.placed) {
+            match source {
+                Source::Bytes(bytes) => out.write(bytes).map_err(io_error(&temp.path))?,
+                Source::File { path, len, sha256 } => {
+                    copy_verified(path, *len, sha256, &mut out, &temp.path)?
+                }
+            }
+            let padding = zeros.get(..placed.padding()).unwrap_or_default();
+            out.write(padding).map_err(io_error(&temp.path))?;
+        }
+        let checksum = out.checksum.finish();
+        let mut file = out
+            .out
+            .into_inner()
+            .map_err(|e| io_error(&temp.path)(e.into_error()))?;
+        file.seek(SeekFrom::Start(plan.checksum_at as u64))
+            .and_then(|_| file.write_all(&checksum.to_le_bytes()))
+            .and_then(|()| file.sync_all())
+            .map_err(io_error(&temp.path))?;
+        temp.rename(path)
+    }
+
+    /// Removes the least recently used UKIs until the rest fit the budget, never
+    /// `keep`. Failures are logged: the UKI asked for is ready either way.
+    fn evict(&self, keep: &Path) {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!("{}: cannot list for eviction: {e}", self.dir.display());
+                return;
+            }
+        };
+        let mut files: Vec<(SystemTime, PathBuf, u64)> = entries
+            .flatten()
+            .filter(|entry| is_entry_name(&entry.file_name().to_string_lossy()))
+            .filter_map(|entry| {
+                let meta = entry.metadata().ok().filter(fs::Metadata::is_file)?;
+                Some((meta.modified().ok()?, entry.path(), meta.len()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|(_, _, len)| len).sum();
+        files.sort();
+        for (_, path, len) in files {
+            if total <= self.budget {
+                break;
+            }
+            if path == keep {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) => total -= len,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => total -= len,
+                Err(e) => tracing::warn!("{}: cannot evict: {e}", path.display()),
+            }
+        }
+    }
+}
+
+fn file_source<'a>(image: &ImageFile<'a>, sha256: [u8; 32]) -> Result<Source<'a>, UkiError> {
+    let len = fs::metadata(image.path)
+        .map_err(io_error(image.path))?
+        .len();
+    Ok(Source::File {
+        path: image.path,
+        len,
+        sha256,
+    })
+}
+
+/// Removed on drop unless renamed: a failed build leaves no temporary file.
+struct TempFile {
+    path: PathBuf,
+    renamed: bool,
+}
+
+impl TempFile {
+    fn rename(mut self, to: &Path) -> Result<(), UkiError> {
+        fs::rename(&self.path, to).map_err(io_error(to))?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+struct ChecksumWriter<W> {
+    out: W,
+    checksum: PeChecksum,
+}
+
+impl<W: Write> ChecksumWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.checksum.update(data);
+        self.out.write_all(data)
+    }
+}
+
+/// Copies `len` bytes of `path` into `out`, checking them against `sha256`: the cache
+/// key names that digest, so the file must still be what was hashed.
+fn copy_verified<W: Write>(
+    path: &Path,
+    len: u64,
+    sha256: &[u8; 32],
+    out: &mut ChecksumWriter<W>,
+    out_path: &Path,
+) -> Result<(), UkiError> {
+    let mut file = File::open(path).map_err(io_error(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut left = len;
+    while left > 0 {
+        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+        let chunk = buf.get_mut(..want).unwrap_or_default();
+        let n = file.read(chunk).map_err(io_error(path))?;
+        if n == 0 {
+            return Err(UkiError::ShortRead {
+                path: path.to_path_buf(),
+            });
+        }
+        let read = chunk.get(..n).unwrap_or_default();
+        hasher.update(read);
+        out.write(read).map_err(io_error(out_path))?;
+        left -= n as u64;
+    }
+    let actual: [u8; 32] = hasher.finalize().into();
+    if &actual != sha256 {
+        return Err(UkiError::DigestMismatch {
+            path: path.to_path_buf(),
+            expected: hex::encode(sha256),
+            actual: hex::encode(actual),
+        });
+    }
+    Ok(())
+}
+
+/// The sha256 the caller gave, or the file's, hashed as it streams.
+fn file_digest(image: &ImageFile<'_>) -> Result<[u8; 32], UkiError> {
+    if let Some(known) = image.sha256 {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(known, &mut digest)
+            .map_err(|_| UkiError::BadDigest(known.to_string()))?;
+        return Ok(digest);
+    }
+    let mut file = File::open(image.path).map_err(io_error(image.path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; COPY_BUFFER];
+    loop {
+        let n = file.read(&mut buf).map_err(io_error(image.path))?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(buf.get(..n).unwrap_or_default());
+    }
+}
+
+/// The cache key: each input length-prefixed (so no two inputs run together), after
+/// a version tag that a change in the layout `build` writes must bump.
+fn cache_key(
+    stub: &[u8],
+    osrel: &[u8],
+    cmdline: &[u8],
+    kernel: &[u8; 32],
+    initrd: Option<&[u8; 32]>,
+) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(b"rackboot-uki-v1\0");
+    for part in [stub, osrel, cmdline, kernel] {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    match initrd {
+        Some(initrd) => {
+            hasher.update([1]);
+            hasher.update(initrd);
+        }
+        None => hasher.update([0]),
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn is_entry_name(name: &str) -> bool {
+    name.strip_suffix(".efi").is_some_and(|key| {
+        key.len() == 64
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::fs;
-    use std::path::Path;
     use std::process::Command;
 
     const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
@@ -1085,5 +1469,205 @@ mod tests {
         };
         let error = build(&stub, &parts).unwrap_err();
         assert!(matches!(error, UkiError::EmptyKernel), "{error}");
+    }
+
+    /// The inputs of the cache tests, as files.
+    struct Files {
+        dir: tempfile::TempDir,
+        stub: Vec<u8>,
+        inputs: Inputs,
+    }
+
+    impl Files {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let inputs = Inputs::small();
+            fs::write(dir.path().join("kernel"), &inputs.kernel).unwrap();
+            fs::write(dir.path().join("initrd"), &inputs.initrd).unwrap();
+            Self {
+                dir,
+                stub: synthetic_pe(PE32_PLUS_MAGIC, 2, 0x400),
+                inputs,
+            }
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            self.dir.path().join(name)
+        }
+
+        fn cache(&self, budget: u64) -> UkiCache {
+            UkiCache::open(UkiCache::default_dir(&self.path("data")), budget).unwrap()
+        }
+    }
+
+    fn uki_inputs<'a>(
+        kernel: &'a Path,
+        initrd: &'a Path,
+        cmdline: &'a [u8],
+        kernel_sha256: Option<&'a str>,
+    ) -> UkiInputs<'a> {
+        UkiInputs {
+            osrel: b"ID=rackboot\n",
+            cmdline,
+            kernel: ImageFile {
+                path: kernel,
+                sha256: kernel_sha256,
+            },
+            initrd: Some(ImageFile {
+                path: initrd,
+                sha256: None,
+            }),
+        }
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn set_mtime(path: &Path, seconds_ago: u64) {
+        let when = SystemTime::now() - Duration::from_secs(seconds_ago);
+        File::open(path).unwrap().set_modified(when).unwrap();
+    }
+
+    #[test]
+    fn cache_builds_once_per_input() {
+        let files = Files::new();
+        let cache = files.cache(UkiCache::DEFAULT_BUDGET);
+        let (kernel, initrd) = (files.path("kernel"), files.path("initrd"));
+        let first = cache
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"quiet", None))
+            .unwrap();
+        let built = fs::read(&first).unwrap();
+        let expected = build(
+            &files.stub,
+            &Parts {
+                osrel: b"ID=rackboot\n",
+                cmdline: b"quiet",
+                kernel: &files.inputs.kernel,
+                initrd: Some(&files.inputs.initrd),
+            },
+        )
+        .unwrap();
+        assert!(built == expected, "the streamed file differs from `build`");
+        assert_eq!(first.parent(), Some(files.path("data/cache/uki").as_path()));
+
+        // The same inputs, the kernel's digest given this time: a hit, nothing rebuilt.
+        let inode = |path: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(path).unwrap());
+        let before = inode(&first);
+        let digest = hex::encode(Sha256::digest(&files.inputs.kernel));
+        let again = cache
+            .get_or_build(
+                &files.stub,
+                &uki_inputs(&kernel, &initrd, b"quiet", Some(&digest)),
+            )
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(inode(&again), before);
+        assert_eq!(cache.builds(), 1);
+
+        let other = cache
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"loud", None))
+            .unwrap();
+        assert_ne!(other, first);
+        assert_eq!(cache.builds(), 2);
+    }
+
+    #[test]
+    fn cache_evicts_the_least_recently_used() {
+        let files = Files::new();
+        let (kernel, initrd) = (files.path("kernel"), files.path("initrd"));
+        let probe = files.cache(u64::MAX);
+        let a = probe
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"a", None))
+            .unwrap();
+        let size = fs::metadata(&a).unwrap().len();
+        let b = probe
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"b", None))
+            .unwrap();
+        set_mtime(&a, 200);
+        set_mtime(&b, 100);
+        // Room for two: a hit on `a` makes `b` the oldest, so `c` evicts `b`.
+        let cache = files.cache(2 * size + size / 2);
+        let hit = cache
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"a", None))
+            .unwrap();
+        assert_eq!(hit, a);
+        let c = cache
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"c", None))
+            .unwrap();
+        assert!(a.exists() && c.exists());
+        assert!(!b.exists(), "the least recently used was kept");
+
+        // A budget smaller than one UKI keeps the one just built, and only it.
+        let tiny = files.cache(1);
+        let d = tiny
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"d", None))
+            .unwrap();
+        let dir = d.parent().unwrap();
+        assert_eq!(entries(dir), [d.file_name().unwrap().to_string_lossy()]);
+    }
+
+    #[test]
+    fn temporary_files_are_not_entries() {
+        let files = Files::new();
+        let (kernel, initrd) = (files.path("kernel"), files.path("initrd"));
+        let dir = UkiCache::default_dir(&files.path("data"));
+        fs::create_dir_all(&dir).unwrap();
+        let fresh = dir.join(format!("{TEMP_PREFIX}fresh"));
+        let stale = dir.join(format!("{TEMP_PREFIX}stale"));
+        fs::write(&fresh, vec![0u8; 1 << 20]).unwrap();
+        fs::write(&stale, b"half a UKI").unwrap();
+        set_mtime(&stale, 3600);
+        // A fresh one may be another build under way; a stale one a crash's leftover.
+        let cache = UkiCache::open(&dir, 1 << 20).unwrap();
+        assert!(fresh.exists() && !stale.exists());
+        // The megabyte of temporary file does not count against the budget.
+        let a = cache
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"a", None))
+            .unwrap();
+        let b = cache
+            .get_or_build(&files.stub, &uki_inputs(&kernel, &initrd, b"b", None))
+            .unwrap();
+        assert!(a.exists() && b.exists() && fresh.exists());
+        assert_eq!(entries(&dir).len(), 3);
+    }
+
+    #[test]
+    fn cache_refuses_a_file_that_is_not_what_its_digest_says() {
+        let files = Files::new();
+        let cache = files.cache(UkiCache::DEFAULT_BUDGET);
+        let (kernel, initrd) = (files.path("kernel"), files.path("initrd"));
+        let wrong = hex::encode([7u8; 32]);
+        let error = cache
+            .get_or_build(
+                &files.stub,
+                &uki_inputs(&kernel, &initrd, b"quiet", Some(&wrong)),
+            )
+            .unwrap_err();
+        assert!(matches!(error, UkiError::DigestMismatch { .. }), "{error}");
+        let dir = UkiCache::default_dir(&files.path("data"));
+        assert!(
+            entries(&dir).is_empty(),
+            "a failed build left {:?}",
+            entries(&dir)
+        );
+        let error = cache
+            .get_or_build(
+                &files.stub,
+                &uki_inputs(&kernel, &initrd, b"quiet", Some("not hex")),
+            )
+            .unwrap_err();
+        assert!(matches!(error, UkiError::BadDigest(_)), "{error}");
+        // A bad stub is refused the same way `build` refuses it.
+        let error = cache
+            .get_or_build(b"MZ", &uki_inputs(&kernel, &initrd, b"quiet", None))
+            .unwrap_err();
+        assert!(matches!(error, UkiError::Truncated { .. }), "{error}");
+        assert!(entries(&dir).is_empty());
     }
 }
