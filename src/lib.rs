@@ -15,6 +15,8 @@
 //!   debpkg, iso9660}` read the formats distributions sign their files in (OpenPGP
 //!   signatures, Debian `Release` and `Packages`, checksum lists, `.deb` archives, ISO
 //!   9660 images), bounded.
+//! - `uki`: unified kernel images (systemd's EFI stub with the kernel, initrd and
+//!   command line as PE sections), built without binutils and cached by their inputs.
 //!
 //! Domain types and pure decisions (no database, no sockets):
 //! - `model`: machines, images, leases, events, what a batch of DHCP decisions writes.
@@ -104,4 +106,5 @@ pub mod text;
 pub mod tftp;
 pub mod throttle;
 pub mod timeline;
+pub mod uki;
 pub mod validate;

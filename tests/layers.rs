@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "catalog::sums",
             "catalog::debpkg",
             "catalog::iso9660",
+            "uki",
         ],
     ),
     (
