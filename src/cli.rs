@@ -215,7 +215,10 @@ pub enum MachineCommand {
         loader: Option<lifecycle::Loader>,
     },
     /// Set the boot loader: ipxe, grub, uki, or default (per architecture).
-    SetLoader { mac: MacAddr, loader: String },
+    SetLoader {
+        mac: MacAddr,
+        loader: String,
+    },
     List,
     /// Reinstall: set install mode and, with a power controller, boot the machine
     /// from the network now (power-cycle, or power on when off). Several MACs, or

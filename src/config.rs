@@ -1020,11 +1020,9 @@ impl Config {
                     return Ok(default);
                 };
                 let loader = match &raw.loader {
-                    Some(text) => text
-                        .parse()
-                        .map_err(|e: crate::lifecycle::ParseError| {
-                            invalid(&format!("boot.{key}.loader"), e.to_string())
-                        })?,
+                    Some(text) => text.parse().map_err(|e: crate::lifecycle::ParseError| {
+                        invalid(&format!("boot.{key}.loader"), e.to_string())
+                    })?,
                     None => default.loader,
                 };
                 Ok::<_, ConfigError>(ArchBoot {

@@ -51,6 +51,8 @@ pub struct AppState {
     pub uploads: UploadLimits,
     /// `[boot]`: each architecture's loader files.
     pub loaders: Arc<crate::config::BootLoaders>,
+    /// Unified kernel images, per machine (`data_dir/cache/uki`).
+    pub uki: Option<Arc<crate::uki::UkiCache>>,
 }
 
 pub use crate::config::UploadLimits;
@@ -69,7 +71,15 @@ impl AppState {
             crate::power::PowerConfig::default(),
             data_dir.clone(),
         );
+        let uki = crate::uki::UkiCache::open(
+            crate::uki::UkiCache::default_dir(&data_dir),
+            crate::uki::UkiCache::DEFAULT_BUDGET,
+        )
+        .map(Arc::new)
+        .map_err(|e| tracing::warn!("unified kernel images disabled: {e}"))
+        .ok();
         AppState {
+            uki,
             services: services.clone(),
             store,
             scripts: Arc::new(Scripts::new(data_dir.join("ipxe"))),
@@ -96,6 +106,7 @@ impl AppState {
             base_url: self.base_url.clone(),
             secrets: self.secrets.clone(),
             loaders: Arc::clone(&self.loaders),
+            uki: self.uki.clone(),
         }
     }
 
@@ -228,11 +239,50 @@ fn render_error(mac: MacAddr, e: impl std::fmt::Display) -> Response {
     )
 }
 
+/// A machine's unified kernel image, for UEFI HTTP boot without TFTP or iPXE.
+async fn unified_image(
+    app: AppState,
+    peer: SocketAddr,
+    mac_text: &str,
+    request: Request,
+) -> Response {
+    let mac = match MacAddr::parse(mac_text) {
+        Ok(mac) => mac,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("{e}\n")),
+    };
+    let (image, path) = match app.boot_docs().uki(mac, client_ipv4(peer)).await {
+        Ok(built) => built,
+        Err(e) => return boot_error(mac, e),
+    };
+    let is_get = request.method() == Method::GET;
+    let response = match ServeFile::new(&path).oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    };
+    if is_get && response.status().is_success() {
+        app.store.record_event(
+            clock::now_ms(),
+            Some(mac),
+            "http.kernel",
+            format!(
+                "image={} uki=true status={} client={peer}",
+                image.name,
+                response.status().as_u16()
+            ),
+        );
+    }
+    response
+}
+
 async fn boot_script(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(script): Path<String>,
+    request: Request,
 ) -> Response {
+    if let Some(mac_text) = script.strip_suffix(".efi") {
+        return unified_image(app, peer, mac_text, request).await;
+    }
     let Some(mac_text) = script.strip_suffix(".ipxe") else {
         return plain(StatusCode::NOT_FOUND, "not found\n".into());
     };
@@ -436,8 +486,9 @@ pub mod tests {
     use super::*;
     use crate::inventory;
     use crate::lifecycle::{self, Mode};
-    use crate::store::{self, Image};
+    use crate::service::boot::TftpFile;
     use crate::service::machines::{NewMachine, add_in, set_mode_in, update_in};
+    use crate::store::{self, Image};
     use axum::body::Body;
     use axum::extract::connect_info::MockConnectInfo;
     use http_body_util::BodyExt;
@@ -934,5 +985,198 @@ pub mod tests {
                 "p=http://192.0.2.1:8080/progress/{token} m=http://mirror.example/debian h=mirror.example d=/debian c=- disk=-"
             )
         );
+    }
+
+    fn tftp_text(answer: Option<Result<TftpFile, BootError>>) -> String {
+        match answer {
+            Some(Ok(TftpFile::Text(text))) => text,
+            other => panic!("expected a rendered file, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn grub_gets_the_same_plan_as_ipxe_over_tftp_with_the_done_url_for_its_owner_only() {
+        let app = app().await;
+        set_mode(&app, Mode::Install).await;
+        let token = token(&app).await;
+        let docs = app.state.boot_docs();
+        let own = Some(Ipv4Addr::from(OWN_IP));
+        // grub names the file by the MAC its network stack booted from, with colons.
+        let grub = tftp_text(
+            docs.tftp_file(std::path::Path::new("boot/52:54:00:12:34:56.grub"), own)
+                .await,
+        );
+        assert!(
+            grub.contains("linux /boot/52-54-00-12-34-56/kernel 'console=ttyS0' 'rackboot.done=http://192.0.2.1:8080/done/"),
+            "{grub}"
+        );
+        assert!(grub.contains(&token), "{grub}");
+        assert!(
+            grub.contains("initrd /boot/52-54-00-12-34-56/initrd"),
+            "{grub}"
+        );
+        assert_eq!(
+            events_of(&app, "tftp.script").await.len(),
+            1,
+            "the grub configuration is recorded like the iPXE script"
+        );
+        // The same file asked from another address is refused: it holds the done-URL.
+        let other = docs
+            .tftp_file(
+                std::path::Path::new("boot/52:54:00:12:34:56.grub"),
+                Some(Ipv4Addr::new(192, 0, 2, 99)),
+            )
+            .await;
+        assert!(
+            matches!(other, Some(Err(BootError::Forbidden(_)))),
+            "{other:?}"
+        );
+        // The kernel and initrd it names come over TFTP from the image.
+        match docs
+            .tftp_file(std::path::Path::new("boot/52-54-00-12-34-56/kernel"), own)
+            .await
+        {
+            Some(Ok(TftpFile::Path(path))) => {
+                assert_eq!(
+                    std::fs::read(path).expect("kernel"),
+                    b"KERNEL-BYTES-0123456789"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_grub_prefix_reads_the_one_entry_and_shim_and_grub_come_from_the_config() {
+        let app = app().await;
+        let docs = app.state.boot_docs();
+        for path in ["grub/grub.cfg", "debian-installer/arm64/grub/grub.cfg"] {
+            let text = tftp_text(docs.tftp_file(std::path::Path::new(path), None).await);
+            assert_eq!(text, crate::service::boot::GRUB_ENTRY, "{path}");
+        }
+        let loaders = crate::config::BootLoaders::default();
+        for (name, expected) in [
+            ("shimx64.efi", &loaders.amd64.shim),
+            ("grubx64.efi", &loaders.amd64.grub),
+            ("shimaa64.efi", &loaders.arm64.shim),
+            ("grubaa64.efi", &loaders.arm64.grub),
+        ] {
+            match docs.tftp_file(std::path::Path::new(name), None).await {
+                Some(Ok(TftpFile::Path(path))) => assert_eq!(&path, expected, "{name}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // Anything else is left to the TFTP directories.
+        assert!(
+            docs.tftp_file(std::path::Path::new("snponly.efi"), None)
+                .await
+                .is_none()
+        );
+        assert!(
+            docs.tftp_file(std::path::Path::new("boot/x/kernel"), None)
+                .await
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_arm64_machine_is_never_handed_an_amd64_kernel() {
+        let app = app().await;
+        set_mode(&app, Mode::Install).await;
+        app.state
+            .store
+            .call(|conn| {
+                conn.execute(
+                    "UPDATE machines SET arch = 'uefi-arm64' WHERE mac = ?1",
+                    [MAC],
+                )
+                .map_err(crate::store::StoreError::from)
+            })
+            .await
+            .expect("arch");
+        let docs = app.state.boot_docs();
+        let grub = tftp_text(
+            docs.tftp_file(
+                std::path::Path::new("boot/52:54:00:12:34:56.grub"),
+                Some(Ipv4Addr::from(OWN_IP)),
+            )
+            .await,
+        );
+        assert!(!grub.lines().any(|l| l.starts_with("linux ")), "{grub}");
+        assert!(
+            grub.contains("built for amd64, and this machine is arm64"),
+            "{grub}"
+        );
+        let (status, script) = get(&app, "/boot/52-54-00-12-34-56.ipxe", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            !script.lines().any(|l| l.starts_with("kernel ")),
+            "{script}"
+        );
+        assert!(script.contains("this machine is arm64"), "{script}");
+        let refused = events_of(&app, "boot.refused").await;
+        assert!(
+            refused.iter().all(|d| d.contains("built for amd64")) && refused.len() == 2,
+            "{refused:?}"
+        );
+        let kernel = docs
+            .image_file(MacAddr::parse(MAC).expect("mac"), "kernel")
+            .await;
+        assert!(matches!(kernel, Err(BootError::NotFound(_))), "{kernel:?}");
+    }
+
+    #[tokio::test]
+    async fn an_http_boot_machine_gets_its_own_unified_kernel_image() {
+        let stub = std::path::Path::new("/usr/lib/systemd/boot/efi/linuxx64.efi.stub");
+        if !stub.is_file() {
+            eprintln!(
+                "skipped: {} is not installed (systemd-boot-efi)",
+                stub.display()
+            );
+            return;
+        }
+        let app = app().await;
+        set_mode(&app, Mode::Install).await;
+        let token = token(&app).await;
+        let response = app
+            .router
+            .clone()
+            .oneshot(
+                axum::http::Request::builder()
+                    .uri("/boot/52-54-00-12-34-56.efi")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let sections = crate::uki::sections(&body).expect("a PE image");
+        let section = |name: &str| {
+            let s = sections.iter().find(|s| s.name() == name).expect(name);
+            let start = s.raw_offset as usize;
+            body[start..start + s.virtual_size as usize].to_vec()
+        };
+        assert_eq!(section(".linux"), b"KERNEL-BYTES-0123456789");
+        assert_eq!(section(".initrd"), b"INITRD");
+        let cmdline = String::from_utf8(section(".cmdline")).expect("utf-8");
+        assert_eq!(
+            cmdline,
+            format!("console=ttyS0 rackboot.done=http://192.0.2.1:8080/done/{token}")
+        );
+        // It carries the done-URL: another address gets nothing.
+        let stranger = app_from([192, 0, 2, 99]).await;
+        set_mode(&stranger, Mode::Install).await;
+        let (status, _) = get(&stranger, "/boot/52-54-00-12-34-56.efi", None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        // Booting locally there is no image: the firmware moves on.
+        set_mode(&app, Mode::Local).await;
+        let (status, _) = get(&app, "/boot/52-54-00-12-34-56.efi", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 }

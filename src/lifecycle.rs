@@ -238,7 +238,11 @@ pub fn parse_arches(text: &str) -> Result<Vec<Arch>, ParseError> {
 }
 
 pub fn arches_text(arches: &[Arch]) -> String {
-    arches.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(",")
+    arches
+        .iter()
+        .map(|a| a.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A fresh done-URL token: 256 random bits, hex.

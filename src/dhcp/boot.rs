@@ -297,7 +297,10 @@ mod tests {
             choose(&req, &config(true), None).expect("file").filename,
             "arm64-efi/snponly.efi"
         );
-        assert_eq!(choose(&req, &config(false), None), Err(NoBootFile::NoArm64Binary));
+        assert_eq!(
+            choose(&req, &config(false), None),
+            Err(NoBootFile::NoArm64Binary)
+        );
     }
 
     #[test]
@@ -324,7 +327,10 @@ mod tests {
             choose(req, &config(false), loader).map(|reply| reply.filename)
         };
         assert_eq!(file(&pxe_x64, Some(Loader::Grub)), Ok("shimx64.efi".into()));
-        assert_eq!(file(&pxe_arm, Some(Loader::Grub)), Ok("shimaa64.efi".into()));
+        assert_eq!(
+            file(&pxe_arm, Some(Loader::Grub)),
+            Ok("shimaa64.efi".into())
+        );
         assert_eq!(
             file(&pxe_x64, Some(Loader::Uki)),
             Ok("boot/52-54-00-12-34-56.efi".into())

@@ -1312,8 +1312,8 @@ mod loop_tests {
                 uefi_x64_file: "snponly.efi".into(),
                 uefi_arm64_file: "arm64-efi/snponly.efi".into(),
                 arm64_available: false,
-            default_loader_amd64: crate::lifecycle::Loader::Ipxe,
-            default_loader_arm64: crate::lifecycle::Loader::Ipxe,
+                default_loader_amd64: crate::lifecycle::Loader::Ipxe,
+                default_loader_arm64: crate::lifecycle::Loader::Ipxe,
             };
             let mut dhcp = DhcpServer::new(
                 socket,

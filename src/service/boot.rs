@@ -108,6 +108,9 @@ pub struct BootDocs {
     pub base_url: String,
     pub secrets: Rule,
     pub loaders: Arc<BootLoaders>,
+    /// Unified kernel images built per machine; `None` when its directory could not
+    /// be made (the `uki` loader then answers not found).
+    pub uki: Option<Arc<crate::uki::UkiCache>>,
 }
 
 /// Quotes one word for grub's parser (single quotes, as in sh): a command line's
@@ -274,7 +277,8 @@ impl BootDocs {
                     .map(|t| format!("{}/done/{t}", self.base_url));
                 // The command line is a template too (a catalog image's carries its
                 // preseed URL, console, mirror), rendered with what install files get.
-                let install = self.install_context(mac, machine, image, source.as_ref(), *with_token);
+                let install =
+                    self.install_context(mac, machine, image, source.as_ref(), *with_token);
                 let cmdline = crate::script::render_source(
                     &format!("{} command line", image.name),
                     image.cmdline.clone(),
@@ -365,7 +369,11 @@ impl BootDocs {
     }
 
     /// The image file (`kernel`, `initrd`) the machine boots now, if it boots one.
-    pub async fn image_file(&self, mac: MacAddr, file: &str) -> Result<(Image, PathBuf), BootError> {
+    pub async fn image_file(
+        &self,
+        mac: MacAddr,
+        file: &str,
+    ) -> Result<(Image, PathBuf), BootError> {
         let image = match self.resolve(mac).await? {
             Some(Resolved {
                 image: Some(image), ..
@@ -378,6 +386,85 @@ impl BootDocs {
             _ => return Err(BootError::NotFound("not found".into())),
         };
         Ok((image, PathBuf::from(path)))
+    }
+
+    /// The machine's unified kernel image now: systemd's EFI stub with the kernel,
+    /// initrd and full command line (done-URL included, so only under the secrets
+    /// rule) of what its plan boots. Built once per distinct input and cached. A
+    /// machine booting locally has none (not found): its firmware moves on to the
+    /// next boot entry.
+    pub async fn uki(
+        &self,
+        mac: MacAddr,
+        peer: Option<Ipv4Addr>,
+    ) -> Result<(Image, PathBuf), BootError> {
+        let Some(cache) = self.uki.clone() else {
+            return Err(BootError::NotFound("no unified kernel image cache".into()));
+        };
+        let resolved = self.resolve(mac).await?;
+        let Some(Resolved {
+            machine,
+            plan: BootPlan::Image { with_token, .. },
+            image: Some(image),
+            source,
+        }) = resolved
+        else {
+            return Err(BootError::NotFound(format!("{mac} boots no image now")));
+        };
+        if with_token {
+            self.check_owner(mac, peer).await?;
+        }
+        let install = self.install_context(mac, &machine, &image, source.as_ref(), with_token);
+        let mut cmdline = crate::script::render_source(
+            &format!("{} command line", image.name),
+            image.cmdline.clone(),
+            install,
+        )
+        .map_err(|e| BootError::Render(e.to_string()))?;
+        if let Some(token) = machine.token.as_ref().filter(|_| with_token) {
+            cmdline.push_str(&format!(" rackboot.done={}/done/{token}", self.base_url));
+        }
+        let arch = dhcp_boot::arch_of_recorded(machine.arch.as_deref());
+        let stub_path = self.loaders.of(arch).uki_stub.clone();
+        let osrel = format!(
+            "NAME=\"rackboot {}\"\nID=rackboot\nPRETTY_NAME=\"{} for {mac}\"\n",
+            image.name, image.name
+        );
+        let built = {
+            let image = image.clone();
+            tokio::task::spawn_blocking(move || {
+                let stub = std::fs::read(&stub_path).map_err(|e| {
+                    BootError::NotFound(format!(
+                        "systemd's EFI stub {} cannot be read ({e}): install systemd-boot-efi \
+                         or set boot.{arch}.uki_stub",
+                        stub_path.display()
+                    ))
+                })?;
+                let kernel = crate::uki::ImageFile {
+                    path: Path::new(&image.kernel_path),
+                    // Images registered before digests were recorded have none.
+                    sha256: Some(image.kernel_sha256.as_str()).filter(|s| !s.is_empty()),
+                };
+                let initrd = (!image.initrd_path.is_empty()).then(|| crate::uki::ImageFile {
+                    path: Path::new(&image.initrd_path),
+                    sha256: Some(image.initrd_sha256.as_str()).filter(|s| !s.is_empty()),
+                });
+                cache
+                    .get_or_build(
+                        &stub,
+                        &crate::uki::UkiInputs {
+                            osrel: osrel.as_bytes(),
+                            cmdline: cmdline.as_bytes(),
+                            kernel,
+                            initrd,
+                        },
+                    )
+                    .map_err(|e| BootError::Render(format!("unified kernel image: {e}")))
+            })
+            .await
+            .map_err(|e| BootError::Render(e.to_string()))??
+        };
+        Ok((image, built))
     }
 
     /// A TFTP request for one of rackboot's own files: shim and grub by the names
@@ -406,6 +493,14 @@ impl BootDocs {
             return Some(Ok(TftpFile::Text(GRUB_ENTRY.to_string())));
         }
         let rest = text.strip_prefix("boot/")?;
+        if let Some(mac_text) = rest.strip_suffix(".efi") {
+            let mac = MacAddr::parse(mac_text).ok()?;
+            return Some(
+                self.uki(mac, client)
+                    .await
+                    .map(|(_, path)| TftpFile::Path(path)),
+            );
+        }
         if let Some(mac_text) = rest.strip_suffix(".grub") {
             let mac = MacAddr::parse(mac_text).ok()?;
             return Some(

@@ -183,11 +183,12 @@ impl Services {
             kernel_sha256: fetched.kernel_sha256,
             initrd_sha256: fetched.initrd_sha256.unwrap_or_default(),
             files: fetched.templates,
-            arches: crate::lifecycle::parse_arches(&definition.architectures.join(","))
-                .map_err(|e| ServiceError::Invalid {
+            arches: crate::lifecycle::parse_arches(&definition.architectures.join(",")).map_err(
+                |e| ServiceError::Invalid {
                     field: "architectures",
                     why: format!("definition {}: {e}", definition.name),
-                })?,
+                },
+            )?,
         };
         let registered = self
             .register_image(

@@ -140,10 +140,7 @@ impl RawDetail {
                 .parse()
                 .map_err(|_| corrupt("machines.exit_method", &self.exit_method))?,
             loader: match &self.loader {
-                Some(text) => Some(
-                    text.parse()
-                        .map_err(|_| corrupt("machines.loader", text))?,
-                ),
+                Some(text) => Some(text.parse().map_err(|_| corrupt("machines.loader", text))?),
                 None => None,
             },
             ssh_keys: self.ssh_keys,
@@ -370,7 +367,10 @@ pub fn apply_patch(tx: &Db, mac: MacAddr, patch: &MachinePatch) -> Result<Vec<St
     }
     if let Some(loader) = patch.loader {
         set("loader", &loader.map(Loader::as_str))?;
-        changed.push(format!("loader={}", loader.map_or("default", Loader::as_str)));
+        changed.push(format!(
+            "loader={}",
+            loader.map_or("default", Loader::as_str)
+        ));
     }
     if let Some(keys) = &patch.ssh_keys {
         set("ssh_keys", keys)?;

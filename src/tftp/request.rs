@@ -203,7 +203,10 @@ mod tests {
         let cases: Vec<(Vec<u8>, Option<ErrorCode>)> = vec![
             (wrq, Some(ErrorCode::AccessViolation)),
             (rrq(b"../x", "octet", &[]), Some(ErrorCode::AccessViolation)),
-            (rrq(b"/../x", "octet", &[]), Some(ErrorCode::AccessViolation)),
+            (
+                rrq(b"/../x", "octet", &[]),
+                Some(ErrorCode::AccessViolation),
+            ),
             (rrq(b"x", "mail", &[]), Some(ErrorCode::IllegalOperation)),
             (
                 rrq(b"x", "octet", &[("blksize", "512"), ("blksize", "1468")]),

@@ -6,7 +6,6 @@
 
 use super::SharedBytes;
 use super::files::{Files, OpenError, Opened, Source};
-use crate::service::boot::{BootDocs, BootError, TftpFile};
 use super::options::{MAX_BLKSIZE, MIN_BLKSIZE};
 use super::packet::{self, ErrorCode};
 use super::request::{self, ReadRequest};
@@ -14,6 +13,7 @@ use super::transfer::{Handled, Outcome, Send, Transfer};
 use crate::clock;
 use crate::mac::MacAddr;
 use crate::secrets::{Evidence, Rule};
+use crate::service::boot::{BootDocs, BootError, TftpFile};
 use crate::store::Store;
 use crate::throttle::Throttle;
 use std::collections::HashSet;
