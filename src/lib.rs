@@ -21,6 +21,8 @@
 //! - `config`: the TOML file, validated; errors name the file and the key.
 //! - `lifecycle`: boot modes, done-URL tokens and what each mode boots.
 //! - `timeline`: boots reconstructed from events, and their SVG drawing.
+//! - `diagnosis`: why a boot failed, from its events and the time (a refused boot
+//!   file, no boot file, another DHCP server, an installer that never called back).
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `dhcp::{boot, leases, policy}`: which boot file, the lease book, the decision in
 //!   full and proxy mode. `tftp::transfer`: the transfer state machine.
@@ -80,6 +82,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dhcp;
+pub mod diagnosis;
 pub mod http;
 pub mod images;
 /// Machines in the inventory: the store's `machines` module, by its older name.

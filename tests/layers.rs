@@ -37,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "model",
             "lifecycle",
             "timeline",
+            "diagnosis",
             "script",
             "config",
             "power",
