@@ -122,6 +122,9 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         store.clone(),
         state.power.clone(),
     ));
+    // Why boots failed, recorded as they fail (TFTP and HTTP events come in proxy
+    // mode and without DHCP too).
+    tokio::spawn(crate::service::diagnosis::sweep_loop(store.clone()));
     let panel_url = match (&config.panel.listen, &config.panel.tls) {
         (Some(addr), Some(_)) => format!("https://{addr}"),
         (Some(addr), None) => format!("http://{addr}"),
