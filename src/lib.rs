@@ -47,7 +47,8 @@
 //! - `service`: `Services`, the `Caller` and typed `ServiceError`s; `machines`,
 //!   `images`, `catalog` (the definitions in force, a verified fetch registered with
 //!   its provenance, background fetch jobs), `import`, `power` (controllers, verbs,
-//!   reprovision, the poller) and `users` (users, sessions, tokens, login).
+//!   reprovision, the poller), `users` (users, sessions, tokens, login) and
+//!   `diagnosis` (the sweeper that records why boots failed).
 //! - `catalog::fetch`: follows a definition's chain from the signature to each file,
 //!   downloading with resume or reading a local directory, cached by sha256.
 //! - `images`: image files staged and copied under `data_dir` with their sha256.
@@ -58,6 +59,8 @@
 //!
 //! Servers:
 //! - `dhcp::server`: the DHCP socket loop on its own thread, grouped fsync'd commits.
+//! - `dhcp::foreign`: other DHCP servers' replies on the boot link (port 68), recorded
+//!   for the machines they answered (full mode only).
 //! - `tftp::{files, server}`: file lookup with its shared cache, and the sockets.
 //! - `http`: boot scripts, kernels and initrds, done-URLs; the shared `AppState` and
 //!   the HTTP status of each kind of service error.

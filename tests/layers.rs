@@ -65,6 +65,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "servers",
         &[
             "dhcp::server",
+            "dhcp::foreign",
             "tftp::files",
             "tftp::server",
             "ra",
