@@ -9,8 +9,9 @@
 //! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg.
 //! - `text`: timestamps as people read them, terminal-safe text. `validate`: host and
 //!   image names. `throttle`: repeated log lines held to a burst per window.
-//! - `dhcp::wire` (decode/encode, reply addressing) and `tftp::{packet, request,
-//!   options}`: the wire formats, bounds-checked.
+//! - `dhcp::wire` (requests and other servers' replies decoded, replies encoded and
+//!   addressed) and `tftp::{packet, request, options}`: the wire formats,
+//!   bounds-checked.
 //! - `catalog` declares the image catalog's parts: `catalog::{openpgp, release, sums,
 //!   debpkg, iso9660}` read the formats distributions sign their files in (OpenPGP
 //!   signatures, Debian `Release` and `Packages`, checksum lists, `.deb` archives, ISO

@@ -1,5 +1,6 @@
 //! DHCP on the wire: decoding a request into a `ClientRequest`, encoding a reply, and
-//! where the reply goes (RFC 2131 §4.1). No sockets here.
+//! where the reply goes (RFC 2131 §4.1); decoding another server's reply into a
+//! `ServerReply` (who answered whom). No sockets here.
 //!
 //! Requests are read with a bounds-checked option scanner of our own rather than
 //! dhcproto's decoder: dhcproto 0.15 panics in `Message::chaddr()` when hlen > 16, stops
