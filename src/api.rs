@@ -282,16 +282,30 @@ async fn create_machine(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+/// One machine, with the diagnoses of its current boot.
+#[derive(Serialize)]
+struct MachineView {
+    #[serde(flatten)]
+    machine: inventory::MachineDetail,
+    diagnoses: Vec<crate::service::diagnosis::Recorded>,
+}
+
 async fn get_machine(
     State(app): State<AppState>,
     ApiUser(_): ApiUser,
     Path(mac): Path<String>,
-) -> ApiResult<inventory::MachineDetail> {
+) -> ApiResult<MachineView> {
     let mac = parse_mac(&mac)?;
-    call(&app, move |conn| inventory::machine(conn, mac))
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no machine {mac}")))
+    call(&app, move |conn| {
+        let Some(machine) = inventory::machine(conn, mac)? else {
+            return Ok(None);
+        };
+        let diagnoses = crate::service::diagnosis::current_in(conn, mac)?;
+        Ok(Some(MachineView { machine, diagnoses }))
+    })
+    .await?
+    .map(Json)
+    .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no machine {mac}")))
 }
 
 async fn update_machine(

@@ -9,8 +9,9 @@
 //! - `netif`: interface addresses, ARP entries, socket buffers, recvmmsg/sendmmsg.
 //! - `text`: timestamps as people read them, terminal-safe text. `validate`: host and
 //!   image names. `throttle`: repeated log lines held to a burst per window.
-//! - `dhcp::wire` (decode/encode, reply addressing) and `tftp::{packet, request,
-//!   options}`: the wire formats, bounds-checked.
+//! - `dhcp::wire` (requests and other servers' replies decoded, replies encoded and
+//!   addressed) and `tftp::{packet, request, options}`: the wire formats,
+//!   bounds-checked.
 //! - `catalog` declares the image catalog's parts: `catalog::{openpgp, release, sums,
 //!   debpkg, iso9660}` read the formats distributions sign their files in (OpenPGP
 //!   signatures, Debian `Release` and `Packages`, checksum lists, `.deb` archives, ISO
@@ -23,6 +24,8 @@
 //! - `config`: the TOML file, validated; errors name the file and the key.
 //! - `lifecycle`: boot modes, done-URL tokens and what each mode boots.
 //! - `timeline`: boots reconstructed from events, and their SVG drawing.
+//! - `diagnosis`: why a boot failed, from its events and the time (a refused boot
+//!   file, no boot file, another DHCP server, an installer that never called back).
 //! - `script`: iPXE script templates, built in and overridable at run time.
 //! - `dhcp::{boot, leases, policy}`: which boot file, the lease book, the decision in
 //!   full and proxy mode. `tftp::transfer`: the transfer state machine.
@@ -47,7 +50,8 @@
 //! - `service`: `Services`, the `Caller` and typed `ServiceError`s; `machines`,
 //!   `images`, `catalog` (the definitions in force, a verified fetch registered with
 //!   its provenance, background fetch jobs), `import`, `power` (controllers, verbs,
-//!   reprovision, the poller) and `users` (users, sessions, tokens, login).
+//!   reprovision, the poller), `users` (users, sessions, tokens, login) and
+//!   `diagnosis` (the sweeper that records why boots failed).
 //! - `catalog::fetch`: follows a definition's chain from the signature to each file,
 //!   downloading with resume or reading a local directory, cached by sha256.
 //! - `images`: image files staged and copied under `data_dir` with their sha256.
@@ -58,6 +62,8 @@
 //!
 //! Servers:
 //! - `dhcp::server`: the DHCP socket loop on its own thread, grouped fsync'd commits.
+//! - `dhcp::foreign`: other DHCP servers' replies on the boot link (port 68), recorded
+//!   for the machines they answered (full mode only).
 //! - `tftp::{files, server}`: file lookup with its shared cache, and the sockets.
 //! - `http`: boot scripts, kernels and initrds, done-URLs; the shared `AppState` and
 //!   the HTTP status of each kind of service error.
@@ -82,6 +88,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dhcp;
+pub mod diagnosis;
 pub mod http;
 pub mod images;
 /// Machines in the inventory: the store's `machines` module, by its older name.

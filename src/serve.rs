@@ -3,6 +3,7 @@
 use crate::clock;
 use crate::config::{Config, DhcpMode};
 use crate::dhcp::boot::BootConfig;
+use crate::dhcp::foreign;
 use crate::dhcp::server as dhcp_server;
 use crate::dhcp::wire;
 use crate::http::{self, AppState};
@@ -127,6 +128,9 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
         store.clone(),
         state.power.clone(),
     ));
+    // Why boots failed, recorded as they fail (TFTP and HTTP events come in proxy
+    // mode and without DHCP too).
+    tokio::spawn(crate::service::diagnosis::sweep_loop(store.clone()));
     let panel_url = match (&config.panel.listen, &config.panel.tls) {
         (Some(addr), Some(_)) => format!("https://{addr}"),
         (Some(addr), None) => format!("http://{addr}"),
@@ -278,6 +282,25 @@ pub async fn run(config: Config, store: Store) -> anyhow::Result<()> {
                 Box::new(store.clone()),
             )
             .await?;
+            // Other servers answering on the link explain many failed boots. In proxy
+            // mode another server is there by design: not watched.
+            if dhcp.mode == DhcpMode::Full {
+                match foreign::bind(&dhcp.interface) {
+                    Ok(socket) => {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = foreign::run(socket, server_ip, store).await {
+                                tracing::warn!("watching for other DHCP servers stopped: {e}");
+                            }
+                        });
+                    }
+                    Err(e) => tracing::warn!(
+                        interface = dhcp.interface,
+                        "cannot watch for other DHCP servers' replies on port 68 ({e}); \
+                         their answers to machines will not be reported"
+                    ),
+                }
+            }
             if dhcp.event_retention_days > 0 {
                 tokio::spawn(prune_events(store.clone(), dhcp.event_retention_days));
             }

@@ -103,7 +103,8 @@ enum Step {
 fn classify(event: &BootEvent) -> Option<Step> {
     let ipxe = event.detail.contains("ipxe=true");
     match event.kind.as_str() {
-        "dhcp.offer" => Some(Step::Offer { ipxe }),
+        // A firmware refused a boot file still asked: its attempt starts a boot.
+        "dhcp.offer" | "dhcp.no-boot-file" => Some(Step::Offer { ipxe }),
         "dhcp.ack" if ipxe => Some(Step::Milestone(Phase::IpxeDhcp)),
         "dhcp.ack" => Some(Step::Milestone(Phase::FirmwareDhcp)),
         // grub (shim + grub under Secure Boot) loads the kernel and initrd over TFTP.
@@ -152,9 +153,43 @@ impl Building {
 
 /// Groups one machine's events (oldest first) into boots, oldest first.
 pub fn boots(events: &[BootEvent]) -> Vec<Boot> {
+    group(events).0
+}
+
+/// A foreign server's reply can be recorded just before rackboot's own offer of the
+/// same exchange (it may answer first): this close, it belongs to the boot after it.
+const BOOT_LEAD_MS: i64 = 10_000;
+
+/// The events of the last boot in `events` (one machine's, oldest first): from where
+/// `boots` starts it, with every event after it whatever its kind (TFTP timeouts,
+/// installer reports, diagnoses), and a foreign server's replies just before it. An
+/// event after a silence longer than a boot's gap starts afresh even if `boots`
+/// ignores its kind. Empty when `events` is.
+pub fn last_boot(events: &[BootEvent]) -> &[BootEvent] {
+    let (_, start) = group(events);
+    let mut start = start.unwrap_or(0);
+    for i in start + 1..events.len() {
+        if events[i].at_ms - events[i - 1].at_ms > BOOT_GAP_MS {
+            start = i;
+        }
+    }
+    while start > 0
+        && start < events.len()
+        && events[start - 1].kind == "dhcp.foreign-server"
+        && events[start].at_ms - events[start - 1].at_ms <= BOOT_LEAD_MS
+    {
+        start -= 1;
+    }
+    &events[start.min(events.len())..]
+}
+
+/// The boots, and the index in `events` where the last one (with phases or not yet)
+/// starts.
+fn group(events: &[BootEvent]) -> (Vec<Boot>, Option<usize>) {
     let mut done = Vec::new();
     let mut current: Option<Building> = None;
-    for event in events {
+    let mut last_start = None;
+    for (index, event) in events.iter().enumerate() {
         let Some(step) = classify(event) else {
             continue;
         };
@@ -180,6 +215,7 @@ pub fn boots(events: &[BootEvent]) -> Vec<Boot> {
                     }
                 } else {
                     done.extend(current.take().and_then(Building::finish));
+                    last_start = Some(index);
                     current = Some(Building {
                         start_ms: event.at_ms,
                         last_ms: event.at_ms,
@@ -188,6 +224,9 @@ pub fn boots(events: &[BootEvent]) -> Vec<Boot> {
                 }
             }
             Step::Milestone(phase) => {
+                if current.is_none() {
+                    last_start = Some(index);
+                }
                 let building = current.get_or_insert(Building {
                     start_ms: event.at_ms,
                     last_ms: event.at_ms,
@@ -203,6 +242,7 @@ pub fn boots(events: &[BootEvent]) -> Vec<Boot> {
                         phases: Vec::new(),
                     };
                     fresh.push(phase, event.at_ms);
+                    last_start = Some(index);
                     current = Some(fresh);
                 } else {
                     building.push(phase, event.at_ms);
@@ -211,7 +251,7 @@ pub fn boots(events: &[BootEvent]) -> Vec<Boot> {
         }
     }
     done.extend(current.and_then(Building::finish));
-    done
+    (done, last_start)
 }
 
 /// Median and slowest total time of boots that reached the kernel.
@@ -447,5 +487,36 @@ mod tests {
         assert!(drawing.contains("firmware DHCP: 3.0 s"));
         assert!(drawing.contains("7.5 s"));
         assert!(!drawing.contains("<script"));
+    }
+
+    #[test]
+    fn last_boot_holds_every_event_from_its_start() {
+        let mut events = uefi_boot(0.0);
+        events.extend(uefi_boot(100.0));
+        events.push(ev(110.0, "tftp.timeout", "file=x"));
+        let last = last_boot(&events);
+        assert_eq!(last.first().map(|e| e.at_ms), Some(100_000));
+        assert_eq!(last.len(), 9, "{last:?}");
+        assert_eq!(last.last().map(|e| e.kind.as_str()), Some("tftp.timeout"));
+
+        // A foreign server's reply just before the offer belongs to the new boot; one
+        // long before does not.
+        let mut events = uefi_boot(0.0);
+        events.push(ev(50.0, "dhcp.foreign-server", "server=192.0.2.254"));
+        events.push(ev(98.0, "dhcp.foreign-server", "server=192.0.2.254"));
+        events.extend(uefi_boot(100.0));
+        let last = last_boot(&events);
+        assert_eq!(last.first().map(|e| e.at_ms), Some(98_000));
+
+        // After a long silence, even kinds `boots` ignores start afresh.
+        let mut events = uefi_boot(0.0);
+        events.push(ev(7200.0, "dhcp.foreign-server", "server=192.0.2.254"));
+        assert_eq!(last_boot(&events).len(), 1);
+        // A proxy-mode firmware refused a boot file starts a boot of its own.
+        let mut events = uefi_boot(0.0);
+        events.push(ev(60.0, "dhcp.no-boot-file", "firmware=uefi-arm64"));
+        assert_eq!(last_boot(&events).len(), 1);
+        assert_eq!(boots(&events).len(), 1, "no phases: not drawn");
+        assert!(last_boot(&[]).is_empty());
     }
 }

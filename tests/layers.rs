@@ -38,6 +38,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "model",
             "lifecycle",
             "timeline",
+            "diagnosis",
             "script",
             "config",
             "power",
@@ -65,6 +66,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "servers",
         &[
             "dhcp::server",
+            "dhcp::foreign",
             "tftp::files",
             "tftp::server",
             "ra",

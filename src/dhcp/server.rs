@@ -24,11 +24,12 @@
 
 use crate::clock;
 use crate::config::{DhcpConfig, DhcpMode, DiscoveryLimits, Subnet};
-use crate::dhcp::boot::{self, BootConfig};
+use crate::dhcp::boot::{self, BootConfig, NoBootFile};
 use crate::dhcp::leases::LeaseBook;
 use crate::dhcp::persist::{CommitOutcome, DhcpPersistence, PersistFuture};
 use crate::dhcp::policy::{self, Context, Decision, ProxyContext, ProxyPort};
 use crate::dhcp::wire::{self, CLIENT_PORT, ClientRequest, Destination, MessageType, SERVER_PORT};
+use crate::diagnosis;
 use crate::mac::MacAddr;
 use crate::netif;
 use crate::netif::MMSG_MAX;
@@ -70,6 +71,9 @@ const LOG_EVERY_MS: i64 = 10_000;
 /// Per client, one `dhcp.ignored` event per this long: a PXE client that retries
 /// every few seconds must not fill the event table.
 const IGNORED_EVENT_EVERY_MS: i64 = 60_000;
+/// Per client, one `dhcp.no-boot-file` event per this long: about once per boot
+/// attempt, not once per retried DISCOVER.
+const NO_BOOT_FILE_EVENT_EVERY_MS: i64 = 60_000;
 /// Entries kept in the per-MAC caches (event throttling, learned addresses) before they
 /// are emptied: a flood of made-up MACs must not grow memory without bound.
 const MEMORY_CAP: usize = 65_536;
@@ -318,6 +322,7 @@ pub struct DhcpServer {
     no_boot_file_log: Throttle,
     pool_full_log: HashMap<Ipv4Addr, Throttle>,
     ignored_events: HashMap<MacAddr, i64>,
+    no_boot_file_events: HashMap<MacAddr, i64>,
     ignored_event_budget: Throttle,
     /// How many new discovered machines may still be added, this second and in all.
     discovery: DiscoveryBudget,
@@ -396,6 +401,7 @@ impl DhcpServer {
             no_boot_file_log: Throttle::new(20, LOG_EVERY_MS),
             pool_full_log: HashMap::new(),
             ignored_events: HashMap::new(),
+            no_boot_file_events: HashMap::new(),
             // One a second on average: enough to explain why a new machine is not
             // answered, not enough for a flood of made-up clients to grow the table.
             ignored_event_budget: Throttle::new(10, LOG_EVERY_MS),
@@ -724,6 +730,46 @@ impl DhcpServer {
         }
     }
 
+    /// A `dhcp.no-boot-file` event for a machine in the inventory, once per boot: a
+    /// firmware repeats its DISCOVER and REQUEST several times in one attempt.
+    fn no_boot_file_event(
+        &mut self,
+        request: &ClientRequest,
+        reason: &NoBootFile,
+        now_ms: i64,
+        writes: &mut DhcpBatch,
+    ) {
+        let mac = request.mac;
+        let recently = self
+            .no_boot_file_events
+            .get(&mac)
+            .is_some_and(|at| now_ms - at < NO_BOOT_FILE_EVENT_EVERY_MS);
+        if recently || !self.inventory.machines.contains_key(&mac) {
+            return;
+        }
+        if self.no_boot_file_events.len() >= MEMORY_CAP {
+            self.no_boot_file_events.clear();
+        }
+        self.no_boot_file_events.insert(mac, now_ms);
+        let reason = match reason {
+            NoBootFile::NoArm64Binary => format!(
+                "no arm64 boot file: tftp.uefi_arm64_file ({}) is not in ipxe_dir",
+                self.boot.uefi_arm64_file
+            ),
+            NoBootFile::Unsupported(_) => "rackboot has no boot file for this firmware".into(),
+            NoBootFile::NotPxe => "not a PXE client".into(),
+        };
+        writes.events.push(NewEvent {
+            at_ms: now_ms,
+            mac: Some(mac),
+            kind: diagnosis::NO_BOOT_FILE,
+            detail: format!(
+                "firmware={} reason={reason}",
+                boot::firmware(request).map_or("-".into(), |f| f.name()),
+            ),
+        });
+    }
+
     /// Encodes the decision's reply, works out where it goes, and records the event.
     fn finish(
         &mut self,
@@ -735,10 +781,11 @@ impl DhcpServer {
         writes: &mut DhcpBatch,
     ) -> Option<Outgoing> {
         let mac = request.mac;
-        if let Some(reason) = &decision.no_boot_file
-            && let Some(suppressed) = self.no_boot_file_log.hit(now_ms)
-        {
-            tracing::warn!(%mac, ?reason, suppressed, "PXE client gets no boot file");
+        if let Some(reason) = &decision.no_boot_file {
+            if let Some(suppressed) = self.no_boot_file_log.hit(now_ms) {
+                tracing::warn!(%mac, ?reason, suppressed, "PXE client gets no boot file");
+            }
+            self.no_boot_file_event(request, reason, now_ms, writes);
         }
         let Some(reply) = decision.reply else {
             tracing::debug!(%mac, "no reply to {:?}: {}", request.msg_type, decision.why);
@@ -1446,6 +1493,53 @@ mod loop_tests {
             events <= discovered + 10,
             "{events} events for {discovered} machines"
         );
+    }
+
+    /// An arm64 firmware (no arm64 boot file here) retrying its DISCOVER is written
+    /// down as one `dhcp.no-boot-file` event naming its firmware, not one per packet.
+    #[tokio::test]
+    async fn a_firmware_without_a_boot_file_is_recorded_once_per_boot() {
+        let mut h = Harness::start().await;
+        let client = [0x02, 0xa6, 0, 0, 0, 1];
+        for _ in 0..3 {
+            h.send(
+                Packet::new(1, client)
+                    .giaddr(GIADDR)
+                    .option(60, b"PXEClient:Arch:00011:UNDI:003000")
+                    .option(93, &[0, 11])
+                    .end(),
+            )
+            .await;
+            h.expect(OFFER, client).await;
+        }
+        let mut events = Vec::new();
+        while let Ok(Some(commit)) =
+            tokio::time::timeout(std::time::Duration::from_millis(700), h.commits.recv()).await
+        {
+            events.extend(
+                commit
+                    .batch
+                    .events
+                    .iter()
+                    .map(|e| (e.kind, e.detail.clone())),
+            );
+            commit.answer(Ok(()));
+        }
+        let refused: Vec<_> = events
+            .iter()
+            .filter(|(kind, _)| *kind == diagnosis::NO_BOOT_FILE)
+            .collect();
+        assert_eq!(refused.len(), 1, "{events:?}");
+        assert!(
+            refused[0]
+                .1
+                .starts_with("firmware=uefi-arm64 reason=no arm64 boot file"),
+            "{refused:?}"
+        );
+        // Written before the offer it explains, which still goes out (without a file).
+        let kinds: Vec<&str> = events.iter().map(|(kind, _)| *kind).collect();
+        assert_eq!(kinds.first(), Some(&diagnosis::NO_BOOT_FILE), "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "dhcp.offer").count(), 3);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! DHCP on the wire: decoding a request into a `ClientRequest`, encoding a reply, and
-//! where the reply goes (RFC 2131 §4.1). No sockets here.
+//! where the reply goes (RFC 2131 §4.1); decoding another server's reply into a
+//! `ServerReply` (who answered whom). No sockets here.
 //!
 //! Requests are read with a bounds-checked option scanner of our own rather than
 //! dhcproto's decoder: dhcproto 0.15 panics in `Message::chaddr()` when hlen > 16, stops
@@ -27,6 +28,8 @@ pub enum Malformed {
     TooShort(usize),
     #[error("not a BOOTREQUEST (op {0})")]
     NotRequest(u8),
+    #[error("not a BOOTREPLY (op {0})")]
+    NotReply(u8),
     #[error("not Ethernet (htype {htype}, hlen {hlen})")]
     NotEthernet { htype: u8, hlen: u8 },
     #[error("no DHCP magic cookie")]
@@ -318,6 +321,56 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
         param_request_list: options.get(55).map(<[u8]>::to_vec).unwrap_or_default(),
         max_message_size,
         echo,
+    })
+}
+
+/// The parts of a server's reply (another server's, seen by `dhcp::foreign`) that tell
+/// who answered whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerReply {
+    pub msg_type: MessageType,
+    pub xid: u32,
+    /// The client answered (chaddr).
+    pub mac: MacAddr,
+    pub yiaddr: Ipv4Addr,
+    /// Option 54; a BOOTP-style reply may have none.
+    pub server_id: Option<Ipv4Addr>,
+}
+
+/// Decodes a server's reply (op 2) with the same bounds-checked scanner as requests.
+/// Never panics on any input.
+pub fn parse_reply(packet: &[u8]) -> Result<ServerReply, Malformed> {
+    if packet.len() < HEADER_LEN + 4 {
+        return Err(Malformed::TooShort(packet.len()));
+    }
+    if packet[0] != 2 {
+        return Err(Malformed::NotReply(packet[0]));
+    }
+    let (htype, hlen) = (packet[1], packet[2]);
+    if htype != 1 || hlen != 6 {
+        return Err(Malformed::NotEthernet { htype, hlen });
+    }
+    if packet[HEADER_LEN..HEADER_LEN + 4] != MAGIC {
+        return Err(Malformed::NoMagic);
+    }
+    let options = scan_options(packet)?;
+    let msg_type = match options.get(53) {
+        None | Some([]) => return Err(Malformed::NoMessageType),
+        Some([t]) => MessageType::from_code(*t).ok_or(Malformed::UnknownMessageType(*t))?,
+        Some(v) => {
+            return Err(Malformed::BadLength {
+                code: 53,
+                len: v.len(),
+            });
+        }
+    };
+    let mac = MacAddr::from_chaddr(&packet[28..34]).ok_or(Malformed::TooShort(packet.len()))?;
+    Ok(ServerReply {
+        msg_type,
+        xid: u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]),
+        mac,
+        yiaddr: header_ip(packet, 16),
+        server_id: options.ipv4(54)?,
     })
 }
 
@@ -1251,5 +1304,47 @@ pub mod tests {
             .map(|(c, _)| c)
             .collect();
         assert_eq!(codes, vec![53, 54, 56]);
+    }
+
+    #[test]
+    fn a_reply_reads_back_who_answered_whom() {
+        let req = parse_request(&Packet::new(1, MAC).broadcast().end()).expect("request");
+        let offer = ReplySpec {
+            msg_type: MessageType::Offer,
+            server_id: Ipv4Addr::new(192, 0, 2, 254),
+            yiaddr: Ipv4Addr::new(192, 0, 2, 120),
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            lease: None,
+            subnet_mask: None,
+            router: None,
+            dns: vec![],
+            domain: None,
+            hostname: None,
+            boot: None,
+            message: None,
+            vendor_options: None,
+        };
+        let bytes = encode_reply(&req, &offer);
+        let reply = parse_reply(&bytes).expect("reply");
+        assert_eq!(reply.msg_type, MessageType::Offer);
+        assert_eq!(reply.mac, MacAddr(MAC));
+        assert_eq!(reply.xid, 0x1234_5678);
+        assert_eq!(reply.yiaddr, Ipv4Addr::new(192, 0, 2, 120));
+        assert_eq!(reply.server_id, Some(Ipv4Addr::new(192, 0, 2, 254)));
+        // A request is not a reply, and no prefix of a reply makes the decoder panic.
+        assert_eq!(
+            parse_reply(&Packet::new(1, MAC).end()),
+            Err(Malformed::NotReply(1))
+        );
+        for len in 0..bytes.len() {
+            let _ = parse_reply(&bytes[..len]);
+        }
+        // A server identifier of the wrong length is malformed, not misread.
+        let mut bad = Packet::new(2, MAC).option(54, &[192, 0, 2]).end();
+        bad[0] = 2;
+        assert_eq!(
+            parse_reply(&bad),
+            Err(Malformed::BadLength { code: 54, len: 3 })
+        );
     }
 }

@@ -200,6 +200,8 @@ struct MachinePage {
     /// Server-rendered SVG of the last boots (numbers and fixed labels only).
     timeline_svg: String,
     boot_count: usize,
+    /// What went wrong in the current boot, newest first, with when it was seen.
+    diagnoses: Vec<(String, String)>,
     power: power::PowerPanel,
 }
 
@@ -210,7 +212,7 @@ pub async fn machine_view(
     notice: Option<String>,
     error: Option<String>,
 ) -> PanelResult {
-    let (machine, images, events, boots, power) = call(app, move |conn| {
+    let (machine, images, events, boots, power, diagnoses) = call(app, move |conn| {
         let machine = inventory::machine(conn, mac)?;
         let power = (
             crate::store::power::get_controller(conn, mac)?,
@@ -222,7 +224,8 @@ pub async fn machine_view(
             .collect::<Vec<_>>();
         let events = inventory::events(conn, Some(mac), false, 200)?;
         let boots = inventory::boots(conn, mac, 8)?;
-        Ok((machine, images, events, boots, power))
+        let diagnoses = crate::service::diagnosis::current_in(conn, mac)?;
+        Ok((machine, images, events, boots, power, diagnoses))
     })
     .await?;
     let Some(m) = machine else {
@@ -286,6 +289,10 @@ pub async fn machine_view(
             fmt_ms(Some(ms)).get(5..19).unwrap_or("").to_string()
         }),
         boot_count: boots.len(),
+        diagnoses: diagnoses
+            .into_iter()
+            .map(|d| (fmt_ms(Some(d.at_ms)), d.message))
+            .collect(),
         power: power::power_panel(power.0, power.1),
         m,
     };

@@ -17,6 +17,8 @@
 //!   or many.
 //! - `users`: panel users, logins (rate-limited, a bounded number of password
 //!   checks at once), sessions and API tokens.
+//! - `diagnosis`: the sweeper that records why boots failed (`boot.diagnosis`), and
+//!   the diagnoses of a machine's current boot.
 //!
 //! Callers are people (a panel session or an API token, with a role), the CLI
 //! (acting as admin, recorded with the Unix user), a machine (its done-URL) and
@@ -24,6 +26,7 @@
 
 pub mod boot;
 pub mod catalog;
+pub mod diagnosis;
 pub mod images;
 pub mod import;
 pub mod machines;

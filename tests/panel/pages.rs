@@ -1237,3 +1237,76 @@ async fn a_login_posted_without_the_pages_token_is_refused() {
     .await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
 }
+
+/// The machine page and the API's machine view show the diagnoses of the current
+/// boot only, escaped on the page.
+#[tokio::test]
+async fn the_machine_page_and_api_show_the_current_boots_diagnosis() {
+    let app = app().await;
+    let mac = rackboot::mac::MacAddr::parse(crate::support::MAC).expect("mac");
+    app.state
+        .store
+        .call(move |db| {
+            let machine = Some("machine");
+            let offer = "discover firmware=uefi-x64 ipxe=false ip=192.0.2.10 file=snponly.efi";
+            let ack = "request firmware=uefi-x64 ipxe=false ip=192.0.2.10 file=snponly.efi";
+            for (at, kind, detail, actor) in [
+                (1_000, "dhcp.offer", offer, machine),
+                (2_000, "dhcp.ack", ack, machine),
+                (40_000, "boot.diagnosis", "an old boot's finding", None),
+                (100_000, "dhcp.offer", offer, machine),
+                (103_000, "dhcp.ack", ack, machine),
+                (
+                    104_000,
+                    "boot.diagnosis",
+                    "another DHCP server answered on this link (<b>192.0.2.254</b>)",
+                    None,
+                ),
+            ] {
+                rackboot::store::insert_event_by(db, at, Some(mac), kind, detail.into(), actor)?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("events");
+    add_user(&app, "ann", Role::Viewer).await;
+    let (cookie, _) = login(&app, "ann").await;
+    let page = send(&app, get("/machines/52-54-00-12-34-56", Some(&cookie))).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let shown = page
+        .body
+        .split("class=\"error diagnosis\"")
+        .skip(1)
+        .map(|p| p.split("</p>").next().unwrap_or(""))
+        .collect::<Vec<_>>();
+    assert_eq!(shown.len(), 1, "{}", page.body);
+    assert!(
+        shown[0].contains("another DHCP server answered on this link (&#60;b&#62;192.0.2.254")
+            && !shown[0].contains("<b>"),
+        "{}",
+        shown[0]
+    );
+
+    let viewer = token(&app, "dash", Role::Viewer).await;
+    let reply = send(
+        &app,
+        api(
+            Method::GET,
+            "/api/v1/machines/52-54-00-12-34-56",
+            Some(&viewer),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let json: serde_json::Value = serde_json::from_str(&reply.body).expect("json");
+    assert_eq!(json["mac"], "52:54:00:12:34:56");
+    let diagnoses = json["diagnoses"].as_array().expect("diagnoses");
+    assert_eq!(diagnoses.len(), 1, "{json}");
+    assert_eq!(diagnoses[0]["at_ms"], 104_000);
+    assert!(
+        diagnoses[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("another DHCP server answered"))
+    );
+}
