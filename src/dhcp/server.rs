@@ -753,9 +753,11 @@ impl DhcpServer {
         self.no_boot_file_events.insert(mac, now_ms);
         let reason = match reason {
             NoBootFile::NoArm64Binary => format!(
-                "no arm64 boot file: tftp.uefi_arm64_file ({}) is not in ipxe_dir",
+                "no arm64 boot file: tftp.uefi_arm64_file ({}) is not in ipxe_dir; give the \
+                 machine the grub loader",
                 self.boot.uefi_arm64_file
             ),
+            NoBootFile::GrubOverHttpBoot => reason.to_string(),
             NoBootFile::Unsupported(_) => "rackboot has no boot file for this firmware".into(),
             NoBootFile::NotPxe => "not a PXE client".into(),
         };
