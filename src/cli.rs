@@ -164,6 +164,10 @@ pub enum ImageCommand {
         /// rendered per machine at /machines/MAC/files/NAME. Repeatable.
         #[arg(long = "file")]
         files: Vec<PathBuf>,
+        /// The architectures the kernel runs on (amd64, arm64; comma-separated). A
+        /// machine of another architecture is refused it. Default: amd64.
+        #[arg(long, default_value = "amd64")]
+        arch: String,
     },
     List,
     /// The image definitions in force (built in, and data_dir/images/*.toml), whether
@@ -377,12 +381,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             initrd,
             cmdline,
             files,
+            arch,
         }) => {
+            let arches = lifecycle::parse_arches(&arch)?;
             let data_dir = config.data_dir.clone();
-            let staged = tokio::task::spawn_blocking(move || {
+            let mut staged = tokio::task::spawn_blocking(move || {
                 images::stage_files(&data_dir, &name, &cmdline, &kernel, &initrd, &files)
             })
             .await??;
+            staged.arches = arches;
             let (staging, names) = (staged.staging.clone(), staged.files.clone());
             // Replacing an image changes what its machines boot: audited like an add.
             let added = services
@@ -497,13 +504,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Image(ImageCommand::List) => {
             let images = store.call(|conn| store::list_images(conn)).await?;
-            println!("{:<24} {:<16} {:<16} CMDLINE", "NAME", "KERNEL", "INITRD");
+            println!(
+                "{:<24} {:<16} {:<16} {:<12} CMDLINE",
+                "NAME", "KERNEL", "INITRD", "ARCH"
+            );
             for image in images {
                 println!(
-                    "{:<24} {:<16} {:<16} {}",
+                    "{:<24} {:<16} {:<16} {:<12} {}",
                     image.name,
                     image.kernel_sha256.get(..12).unwrap_or("-"),
                     image.initrd_sha256.get(..12).unwrap_or("-"),
+                    lifecycle::arches_text(&image.arches),
                     for_terminal(&image.cmdline)
                 );
             }

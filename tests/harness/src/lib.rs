@@ -50,4 +50,4 @@ pub use nets::{BootNet, DhcpNet, FILES_CLIENT_IP, FILES_SERVER_IP, FileNet, SERV
 pub use prerequisites::should_run;
 pub use process::{Proc, peak_rss_kib, read_lossy, rss_kib, run, tail, thread_count, wait_until};
 pub use rackboot::{serve_on_loopback, spawn_ready};
-pub use vm::{Firmware, Vm};
+pub use vm::{Firmware, Vm, VmSpec};

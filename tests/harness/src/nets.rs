@@ -83,6 +83,13 @@ ipxe_dir = "/usr/lib/ipxe"
         self.server.as_ref().map(Proc::log_text).unwrap_or_default()
     }
 
+    /// Appends TOML (a `[boot.amd64]` section...) to this instance's config, before
+    /// `start`.
+    pub fn append_config(&self, toml: &str) {
+        let text = read_lossy(&self.config);
+        fs::write(&self.config, format!("{text}\n{toml}\n")).expect("append config");
+    }
+
     /// Replaces the `[dhcp]` section of this instance's config (before `start`), e.g.
     /// for proxy mode; HTTP and TFTP stay as `new` wrote them.
     pub fn set_dhcp_section(&self, dhcp_section: &str) {

@@ -15,6 +15,14 @@ pub enum Firmware {
     /// OVMF's own PXE on virtio-net (no option ROM): firmware DHCP, TFTP snponly.efi,
     /// then iPXE.
     Uefi,
+    /// OVMF built with Secure Boot, Microsoft's keys enrolled (`OVMF_VARS_4M.ms.fd`):
+    /// only files signed by a key they trust start (Debian's shim is).
+    SecureBoot,
+    /// OVMF with PXE switched off (QEMU's fw_cfg knobs), so its first network boot
+    /// entry is UEFI HTTP boot.
+    UefiHttp,
+    /// AAVMF (arm64 UEFI) under `qemu-system-aarch64 -M virt`.
+    Arm64,
 }
 
 /// A QEMU VM on a tap device of a `BootNet`, with its serial console in a file.
@@ -22,6 +30,18 @@ pub struct Vm {
     pub proc: Proc,
     pub serial: PathBuf,
     _vars: Option<tempfile::NamedTempFile>,
+}
+
+/// What `Vm::start_with` starts.
+#[derive(Clone, Copy, Debug)]
+pub struct VmSpec<'a> {
+    pub firmware: Firmware,
+    pub tap: &'a str,
+    pub mac: &'a str,
+    pub name: &'a str,
+    pub memory_mib: u32,
+    /// A raw disk image, before the NIC in the boot order.
+    pub disk: Option<&'a std::path::Path>,
 }
 
 impl Vm {
@@ -40,19 +60,107 @@ impl Vm {
         name: &str,
         memory_mib: u32,
     ) -> Self {
+        Vm::start_with(
+            net,
+            &VmSpec {
+                firmware,
+                tap,
+                mac,
+                name,
+                memory_mib,
+                disk: None,
+            },
+        )
+    }
+
+    /// A VM as `spec` says. With a disk, the disk comes before the NIC in the boot
+    /// order (an empty disk falls through to the network at once), and the VM may
+    /// reboot (a warm reset boots the disk it just wrote).
+    pub fn start_with(net: &BootNet, spec: &VmSpec<'_>) -> Self {
+        let VmSpec {
+            firmware,
+            tap,
+            mac,
+            name,
+            memory_mib,
+            disk,
+        } = *spec;
         let serial = net.dir.path().join(format!("{name}.serial.log"));
-        let mut cmd = net.ns.command("qemu-system-x86_64");
+        let qemu = if firmware == Firmware::Arm64 {
+            "qemu-system-aarch64"
+        } else {
+            "qemu-system-x86_64"
+        };
+        let mut cmd = net.ns.command(qemu);
         cmd.args(["-accel", "tcg", "-m"])
             .arg(memory_mib.to_string());
         cmd.args(["-display", "none", "-monitor", "none"]);
         cmd.arg("-serial").arg(format!("file:{}", serial.display()));
-        cmd.args(["-no-reboot", "-boot", "n"]);
+        if disk.is_none() {
+            cmd.arg("-no-reboot");
+        }
+        if firmware != Firmware::Arm64 && disk.is_none() {
+            cmd.args(["-boot", "n"]);
+        }
         cmd.arg("-netdev")
             .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
+        let boot_index = |i: u32| if disk.is_some() { format!(",bootindex={i}") } else { String::new() };
+        if let Some(disk) = disk {
+            cmd.arg("-drive")
+                .arg(format!("file={},if=none,id=d0,format=raw", disk.display()));
+            cmd.arg("-device").arg("virtio-blk-pci,drive=d0,bootindex=1");
+        }
+        let vars_copy = |from: &str| {
+            let copy = tempfile::NamedTempFile::new().expect("vars file");
+            fs::copy(from, copy.path()).unwrap_or_else(|e| panic!("copy {from}: {e}"));
+            copy
+        };
+        let nic = format!("virtio-net-pci,netdev=n0,mac={mac},romfile={}", boot_index(2));
         let mut vars = None;
         match firmware {
+            Firmware::SecureBoot => {
+                let copy = vars_copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd");
+                cmd.args(["-machine", "q35,smm=on"]);
+                cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                cmd.arg("-drive").arg(
+                    "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                );
+                cmd.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
+                    copy.path().display()
+                ));
+                cmd.arg("-device").arg(&nic);
+                vars = Some(copy);
+            }
+            Firmware::UefiHttp => {
+                let copy = vars_copy("/usr/share/OVMF/OVMF_VARS_4M.fd");
+                cmd.args(["-machine", "q35"]);
+                cmd.arg("-drive")
+                    .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
+                cmd.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,file={}",
+                    copy.path().display()
+                ));
+                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
+                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
+                cmd.arg("-device").arg(&nic);
+                vars = Some(copy);
+            }
+            Firmware::Arm64 => {
+                let copy = vars_copy("/usr/share/AAVMF/AAVMF_VARS.fd");
+                cmd.args(["-M", "virt", "-cpu", "cortex-a57"]);
+                cmd.arg("-drive")
+                    .arg("if=pflash,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd");
+                cmd.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,file={}",
+                    copy.path().display()
+                ));
+                cmd.arg("-device").arg(&nic);
+                vars = Some(copy);
+            }
             Firmware::Bios => {
-                cmd.arg("-device").arg(format!("e1000,netdev=n0,mac={mac}"));
+                cmd.arg("-device")
+                    .arg(format!("e1000,netdev=n0,mac={mac}{}", boot_index(2)));
             }
             Firmware::Uefi => {
                 let copy = tempfile::NamedTempFile::new().expect("vars file");
@@ -64,8 +172,7 @@ impl Vm {
                     "if=pflash,format=raw,file={}",
                     copy.path().display()
                 ));
-                cmd.arg("-device")
-                    .arg(format!("virtio-net-pci,netdev=n0,mac={mac},romfile="));
+                cmd.arg("-device").arg(&nic);
                 vars = Some(copy);
             }
         }

@@ -1,0 +1,302 @@
+//! Every firmware path a rack holds, booted in a VM from rackboot's own DHCP, TFTP
+//! and HTTP (issue 14): UEFI Secure Boot through Debian's signed shim and grub (and
+//! an unsigned iPXE refused, which rackboot reports), UEFI HTTP boot with no TFTP at
+//! all (through iPXE, and through a per-machine unified kernel image), and arm64
+//! UEFI (AAVMF) through the arm64 installer's signed shim and grub, refusing an
+//! amd64 image. The firmware, shim, grub and kernels are Debian's, nobody's here.
+
+use harness::{BootNet, Firmware, Vm, boot_fixtures, should_run, tail, wait_until};
+use std::path::Path;
+use std::time::Duration;
+
+const RACKBOOT: &str = env!("CARGO_BIN_EXE_rackboot");
+const MARKER: &str = "RACKBOOT-MARKER-BOOTED";
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// Where `scripts/test` unpacks Debian's signed loaders (not installed: see there).
+const CACHE: &str = "/var/cache/rackboot-tests";
+const SHIM_X64: &str = "shim-signed/usr/lib/shim/shimx64.efi.signed";
+const GRUB_X64: &str = "grub-efi-amd64-signed/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed";
+const D_I_ARM64: &str =
+    "debian-installer-12-netboot-arm64/usr/lib/debian-installer/images/12/arm64/text/debian-installer/arm64";
+
+fn cached(relative: &str) -> String {
+    let path = Path::new(CACHE).join(relative);
+    assert!(
+        path.exists(),
+        "{} is missing: scripts/test unpacks it",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// The `[boot]` sections pointing at the unpacked loaders.
+fn loaders_config() -> String {
+    format!(
+        "[boot.amd64]\nshim = \"{}\"\ngrub = \"{}\"\n[boot.arm64]\nshim = \"{}\"\ngrub = \"{}\"\n",
+        cached(SHIM_X64),
+        cached(GRUB_X64),
+        cached(&format!("{D_I_ARM64}/bootnetaa64.efi")),
+        cached(&format!("{D_I_ARM64}/grubaa64.efi")),
+    )
+}
+
+fn marker_image(net: &BootNet, name: &str, kernel: &Path, initrd: &Path, arch: &str, console: &str) {
+    net.cli(&[
+        "image",
+        "add",
+        name,
+        "--kernel",
+        kernel.to_str().expect("utf8"),
+        "--initrd",
+        initrd.to_str().expect("utf8"),
+        "--cmdline",
+        &format!("console={console} panic=-1"),
+        "--arch",
+        arch,
+    ]);
+}
+
+fn events(net: &BootNet, mac: &str) -> String {
+    net.cli(&["event", "list", "--mac", mac])
+}
+
+fn report(net: &BootNet, vm: &Vm, mac: &str) -> String {
+    format!(
+        "--- serial ---\n{}\n--- events ---\n{}\n--- server log ---\n{}",
+        tail(&vm.serial_text(), 40),
+        tail(&events(net, mac), 40),
+        tail(&net.server_log(), 40)
+    )
+}
+
+/// The kinds of events, in order, and whether the files named appear in order.
+fn read_in_order(events: &str, files: &[&str]) -> bool {
+    let mut at = 0;
+    for file in files {
+        match events[at..].find(&format!("file={file} ")) {
+            Some(found) => at += found + 1,
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn a_secure_boot_machine_boots_debians_signed_shim_grub_and_kernel() {
+    if !should_run(
+        "firmware_boot",
+        &["ip", "qemu-system-x86_64", "cpio", "busybox", "apt-get"],
+    ) {
+        return;
+    }
+    let fixtures = boot_fixtures();
+    let mac = "52:54:00:5b:00:01";
+    let mut net = BootNet::new(RACKBOOT, "fwsb", &["tap0"]);
+    net.append_config(&loaders_config());
+    marker_image(
+        &net,
+        "marker",
+        &fixtures.join("vmlinuz"),
+        &fixtures.join("initrd.img"),
+        "amd64",
+        "ttyS0",
+    );
+    net.cli(&["machine", "add", mac, "--image", "marker", "--loader", "grub"]);
+    net.start();
+    let mut vm = Vm::start(&net, Firmware::SecureBoot, "tap0", mac, "sb");
+    assert!(vm.wait_for(MARKER, DEADLINE), "no marker\n{}", report(&net, &vm, mac));
+    let serial = vm.serial_text();
+    // The kernel itself says the firmware enforced Secure Boot on it.
+    assert!(
+        serial.contains("Secure boot enabled") || serial.contains("Secure Boot is enabled"),
+        "the kernel did not report Secure Boot\n{}",
+        report(&net, &vm, mac)
+    );
+    assert!(serial.contains("console=ttyS0 panic=-1"), "{}", tail(&serial, 20));
+    let events = events(&net, mac);
+    // shim, then the grub shim loads, then grub's own configuration for this
+    // machine, then the image's kernel and initrd, all over TFTP.
+    assert!(
+        read_in_order(
+            &events,
+            &[
+                "shimx64.efi",
+                "grubx64.efi",
+                "boot/52-54-00-5b-00-01/kernel",
+                "boot/52-54-00-5b-00-01/initrd",
+            ]
+        ),
+        "{events}"
+    );
+    assert!(events.contains("tftp.script"), "{events}");
+    assert!(events.contains("template=boot.grub"), "{events}");
+}
+
+#[test]
+fn a_secure_boot_machine_refuses_unsigned_ipxe_and_rackboot_says_why() {
+    if !should_run(
+        "firmware_boot",
+        &["ip", "qemu-system-x86_64", "cpio", "busybox", "apt-get"],
+    ) {
+        return;
+    }
+    let fixtures = boot_fixtures();
+    let mac = "52:54:00:5b:00:02";
+    let mut net = BootNet::new(RACKBOOT, "fwsbno", &["tap0"]);
+    net.append_config(&loaders_config());
+    marker_image(
+        &net,
+        "marker",
+        &fixtures.join("vmlinuz"),
+        &fixtures.join("initrd.img"),
+        "amd64",
+        "ttyS0",
+    );
+    net.cli(&["machine", "add", mac, "--image", "marker", "--loader", "ipxe"]);
+    net.start();
+    let vm = Vm::start(&net, Firmware::SecureBoot, "tap0", mac, "sbno");
+    // The firmware downloads snponly.efi, refuses to start it, and asks for nothing
+    // more; the diagnosis comes 30 s after the download.
+    let said = wait_until(Duration::from_secs(180), || {
+        events(&net, mac).contains("boot.diagnosis")
+    });
+    let events = events(&net, mac);
+    assert!(said, "no diagnosis\n{}", report(&net, &vm, mac));
+    assert!(events.contains("file=snponly.efi "), "{events}");
+    assert!(
+        events.contains("downloaded snponly.efi and asked for nothing more")
+            && events.contains("Secure Boot"),
+        "{events}"
+    );
+    assert!(!vm.serial_text().contains(MARKER));
+}
+
+#[test]
+fn uefi_http_boot_needs_no_tftp_through_ipxe_or_a_unified_kernel_image() {
+    if !should_run(
+        "firmware_boot",
+        &["ip", "qemu-system-x86_64", "cpio", "busybox", "apt-get", "nft"],
+    ) {
+        return;
+    }
+    let stub = Path::new("/usr/lib/systemd/boot/efi/linuxx64.efi.stub");
+    assert!(stub.is_file(), "systemd-boot-efi is not installed");
+    let fixtures = boot_fixtures();
+    let (ipxe_mac, uki_mac) = ("52:54:00:5b:00:10", "52:54:00:5b:00:11");
+    let mut net = BootNet::new(RACKBOOT, "fwhttp", &["tap0"]);
+    // Counts every TFTP request reaching the server's namespace: there must be none.
+    net.ns.nft(
+        "table inet rbtftp {\n chain in {\n  type filter hook input priority 0; policy accept;\n  udp dport 69 counter\n }\n}\n",
+    );
+    marker_image(
+        &net,
+        "marker",
+        &fixtures.join("vmlinuz"),
+        &fixtures.join("initrd.img"),
+        "amd64",
+        "ttyS0",
+    );
+    net.cli(&["machine", "add", ipxe_mac, "--image", "marker"]);
+    net.cli(&["machine", "add", uki_mac, "--image", "marker", "--loader", "uki"]);
+    net.start();
+    let tftp_requests = || {
+        let out = net
+            .ns
+            .command("nft")
+            .args(["list", "table", "inet", "rbtftp"])
+            .output()
+            .expect("nft list");
+        String::from_utf8_lossy(&out.stdout)
+            .split("packets ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+            .expect("the counter")
+    };
+
+    let mut vm = Vm::start(&net, Firmware::UefiHttp, "tap0", ipxe_mac, "http-ipxe");
+    assert!(vm.wait_for(MARKER, DEADLINE), "iPXE path\n{}", report(&net, &vm, ipxe_mac));
+    let first = events(&net, ipxe_mac);
+    assert!(first.contains("firmware=uefi-x64-http"), "{first}");
+    assert!(first.contains("/ipxe/snponly.efi"), "{first}");
+    assert!(first.contains("http.script") && first.contains("http.kernel"), "{first}");
+    drop(vm);
+
+    let mut vm = Vm::start(&net, Firmware::UefiHttp, "tap0", uki_mac, "http-uki");
+    assert!(vm.wait_for(MARKER, DEADLINE), "UKI path\n{}", report(&net, &vm, uki_mac));
+    let uki = events(&net, uki_mac);
+    assert!(uki.contains("file=http://192.0.2.1:8080/boot/52-54-00-5b-00-11.efi"), "{uki}");
+    assert!(uki.contains("uki=true"), "{uki}");
+    // No iPXE on this path: the kernel's command line is the UKI's own.
+    assert!(!uki.contains("http.script"), "{uki}");
+    assert!(vm.serial_text().contains("console=ttyS0 panic=-1"));
+
+    assert_eq!(tftp_requests(), 0, "a TFTP request reached rackboot");
+    assert!(!first.contains("tftp.") && !uki.contains("tftp."));
+}
+
+#[test]
+fn an_arm64_machine_boots_its_arm64_kernel_and_is_refused_an_amd64_one() {
+    if !should_run(
+        "firmware_boot",
+        &["ip", "qemu-system-aarch64", "cpio", "busybox", "apt-get"],
+    ) {
+        return;
+    }
+    let fixtures = boot_fixtures();
+    let arm_initrd = fixtures.join("initrd-arm64.img");
+    assert!(arm_initrd.is_file(), "the arm64 busybox was not unpacked (scripts/test)");
+    let mac = "52:54:00:5b:00:03";
+    let mut net = BootNet::new(RACKBOOT, "fwarm", &["tap0"]);
+    net.append_config(&loaders_config());
+    marker_image(
+        &net,
+        "marker-arm64",
+        Path::new(&cached(&format!("{D_I_ARM64}/linux"))),
+        &arm_initrd,
+        "arm64",
+        "ttyAMA0",
+    );
+    marker_image(
+        &net,
+        "marker-amd64",
+        &fixtures.join("vmlinuz"),
+        &fixtures.join("initrd.img"),
+        "amd64",
+        "ttyS0",
+    );
+    // No loader named: arm64's default (grub, since Debian has no arm64 iPXE).
+    net.cli(&["machine", "add", mac, "--image", "marker-arm64"]);
+    net.start();
+    let mut vm = Vm::start_with_memory(&net, Firmware::Arm64, "tap0", mac, "arm64", 1024);
+    assert!(vm.wait_for(MARKER, DEADLINE), "no marker\n{}", report(&net, &vm, mac));
+    assert!(vm.serial_text().contains("RACKBOOT-ARCH: aarch64"));
+    let events_now = events(&net, mac);
+    assert!(events_now.contains("firmware=uefi-arm64"), "{events_now}");
+    assert!(
+        read_in_order(&events_now, &["shimaa64.efi", "grubaa64.efi"]),
+        "{events_now}"
+    );
+    drop(vm);
+
+    // The same machine given an amd64-only image: grub is told why, never a kernel.
+    net.cli(&["machine", "set-image", mac, "marker-amd64"]);
+    net.cli(&["machine", "set-mode", mac, "install"]);
+    let vm = Vm::start_with_memory(&net, Firmware::Arm64, "tap0", mac, "arm64-refused", 1024);
+    let refused = wait_until(DEADLINE, || events(&net, mac).contains("boot.refused"));
+    let after = events(&net, mac);
+    assert!(refused, "no refusal\n{}", report(&net, &vm, mac));
+    assert!(after.contains("built for amd64, and this machine is arm64"), "{after}");
+    assert!(
+        wait_until(Duration::from_secs(30), || vm
+            .serial_text()
+            .contains("this machine is arm64")),
+        "not on the console\n{}",
+        report(&net, &vm, mac)
+    );
+    assert_eq!(
+        after.matches("file=boot/52-54-00-5b-00-03/kernel ").count(),
+        1,
+        "only the first boot fetched a kernel\n{after}"
+    );
+}
