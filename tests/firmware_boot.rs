@@ -17,8 +17,7 @@ const DEADLINE: Duration = Duration::from_secs(300);
 const CACHE: &str = "/var/cache/rackboot-tests";
 const SHIM_X64: &str = "shim-signed/usr/lib/shim/shimx64.efi.signed";
 const GRUB_X64: &str = "grub-efi-amd64-signed/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed";
-const D_I_ARM64: &str =
-    "debian-installer-12-netboot-arm64/usr/lib/debian-installer/images/12/arm64/text/debian-installer/arm64";
+const D_I_ARM64: &str = "debian-installer-12-netboot-arm64/usr/lib/debian-installer/images/12/arm64/text/debian-installer/arm64";
 
 fn cached(relative: &str) -> String {
     let path = Path::new(CACHE).join(relative);
@@ -41,7 +40,14 @@ fn loaders_config() -> String {
     )
 }
 
-fn marker_image(net: &BootNet, name: &str, kernel: &Path, initrd: &Path, arch: &str, console: &str) {
+fn marker_image(
+    net: &BootNet,
+    name: &str,
+    kernel: &Path,
+    initrd: &Path,
+    arch: &str,
+    console: &str,
+) {
     net.cli(&[
         "image",
         "add",
@@ -102,10 +108,16 @@ fn a_secure_boot_machine_boots_debians_signed_shim_grub_and_kernel() {
         "amd64",
         "ttyS0",
     );
-    net.cli(&["machine", "add", mac, "--image", "marker", "--loader", "grub"]);
+    net.cli(&[
+        "machine", "add", mac, "--image", "marker", "--loader", "grub",
+    ]);
     net.start();
     let mut vm = Vm::start(&net, Firmware::SecureBoot, "tap0", mac, "sb");
-    assert!(vm.wait_for(MARKER, DEADLINE), "no marker\n{}", report(&net, &vm, mac));
+    assert!(
+        vm.wait_for(MARKER, DEADLINE),
+        "no marker\n{}",
+        report(&net, &vm, mac)
+    );
     let serial = vm.serial_text();
     // The kernel itself says the firmware enforced Secure Boot on it.
     assert!(
@@ -113,7 +125,11 @@ fn a_secure_boot_machine_boots_debians_signed_shim_grub_and_kernel() {
         "the kernel did not report Secure Boot\n{}",
         report(&net, &vm, mac)
     );
-    assert!(serial.contains("console=ttyS0 panic=-1"), "{}", tail(&serial, 20));
+    assert!(
+        serial.contains("console=ttyS0 panic=-1"),
+        "{}",
+        tail(&serial, 20)
+    );
     let events = events(&net, mac);
     // shim, then the grub shim loads, then grub's own configuration for this
     // machine, then the image's kernel and initrd, all over TFTP.
@@ -153,7 +169,9 @@ fn a_secure_boot_machine_refuses_unsigned_ipxe_and_rackboot_says_why() {
         "amd64",
         "ttyS0",
     );
-    net.cli(&["machine", "add", mac, "--image", "marker", "--loader", "ipxe"]);
+    net.cli(&[
+        "machine", "add", mac, "--image", "marker", "--loader", "ipxe",
+    ]);
     net.start();
     let vm = Vm::start(&net, Firmware::SecureBoot, "tap0", mac, "sbno");
     // The firmware downloads snponly.efi, refuses to start it, and asks for nothing
@@ -176,7 +194,14 @@ fn a_secure_boot_machine_refuses_unsigned_ipxe_and_rackboot_says_why() {
 fn uefi_http_boot_needs_no_tftp_through_ipxe_or_a_unified_kernel_image() {
     if !should_run(
         "firmware_boot",
-        &["ip", "qemu-system-x86_64", "cpio", "busybox", "apt-get", "nft"],
+        &[
+            "ip",
+            "qemu-system-x86_64",
+            "cpio",
+            "busybox",
+            "apt-get",
+            "nft",
+        ],
     ) {
         return;
     }
@@ -198,7 +223,9 @@ fn uefi_http_boot_needs_no_tftp_through_ipxe_or_a_unified_kernel_image() {
         "ttyS0",
     );
     net.cli(&["machine", "add", ipxe_mac, "--image", "marker"]);
-    net.cli(&["machine", "add", uki_mac, "--image", "marker", "--loader", "uki"]);
+    net.cli(&[
+        "machine", "add", uki_mac, "--image", "marker", "--loader", "uki",
+    ]);
     net.start();
     let tftp_requests = || {
         let out = net
@@ -215,17 +242,31 @@ fn uefi_http_boot_needs_no_tftp_through_ipxe_or_a_unified_kernel_image() {
     };
 
     let mut vm = Vm::start(&net, Firmware::UefiHttp, "tap0", ipxe_mac, "http-ipxe");
-    assert!(vm.wait_for(MARKER, DEADLINE), "iPXE path\n{}", report(&net, &vm, ipxe_mac));
+    assert!(
+        vm.wait_for(MARKER, DEADLINE),
+        "iPXE path\n{}",
+        report(&net, &vm, ipxe_mac)
+    );
     let first = events(&net, ipxe_mac);
     assert!(first.contains("firmware=uefi-x64-http"), "{first}");
     assert!(first.contains("/ipxe/snponly.efi"), "{first}");
-    assert!(first.contains("http.script") && first.contains("http.kernel"), "{first}");
+    assert!(
+        first.contains("http.script") && first.contains("http.kernel"),
+        "{first}"
+    );
     drop(vm);
 
     let mut vm = Vm::start(&net, Firmware::UefiHttp, "tap0", uki_mac, "http-uki");
-    assert!(vm.wait_for(MARKER, DEADLINE), "UKI path\n{}", report(&net, &vm, uki_mac));
+    assert!(
+        vm.wait_for(MARKER, DEADLINE),
+        "UKI path\n{}",
+        report(&net, &vm, uki_mac)
+    );
     let uki = events(&net, uki_mac);
-    assert!(uki.contains("file=http://192.0.2.1:8080/boot/52-54-00-5b-00-11.efi"), "{uki}");
+    assert!(
+        uki.contains("file=http://192.0.2.1:8080/boot/52-54-00-5b-00-11.efi"),
+        "{uki}"
+    );
     assert!(uki.contains("uki=true"), "{uki}");
     // No iPXE on this path: the kernel's command line is the UKI's own.
     assert!(!uki.contains("http.script"), "{uki}");
@@ -245,7 +286,10 @@ fn an_arm64_machine_boots_its_arm64_kernel_and_is_refused_an_amd64_one() {
     }
     let fixtures = boot_fixtures();
     let arm_initrd = fixtures.join("initrd-arm64.img");
-    assert!(arm_initrd.is_file(), "the arm64 busybox was not unpacked (scripts/test)");
+    assert!(
+        arm_initrd.is_file(),
+        "the arm64 busybox was not unpacked (scripts/test)"
+    );
     let mac = "52:54:00:5b:00:03";
     let mut net = BootNet::new(RACKBOOT, "fwarm", &["tap0"]);
     net.append_config(&loaders_config());
@@ -269,7 +313,11 @@ fn an_arm64_machine_boots_its_arm64_kernel_and_is_refused_an_amd64_one() {
     net.cli(&["machine", "add", mac, "--image", "marker-arm64"]);
     net.start();
     let mut vm = Vm::start_with_memory(&net, Firmware::Arm64, "tap0", mac, "arm64", 1024);
-    assert!(vm.wait_for(MARKER, DEADLINE), "no marker\n{}", report(&net, &vm, mac));
+    assert!(
+        vm.wait_for(MARKER, DEADLINE),
+        "no marker\n{}",
+        report(&net, &vm, mac)
+    );
     assert!(vm.serial_text().contains("RACKBOOT-ARCH: aarch64"));
     let events_now = events(&net, mac);
     assert!(events_now.contains("firmware=uefi-arm64"), "{events_now}");
@@ -286,7 +334,10 @@ fn an_arm64_machine_boots_its_arm64_kernel_and_is_refused_an_amd64_one() {
     let refused = wait_until(DEADLINE, || events(&net, mac).contains("boot.refused"));
     let after = events(&net, mac);
     assert!(refused, "no refusal\n{}", report(&net, &vm, mac));
-    assert!(after.contains("built for amd64, and this machine is arm64"), "{after}");
+    assert!(
+        after.contains("built for amd64, and this machine is arm64"),
+        "{after}"
+    );
     assert!(
         wait_until(Duration::from_secs(30), || vm
             .serial_text()
@@ -298,5 +349,178 @@ fn an_arm64_machine_boots_its_arm64_kernel_and_is_refused_an_amd64_one() {
         after.matches("file=boot/52-54-00-5b-00-03/kernel ").count(),
         1,
         "only the first boot fetched a kernel\n{after}"
+    );
+}
+
+/// A raw disk whose EFI system partition holds Debian's signed shim (as the
+/// removable-media path `\EFI\BOOT\BOOTX64.EFI`), Debian's signed grub beside it,
+/// a grub.cfg, and the signed kernel with the marker initrd: what an installer
+/// leaves behind. Built without root or loop devices (sgdisk, mkfs.vfat, mtools).
+fn secure_boot_disk(dir: &Path, kernel: &Path, initrd: &Path) -> std::path::PathBuf {
+    use std::process::Command;
+    let run = |cmd: &mut Command| {
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let disk = dir.join("installed.img");
+    let esp = dir.join("esp.img");
+    // 64 MiB, one partition from sector 2048 to the end: the ESP.
+    run(Command::new("truncate").args(["-s", "64M"]).arg(&disk));
+    run(Command::new("sgdisk")
+        .args(["-o", "-n", "1:2048:0", "-t", "1:ef00", "-c", "1:ESP"])
+        .arg(&disk));
+    // sgdisk leaves the last 33 sectors for the backup table.
+    let sectors = 64 * 2048 - 2048 - 33;
+    run(Command::new("truncate")
+        .args(["-s", &format!("{}", sectors * 512)])
+        .arg(&esp));
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", "ESP"])
+        .arg(&esp));
+    let cfg = dir.join("grub.cfg");
+    std::fs::write(
+        &cfg,
+        "set timeout=0\nlinux /vmlinuz console=ttyS0 panic=-1 rackboot.installed=1\ninitrd /initrd.img\nboot\n",
+    )
+    .expect("grub.cfg");
+    let mtools = |args: &[&str]| {
+        let mut cmd = Command::new(args[0]);
+        cmd.env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(&esp)
+            .args(&args[1..]);
+        run(&mut cmd);
+    };
+    mtools(&["mmd", "::/EFI", "::/EFI/BOOT", "::/EFI/debian"]);
+    let copy = |from: &Path, to: &str| mtools(&["mcopy", from.to_str().expect("utf8"), to]);
+    copy(Path::new(&cached(SHIM_X64)), "::/EFI/BOOT/BOOTX64.EFI");
+    copy(
+        Path::new(&cached(
+            "grub-efi-amd64-signed/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
+        )),
+        "::/EFI/BOOT/grubx64.efi",
+    );
+    // Debian's signed grub looks in its prefix (/EFI/debian), then beside itself.
+    copy(&cfg, "::/EFI/debian/grub.cfg");
+    copy(&cfg, "::/EFI/BOOT/grub.cfg");
+    copy(kernel, "::/vmlinuz");
+    copy(initrd, "::/initrd.img");
+    run(Command::new("dd")
+        .arg(format!("if={}", esp.display()))
+        .arg(format!("of={}", disk.display()))
+        .args(["bs=1M", "seek=1", "conv=notrunc", "status=none"]));
+    disk
+}
+
+#[test]
+fn a_secure_boot_install_writes_its_disk_calls_back_and_boots_from_it_still_enforced() {
+    if !should_run(
+        "firmware_boot",
+        &[
+            "ip",
+            "qemu-system-x86_64",
+            "cpio",
+            "busybox",
+            "apt-get",
+            "sgdisk",
+            "mkfs.vfat",
+            "mcopy",
+        ],
+    ) {
+        return;
+    }
+    let fixtures = boot_fixtures();
+    let mac = "52:54:00:5b:00:04";
+    let mut net = BootNet::new(RACKBOOT, "fwsbin", &["tap0"]);
+    net.append_config(&loaders_config());
+    let served = tempfile::tempdir().expect("tempdir");
+    secure_boot_disk(
+        served.path(),
+        &fixtures.join("vmlinuz"),
+        &fixtures.join("initrd.img"),
+    );
+    let mirror = harness::debian_mirror::MirrorServer::start(&net.ns, "192.0.2.1", served.path());
+    net.cli(&[
+        "image",
+        "add",
+        "sb-installer",
+        "--kernel",
+        fixtures.join("vmlinuz").to_str().expect("utf8"),
+        "--initrd",
+        fixtures.join("installer.img").to_str().expect("utf8"),
+        "--cmdline",
+        &format!(
+            "console=ttyS0 panic=-1 rackboot.disk={}/installed.img rackboot.after=reboot",
+            mirror.base_url
+        ),
+    ]);
+    net.cli(&[
+        "machine",
+        "add",
+        mac,
+        "--image",
+        "sb-installer",
+        "--loader",
+        "grub",
+    ]);
+    net.cli(&["machine", "set-mode", mac, "install"]);
+    net.start();
+    let target = net.dir.path().join("target.img");
+    std::fs::write(&target, vec![0u8; 64 << 20]).expect("empty disk");
+    let mut vm = Vm::start_with(
+        &net,
+        &harness::VmSpec {
+            firmware: Firmware::SecureBoot,
+            tap: "tap0",
+            mac,
+            name: "sb-install",
+            memory_mib: 512,
+            disk: Some(&target),
+        },
+    );
+    assert!(
+        vm.wait_for("rackboot.installed=1", DEADLINE),
+        "the installed disk did not boot\n{}\n--- mirror ---\n{:?}",
+        report(&net, &vm, mac),
+        mirror.requests()
+    );
+    let serial = vm.serial_text();
+    let installed_at = serial.find("rackboot.installed=1").unwrap_or(0);
+    let (install, installed) = serial.split_at(installed_at);
+    assert!(
+        install.contains("RACKBOOT-DISK-WRITTEN"),
+        "{}",
+        tail(install, 30)
+    );
+    assert!(
+        install.contains("RACKBOOT-DONE-CALLED"),
+        "{}",
+        tail(install, 30)
+    );
+    // Both kernels ran under an enforcing firmware: the installer's, loaded by
+    // rackboot's grub, and the installed one, loaded by the disk's shim and grub.
+    let enforced = |text: &str| {
+        text.contains("Secure boot enabled") || text.contains("Secure Boot is enabled")
+    };
+    assert!(enforced(install), "{}", tail(install, 40));
+    let installed_boot_start = install.rfind("RACKBOOT-DONE-CALLED").unwrap_or(0);
+    assert!(
+        enforced(&serial[installed_boot_start..]),
+        "the disk boot did not report Secure Boot\n{}",
+        tail(installed, 40)
+    );
+    let events = events(&net, mac);
+    assert!(events.contains("install.done"), "{events}");
+    // The disk came first in the boot order: the second boot never asked the network.
+    let after_done = &events[events.find("install.done").unwrap_or(0)..];
+    assert!(!after_done.contains("dhcp.offer"), "{events}");
+    let mode = net.cli(&["machine", "list"]);
+    assert!(
+        mode.lines().any(|l| l.contains(mac) && l.contains("local")),
+        "{mode}"
     );
 }

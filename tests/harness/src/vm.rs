@@ -104,18 +104,28 @@ impl Vm {
         }
         cmd.arg("-netdev")
             .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
-        let boot_index = |i: u32| if disk.is_some() { format!(",bootindex={i}") } else { String::new() };
+        let boot_index = |i: u32| {
+            if disk.is_some() {
+                format!(",bootindex={i}")
+            } else {
+                String::new()
+            }
+        };
         if let Some(disk) = disk {
             cmd.arg("-drive")
                 .arg(format!("file={},if=none,id=d0,format=raw", disk.display()));
-            cmd.arg("-device").arg("virtio-blk-pci,drive=d0,bootindex=1");
+            cmd.arg("-device")
+                .arg("virtio-blk-pci,drive=d0,bootindex=1");
         }
         let vars_copy = |from: &str| {
             let copy = tempfile::NamedTempFile::new().expect("vars file");
             fs::copy(from, copy.path()).unwrap_or_else(|e| panic!("copy {from}: {e}"));
             copy
         };
-        let nic = format!("virtio-net-pci,netdev=n0,mac={mac},romfile={}", boot_index(2));
+        let nic = format!(
+            "virtio-net-pci,netdev=n0,mac={mac},romfile={}",
+            boot_index(2)
+        );
         let mut vars = None;
         match firmware {
             Firmware::SecureBoot => {
