@@ -363,3 +363,136 @@ fn a_uefi_machine_boots_through_loss_and_duplication() {
     );
     println!("lossy boot: dropped from / to the VM, duplicated to it: {counts:?}");
 }
+
+/// Hardening item 14, with the firmware that has to read the result: a subnet whose
+/// options cannot all fit (350 DNS servers, a 249-byte domain), so every reply to
+/// OVMF's PXE and to iPXE is cut to the size the client said it takes (option 57, 576
+/// without), and the machine still boots: the boot file stays in `file`.
+#[test]
+fn a_uefi_machine_boots_when_every_reply_must_be_cut_to_fit() {
+    if !should_run(
+        "vm_boot",
+        &[
+            "ip",
+            "qemu-system-x86_64",
+            "cpio",
+            "busybox",
+            "apt-get",
+            "tcpdump",
+        ],
+    ) {
+        return;
+    }
+    let fixtures = boot_fixtures();
+    let mac = "52:54:00:ef:10:57";
+    let mut net = BootNet::new(RACKBOOT, "trim", &["tap0"]);
+    let dns: Vec<String> = (0..350)
+        .map(|i| format!("\"198.18.{}.{}\"", i / 250, 1 + i % 250))
+        .collect();
+    let domain = format!(
+        "{}.{}.{}.{}.example",
+        "a".repeat(60),
+        "b".repeat(60),
+        "c".repeat(60),
+        "d".repeat(52)
+    );
+    net.set_dhcp_section(&format!(
+        "[dhcp]\ninterface = \"br0\"\n[[dhcp.subnets]]\ncidr = \"192.0.2.0/24\"\n\
+         pool = \"192.0.2.100-192.0.2.200\"\nrouter = \"192.0.2.1\"\ndns = [{}]\n\
+         domain = \"{domain}\"\nlease_secs = 3600\n",
+        dns.join(", ")
+    ));
+    net.cli(&[
+        "image",
+        "add",
+        "marker",
+        "--kernel",
+        fixtures.join("vmlinuz").to_str().expect("utf8"),
+        "--initrd",
+        fixtures.join("initrd.img").to_str().expect("utf8"),
+        "--cmdline",
+        "console=ttyS0 panic=-1",
+    ]);
+    net.cli(&["machine", "add", mac, "--image", "marker"]);
+    net.start();
+    let pcap = net.dir.path().join("dhcp.pcap");
+    let mut capture = harness::Capture::start(&net.ns, "br0", "udp port 67 or udp port 68", &pcap);
+    let mut vm = Vm::start(&net, Firmware::Uefi, "tap0", mac, "trim");
+    let booted = vm.wait_for(MARKER, BOOT_DEADLINE);
+    capture.stop();
+    assert!(
+        booted,
+        "did not boot\n{}\n{}",
+        tail(&vm.serial_text(), 30),
+        tail(&net.server_log(), 30)
+    );
+
+    let datagrams = harness::read_pcap_udp(&pcap);
+    // Each client's size limit by transaction: its option 57, else 576 (RFC 2131).
+    let mut limit = std::collections::HashMap::new();
+    let mut ipxe = std::collections::HashSet::new();
+    for d in &datagrams {
+        let Some(seen) = harness::read_dhcp(&d.payload).filter(|s| s.op == 1) else {
+            continue;
+        };
+        let max = seen
+            .options
+            .iter()
+            .find(|(c, v)| *c == 57 && v.len() == 2)
+            .map_or(576, |(_, v)| usize::from(u16::from_be_bytes([v[0], v[1]])));
+        limit.insert(seen.xid, max.min(1500));
+        if seen
+            .options
+            .iter()
+            .any(|(c, v)| *c == 77 && v.starts_with(b"iPXE"))
+        {
+            ipxe.insert(seen.xid);
+        }
+    }
+    let replies: Vec<_> = datagrams
+        .iter()
+        .filter(|d| d.src.port() == 67)
+        .filter_map(|d| Some((d.payload.len(), harness::read_dhcp(&d.payload)?)))
+        .collect();
+    assert!(!replies.is_empty(), "no replies captured");
+    let (mut firmware_replies, mut ipxe_replies, mut cut) = (0, 0, 0);
+    for (len, reply) in &replies {
+        let max = limit.get(&reply.xid).copied().unwrap_or(576);
+        // IP and UDP headers count against option 57 (an IP datagram size).
+        assert!(
+            len + 28 <= max,
+            "a {len}-byte reply to a client that takes {max}-byte datagrams"
+        );
+        let dns_bytes: usize = reply
+            .options
+            .iter()
+            .filter(|(c, _)| *c == 6)
+            .map(|(_, v)| v.len())
+            .sum();
+        if dns_bytes < 350 * 4 || reply.options.iter().any(|(c, _)| *c == 52) {
+            cut += 1;
+        }
+        assert!(
+            !reply.file.is_empty(),
+            "the boot file left `file`: {reply:?}"
+        );
+        // What does fit (mask, router) is in the options field, for clients that
+        // ignore option 52: only the list that cannot fit was left out.
+        let codes: Vec<u8> = reply.options.iter().map(|(c, _)| *c).collect();
+        assert!(
+            codes.contains(&1) && codes.contains(&3),
+            "mask and router kept: {codes:?}"
+        );
+        if ipxe.contains(&reply.xid) {
+            ipxe_replies += 1;
+        } else {
+            firmware_replies += 1;
+        }
+    }
+    assert_eq!(cut, replies.len(), "every reply had to be cut");
+    assert!(
+        firmware_replies >= 2,
+        "OVMF's OFFER and ACK: {firmware_replies}"
+    );
+    assert!(ipxe_replies >= 2, "iPXE's OFFER and ACK: {ipxe_replies}");
+}

@@ -644,6 +644,7 @@ pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Vec<u8> {
         }
     }
     let mut in_sname: Vec<(u8, usize, usize)> = Vec::new();
+    let before_overload = order.clone();
     if total(&order) > limit {
         // 64 bytes, the last for the end option; option 52 itself costs 3.
         let mut room = SNAME_LEN - 1;
@@ -660,11 +661,6 @@ pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Vec<u8> {
                 at += 1;
             }
         }
-        if in_sname.is_empty() {
-            // Nothing fitted: no overload.
-        } else {
-            put_option(&mut buf, 52, &[2]);
-        }
     }
     while total(&order) + if in_sname.is_empty() { 0 } else { 3 } > limit {
         match order.iter().rposition(|(code, _, _)| !required(*code)) {
@@ -673,6 +669,23 @@ pub fn encode_reply(request: &ClientRequest, spec: &ReplySpec) -> Vec<u8> {
             }
             None => break,
         }
+    }
+    // What was dropped may have made room: options moved to `sname` come back to
+    // the options field when all that is left fits there, since some clients
+    // ignore option 52.
+    if !in_sname.is_empty() {
+        let merged: Vec<_> = before_overload
+            .iter()
+            .filter(|entry| order.contains(entry) || in_sname.contains(entry))
+            .copied()
+            .collect();
+        if total(&merged) <= limit {
+            order = merged;
+            in_sname.clear();
+        }
+    }
+    if !in_sname.is_empty() {
+        put_option(&mut buf, 52, &[2]);
     }
     for &(code, start, end) in &order {
         put_option(&mut buf, code, &opts.data[start..end]);
@@ -1176,6 +1189,29 @@ pub mod tests {
             .map(|(c, _)| *c)
             .collect();
         assert!(codes.contains(&66) && codes.contains(&67), "{codes:?}");
+    }
+
+    #[test]
+    fn no_overload_when_dropping_a_long_option_leaves_room_in_the_options_field() {
+        // Seen with OVMF: 350 DNS servers cannot fit whatever is done, so option 6 is
+        // dropped; the small options moved to sname on the way come back, since
+        // some clients ignore option 52.
+        let mut big = spec(MessageType::Offer);
+        big.dns = many_dns(150); // 600 bytes: more than the whole budget
+        let raw = Packet::new(1, MAC).option(55, &[1, 3, 6]).end();
+        let bytes = encode_reply(&parse_request(&raw).expect("parses"), &big);
+        assert!(bytes.len() <= 548, "{} bytes", bytes.len());
+        let main = options_of(&bytes);
+        let codes: Vec<u8> = main.iter().map(|(c, _)| *c).collect();
+        assert!(!codes.contains(&52), "no overload needed: {codes:?}");
+        assert!(!codes.contains(&6), "the list that cannot fit is left out");
+        for kept in [1, 3, 53, 54, 51] {
+            assert!(
+                codes.contains(&kept),
+                "{kept} in the options field: {codes:?}"
+            );
+        }
+        assert!(options_in(&bytes[44..108]).is_empty(), "sname unused");
     }
 
     #[test]
