@@ -168,6 +168,13 @@ pub enum ImageCommand {
         /// machine of another architecture is refused it. Default: amd64.
         #[arg(long, default_value = "amd64")]
         arch: String,
+        /// The distribution's own signed shim, for Secure Boot machines booting this
+        /// image through grub (its grub trusts its kernels). With --grub.
+        #[arg(long, requires = "grub")]
+        shim: Option<PathBuf>,
+        /// The distribution's own signed network grub, loaded by --shim.
+        #[arg(long, requires = "shim")]
+        grub: Option<PathBuf>,
     },
     List,
     /// The image definitions in force (built in, and data_dir/images/*.toml), whether
@@ -382,11 +389,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             cmdline,
             files,
             arch,
+            shim,
+            grub,
         }) => {
             let arches = lifecycle::parse_arches(&arch)?;
+            let loader_arch = match (&shim, arches.as_slice()) {
+                (None, _) => None,
+                (Some(_), [one]) => Some(*one),
+                (Some(_), _) => {
+                    anyhow::bail!("--shim and --grub are for one architecture: give one --arch")
+                }
+            };
             let data_dir = config.data_dir.clone();
             let mut staged = tokio::task::spawn_blocking(move || {
-                images::stage_files(&data_dir, &name, &cmdline, &kernel, &initrd, &files)
+                let staged =
+                    images::stage_files(&data_dir, &name, &cmdline, &kernel, &initrd, &files)?;
+                if let (Some(arch), Some(shim), Some(grub)) = (loader_arch, &shim, &grub)
+                    && let Err(e) = images::stage_loader(&staged.staging, arch, shim, grub)
+                {
+                    let _ = std::fs::remove_dir_all(&staged.staging);
+                    return Err(e);
+                }
+                Ok(staged)
             })
             .await??;
             staged.arches = arches;

@@ -1080,6 +1080,41 @@ pub mod tests {
     }
 
     #[tokio::test]
+    async fn a_machine_whose_image_carries_its_own_shim_and_grub_gets_those() {
+        let app = app().await;
+        set_mode(&app, Mode::Install).await;
+        // The test image's files live in the test directory: its own loaders too.
+        let image_dir = app._dir.path();
+        std::fs::write(image_dir.join("shimx64.efi"), b"the image's shim").expect("shim");
+        let docs = app.state.boot_docs();
+        let own = Some(Ipv4Addr::from(OWN_IP));
+        let path_for = |answer: Option<Result<TftpFile, BootError>>| match answer {
+            Some(Ok(TftpFile::Path(path))) => path,
+            other => panic!("{other:?}"),
+        };
+        let shim = path_for(
+            docs.tftp_file(std::path::Path::new("shimx64.efi"), own)
+                .await,
+        );
+        assert_eq!(shim, image_dir.join("shimx64.efi"));
+        // A file the image lacks comes from the configuration.
+        let grub = path_for(
+            docs.tftp_file(std::path::Path::new("grubx64.efi"), own)
+                .await,
+        );
+        assert_eq!(grub, crate::config::BootLoaders::default().amd64.grub);
+        // Another address (no machine of the inventory) gets the configured shim.
+        let stranger = path_for(
+            docs.tftp_file(
+                std::path::Path::new("shimx64.efi"),
+                Some(Ipv4Addr::new(192, 0, 2, 99)),
+            )
+            .await,
+        );
+        assert_eq!(stranger, crate::config::BootLoaders::default().amd64.shim);
+    }
+
+    #[tokio::test]
     async fn an_arm64_machine_is_never_handed_an_amd64_kernel() {
         let app = app().await;
         set_mode(&app, Mode::Install).await;

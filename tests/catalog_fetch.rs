@@ -1144,51 +1144,6 @@ fn a_download_cut_in_the_middle_resumes_over_http() {
 // ---------------------------------------------------------------------------------
 // debian-12 over the real files
 
-/// The real installer's kernel and initrd from `INSTALLER_PACKAGE`, downloaded with
-/// `apt-get download` and unpacked once into the checkout's
-/// `target/debian-installer/` (`linux`, `initrd.gz`, and `version` written last, once
-/// both are complete): the cache tests/harness's Debian mirror keeps, shared.
-fn debian_installer_files() -> (PathBuf, PathBuf) {
-    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/debian-installer");
-    let (kernel, initrd) = (cache.join("linux"), cache.join("initrd.gz"));
-    let nonempty = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
-    if nonempty(&kernel) && nonempty(&initrd) && nonempty(&cache.join("version")) {
-        return (kernel, initrd);
-    }
-    fs::create_dir_all(&cache).expect("mkdir target/debian-installer");
-    let work = tempfile::tempdir_in(&cache).expect("download dir");
-    let download = || {
-        Command::new("apt-get")
-            .args(["download", "-qq", INSTALLER_PACKAGE])
-            .current_dir(work.path())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !download() {
-        // Missing or stale package lists: refresh them once.
-        run(Command::new("apt-get").args(["update", "-qq"]));
-        assert!(download(), "apt-get download {INSTALLER_PACKAGE} failed");
-    }
-    let deb = fs::read_dir(work.path())
-        .expect("download dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("apt-get download left a .deb");
-    let version = run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version"));
-    let unpacked = work.path().join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked));
-    let images =
-        unpacked.join("usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64");
-    for (from, to) in [("linux", &kernel), ("initrd.gz", &initrd)] {
-        let partial = to.with_extension("partial");
-        fs::copy(images.join(from), &partial).expect("copy out of the package");
-        fs::rename(&partial, to).expect("rename into the cache");
-    }
-    fs::write(cache.join("version"), format!("{}\n", version.trim())).expect("version");
-    (kernel, initrd)
-}
-
 /// Debian's real chain, offline: the committed `InRelease`, verified by the shipped
 /// Debian archive keyring (no `--keyring`), lists the real `SHA256SUMS`, which lists
 /// the real kernel and initrd.
@@ -1197,11 +1152,18 @@ fn debian_installer_chain_debian_12_real_files() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/catalog");
     let sums = fixtures.join("bookworm-installer-amd64-SHA256SUMS");
     assert_eq!(sha256_of(&sums), BOOKWORM_SUMS_SHA256, "{}", sums.display());
-    let (kernel, initrd) = debian_installer_files();
+    let installer = harness::debian_mirror::debian_installer();
+    let (kernel, initrd) = (installer.kernel.clone(), installer.initrd.clone());
+    let parts = [
+        (&kernel, "linux"),
+        (&initrd, "initrd.gz"),
+        (&installer.shim, "bootnetx64.efi"),
+        (&installer.grub, "grubx64.efi"),
+    ];
     // A newer installer upload moves the package past the committed lists: say so
     // rather than fail as if the chain were broken.
     let listed = fs::read_to_string(&sums).expect("SHA256SUMS");
-    for (file, name) in [(&kernel, "linux"), (&initrd, "initrd.gz")] {
+    for (file, name) in parts {
         let line = format!(
             "{}  ./netboot/debian-installer/amd64/{name}",
             sha256_of(file)
@@ -1221,8 +1183,8 @@ fn debian_installer_chain_debian_12_real_files() {
     fs::create_dir_all(images.join("netboot/debian-installer/amd64")).expect("mkdir");
     fs::copy(fixtures.join("bookworm-InRelease"), suite.join("InRelease")).expect("InRelease");
     fs::copy(&sums, images.join("SHA256SUMS")).expect("SHA256SUMS");
-    // Linked, not copied: 49 MB that rackboot copies into its cache anyway.
-    for (from, name) in [(&kernel, "linux"), (&initrd, "initrd.gz")] {
+    // Linked, not copied: 54 MB that rackboot copies into its cache anyway.
+    for (from, name) in parts {
         std::os::unix::fs::symlink(
             from,
             images.join("netboot/debian-installer/amd64").join(name),
@@ -1242,6 +1204,15 @@ fn debian_installer_chain_debian_12_real_files() {
         "{stdout}"
     );
     assert!(stdout.contains(&sha256_of(&initrd)), "{stdout}");
+    // Debian's own signed shim and grub came with it, under the names rackboot
+    // serves them by to Secure Boot machines booting this image.
+    for (file, served) in [
+        (&installer.shim, "shimx64.efi"),
+        (&installer.grub, "grubx64.efi"),
+    ] {
+        let placed = site.dir.path().join("data/images/debian-12").join(served);
+        assert_eq!(sha256_of(&placed), sha256_of(file), "{}", placed.display());
+    }
     let line = site.catalog_line("debian-12");
     assert!(
         line.contains(&format!("yes, verified by {DEBIAN_BOOKWORM_ARCHIVE_KEY}")),

@@ -199,6 +199,10 @@ pub struct Definition {
     /// Paths relative to the mirror base (or inside the ISO).
     pub kernel: String,
     pub initrd: Option<String>,
+    /// The distribution's own signed shim and network grub, for Secure Boot: its
+    /// grub trusts its kernels (Debian's trusts Debian's only).
+    pub shim: Option<String>,
+    pub grub: Option<String>,
     /// A template: rendered per machine at boot (`files_url`, `mirror`, `console`...).
     pub cmdline: String,
     /// Install file name served to the machine → template path relative to `images/`.
@@ -260,6 +264,8 @@ struct RawChain {
 struct RawFiles {
     kernel: String,
     initrd: Option<String>,
+    shim: Option<String>,
+    grub: Option<String>,
 }
 
 /// A relative path inside a mirror or an ISO: no `..`, no leading `/`, no empty part.
@@ -333,8 +339,26 @@ impl Definition {
             }
         };
         let mut paths: Vec<(&str, &str)> = vec![("files.kernel", &raw.files.kernel)];
-        if let Some(initrd) = &raw.files.initrd {
-            paths.push(("files.initrd", initrd));
+        for (key, value) in [
+            ("files.initrd", &raw.files.initrd),
+            ("files.shim", &raw.files.shim),
+            ("files.grub", &raw.files.grub),
+        ] {
+            if let Some(value) = value {
+                paths.push((key, value));
+            }
+        }
+        if raw.files.shim.is_some() != raw.files.grub.is_some() {
+            return Err(invalid(
+                file,
+                "files.shim and files.grub come together (shim loads the grub beside it)",
+            ));
+        }
+        if raw.files.shim.is_some() && raw.architectures.len() != 1 {
+            return Err(invalid(
+                file,
+                "files.shim and files.grub are for one architecture: name exactly one",
+            ));
         }
         for (key, value) in [
             ("chain.release", &raw.chain.release),
@@ -366,6 +390,8 @@ impl Definition {
         if let Chain::Pinned { sha256 } = &chain {
             let mut files = vec![raw.files.kernel.as_str()];
             files.extend(raw.files.initrd.as_deref());
+            files.extend(raw.files.shim.as_deref());
+            files.extend(raw.files.grub.as_deref());
             for path in files {
                 match sha256.get(path) {
                     Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {}
@@ -424,11 +450,29 @@ impl Definition {
             keys: raw.chain.keys,
             kernel: raw.files.kernel,
             initrd: raw.files.initrd,
+            shim: raw.files.shim,
+            grub: raw.files.grub,
             cmdline: raw.cmdline,
             templates: raw.templates,
             parameters: raw.parameters,
             origin: origin.to_string(),
         })
+    }
+
+    /// The files its chain fetches, by the slot each fills in the image's directory:
+    /// `kernel`, `initrd`, and `shim`, `grub` when it carries its own.
+    pub fn members(&self) -> Vec<(&'static str, String)> {
+        let mut members = vec![("kernel", self.kernel.clone())];
+        for (slot, path) in [
+            ("initrd", &self.initrd),
+            ("shim", &self.shim),
+            ("grub", &self.grub),
+        ] {
+            if let Some(path) = path {
+                members.push((slot, path.clone()));
+            }
+        }
+        members
     }
 
     /// A path of the definition with its parameters filled in (`{release}`).

@@ -506,9 +506,8 @@ impl Fetcher {
         let mut fingerprint = None;
         let mut stamp = None;
         let mut provenance = Vec::new();
-        // (what, cache path) of the kernel and the initrd, once verified.
-        let mut kernel_file: Option<PathBuf> = None;
-        let mut initrd_file: Option<PathBuf> = None;
+        // Each slot's file (kernel, initrd, shim, grub), once verified.
+        let mut slots: BTreeMap<&'static str, PathBuf> = BTreeMap::new();
         let staging = crate::images::new_staging_dir(&self.data_dir)
             .map_err(|e| FetchError::Request(e.to_string()))?;
         let result: Result<(), FetchError> = async {
@@ -547,13 +546,10 @@ impl Fetcher {
                             Ok::<_, FetchError>((cached, format!("{path} sha256 {sha}")))
                         }
                     };
-                    let (k, line) = fetch_listed(expand(&definition.kernel)).await?;
-                    provenance.push(line);
-                    kernel_file = Some(k);
-                    if let Some(initrd) = &definition.initrd {
-                        let (i, line) = fetch_listed(expand(initrd)).await?;
+                    for (slot, path) in definition.members() {
+                        let (file, line) = fetch_listed(expand(&path)).await?;
                         provenance.push(line);
-                        initrd_file = Some(i);
+                        slots.insert(slot, file);
                     }
                 }
                 Chain::DebianPackage {
@@ -583,10 +579,11 @@ impl Fetcher {
                         "{} {} sha256 {}",
                         package, found.version, found.sha256
                     ));
-                    let mut members = vec![("kernel", expand(&definition.kernel))];
-                    if let Some(initrd) = &definition.initrd {
-                        members.push(("initrd", expand(initrd)));
-                    }
+                    let members: Vec<_> = definition
+                        .members()
+                        .into_iter()
+                        .map(|(slot, path)| (slot, expand(&path)))
+                        .collect();
                     for (slot, member) in members {
                         let out_path = staging.join(slot);
                         let (deb2, member2, out2) = (deb.clone(), member.clone(), out_path.clone());
@@ -606,11 +603,7 @@ impl Fetcher {
                         .await
                         .map_err(|e| FetchError::Request(format!("extract task: {e}")))??;
                         provenance.push(format!("{member} from the package"));
-                        if slot == "kernel" {
-                            kernel_file = Some(out_path)
-                        } else {
-                            initrd_file = Some(out_path)
-                        }
+                        slots.insert(slot, out_path);
                     }
                 }
                 Chain::SignedChecksums {
@@ -664,10 +657,11 @@ impl Fetcher {
                             vars.insert("iso_url".into(), iso_url);
                             let iso_file = self.fetch_known(source, &iso_path, &sha, None).await?;
                             provenance.push(format!("{iso_path} sha256 {sha}"));
-                            let mut members = vec![("kernel", expand(&definition.kernel))];
-                            if let Some(initrd) = &definition.initrd {
-                                members.push(("initrd", expand(initrd)));
-                            }
+                            let members: Vec<_> = definition
+                                .members()
+                                .into_iter()
+                                .map(|(slot, path)| (slot, expand(&path)))
+                                .collect();
                             for (slot, member) in members {
                                 let out_path = staging.join(slot);
                                 let (iso2, member2, out2) =
@@ -691,18 +685,15 @@ impl Fetcher {
                                 .await
                                 .map_err(|e| FetchError::Request(format!("extract task: {e}")))??;
                                 provenance.push(format!("{member} from the ISO"));
-                                if slot == "kernel" {
-                                    kernel_file = Some(out_path)
-                                } else {
-                                    initrd_file = Some(out_path)
-                                }
+                                slots.insert(slot, out_path);
                             }
                         }
                         None => {
-                            let mut files = vec![("kernel", expand(&definition.kernel))];
-                            if let Some(initrd) = &definition.initrd {
-                                files.push(("initrd", expand(initrd)));
-                            }
+                            let files: Vec<_> = definition
+                                .members()
+                                .into_iter()
+                                .map(|(slot, path)| (slot, expand(&path)))
+                                .collect();
                             for (slot, path) in files {
                                 let relative =
                                     path.strip_prefix(&format!("{list_dir}/")).unwrap_or(&path);
@@ -717,21 +708,18 @@ impl Fetcher {
                                     .to_string();
                                 let cached = self.fetch_known(source, &path, &sha, None).await?;
                                 provenance.push(format!("{path} sha256 {sha}"));
-                                if slot == "kernel" {
-                                    kernel_file = Some(cached)
-                                } else {
-                                    initrd_file = Some(cached)
-                                }
+                                slots.insert(slot, cached);
                             }
                         }
                     }
                 }
                 Chain::DetachedSignatures => {
                     let keyring = Arc::new(self.keyring(&request, catalog)?);
-                    let mut files = vec![("kernel", expand(&definition.kernel))];
-                    if let Some(initrd) = &definition.initrd {
-                        files.push(("initrd", expand(initrd)));
-                    }
+                    let files: Vec<_> = definition
+                        .members()
+                        .into_iter()
+                        .map(|(slot, path)| (slot, expand(&path)))
+                        .collect();
                     for (slot, path) in files {
                         let sig = self.fetch_small(source, &format!("{path}.sig")).await?;
                         // The digest is not known before the signature is checked: the
@@ -755,35 +743,23 @@ impl Fetcher {
                         })?;
                         provenance.push(format!("{path} signed by {}", verified.fingerprint));
                         fingerprint = Some(verified.fingerprint);
-                        if slot == "kernel" {
-                            kernel_file = Some(out_path)
-                        } else {
-                            initrd_file = Some(out_path)
-                        }
+                        slots.insert(slot, out_path);
                     }
                 }
                 Chain::Pinned { sha256 } => {
-                    let mut files = vec![("kernel", definition.kernel.clone())];
-                    if let Some(initrd) = &definition.initrd {
-                        files.push(("initrd", initrd.clone()));
-                    }
+                    let files = definition.members();
                     for (slot, path) in files {
                         let sha = sha256.get(&path).cloned().unwrap_or_default();
                         let cached = self.fetch_known(source, &expand(&path), &sha, None).await?;
                         provenance.push(format!("{path} sha256 {sha} (pinned)"));
-                        if slot == "kernel" {
-                            kernel_file = Some(cached)
-                        } else {
-                            initrd_file = Some(cached)
-                        }
+                        slots.insert(slot, cached);
                     }
                 }
             }
             Ok(())
         }
         .await;
-        let staged = result
-            .and_then(|()| self.stage(catalog, definition, &staging, kernel_file, initrd_file));
+        let staged = result.and_then(|()| self.stage(catalog, definition, &staging, slots));
         match staged {
             Ok((kernel_sha256, initrd_sha256, templates)) => Ok(Fetched {
                 staging,
@@ -809,8 +785,7 @@ impl Fetcher {
         catalog: &super::definition::Catalog,
         definition: &Definition,
         staging: &Path,
-        kernel: Option<PathBuf>,
-        initrd: Option<PathBuf>,
+        mut found: BTreeMap<&'static str, PathBuf>,
     ) -> Result<(String, Option<String>, Vec<String>), FetchError> {
         let place = |from: Option<PathBuf>, slot: &str| -> Result<Option<String>, FetchError> {
             let Some(from) = from else { return Ok(None) };
@@ -823,9 +798,22 @@ impl Fetcher {
             }
             sha256_file(&to).map(Some)
         };
-        let kernel_sha256 = place(kernel, "kernel")?
+        let kernel_sha256 = place(found.remove("kernel"), "kernel")?
             .ok_or_else(|| FetchError::Request("the chain gave no kernel".into()))?;
-        let initrd_sha256 = place(initrd, "initrd")?;
+        let initrd_sha256 = place(found.remove("initrd"), "initrd")?;
+        // The distribution's own shim and grub go under the names rackboot serves
+        // them by, for the one architecture the definition has.
+        let arm64 = definition
+            .architectures
+            .iter()
+            .any(|a| a.parse::<crate::lifecycle::Arch>() == Ok(crate::lifecycle::Arch::Arm64));
+        let (shim_name, grub_name) = crate::images::loader_names(if arm64 {
+            crate::lifecycle::Arch::Arm64
+        } else {
+            crate::lifecycle::Arch::Amd64
+        });
+        place(found.remove("shim"), shim_name)?;
+        place(found.remove("grub"), grub_name)?;
         let mut templates = Vec::new();
         for (served, path) in &definition.templates {
             let bytes = catalog

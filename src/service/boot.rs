@@ -477,17 +477,22 @@ impl BootDocs {
         client: Option<Ipv4Addr>,
     ) -> Option<Result<TftpFile, BootError>> {
         let text = path.to_str()?;
-        let loader_file = |arch: Arch, grub: bool| {
+        let loader = match text {
+            dhcp_boot::SHIM_X64 => Some((Arch::Amd64, false)),
+            dhcp_boot::GRUB_X64 => Some((Arch::Amd64, true)),
+            dhcp_boot::SHIM_AA64 => Some((Arch::Arm64, false)),
+            dhcp_boot::GRUB_AA64 => Some((Arch::Arm64, true)),
+            _ => None,
+        };
+        if let Some((arch, grub)) = loader {
+            // The image the asking machine boots may carry its distribution's own
+            // (its grub trusts its kernels); else the configured pair.
+            if let Some(own) = self.image_loader(client, text).await {
+                return Some(Ok(TftpFile::Path(own)));
+            }
             let files = self.loaders.of(arch);
             let file = if grub { &files.grub } else { &files.shim };
-            Some(Ok(TftpFile::Path(file.clone())))
-        };
-        match text {
-            dhcp_boot::SHIM_X64 => return loader_file(Arch::Amd64, false),
-            dhcp_boot::GRUB_X64 => return loader_file(Arch::Amd64, true),
-            dhcp_boot::SHIM_AA64 => return loader_file(Arch::Arm64, false),
-            dhcp_boot::GRUB_AA64 => return loader_file(Arch::Arm64, true),
-            _ => {}
+            return Some(Ok(TftpFile::Path(file.clone())));
         }
         if text == "grub/grub.cfg" || text.ends_with("/grub/grub.cfg") {
             return Some(Ok(TftpFile::Text(GRUB_ENTRY.to_string())));
@@ -519,6 +524,26 @@ impl BootDocs {
                 .await
                 .map(|(_, path)| TftpFile::Path(path)),
         )
+    }
+}
+
+impl BootDocs {
+    /// The image's own shim or grub (`name`, as served) for the machine at
+    /// `client`, when the image it boots now carries one.
+    async fn image_loader(&self, client: Option<Ipv4Addr>, name: &str) -> Option<PathBuf> {
+        let ip = client?;
+        let (mac, _) = self
+            .secrets
+            .machine_at(&self.services.store, ip, clock::now_ms() / 1000)
+            .await
+            .ok()??;
+        let image = self.resolve(mac).await.ok()??.image?;
+        let own = Path::new(&image.kernel_path).parent()?.join(name);
+        let found = own.clone();
+        tokio::task::spawn_blocking(move || found.is_file())
+            .await
+            .unwrap_or(false)
+            .then_some(own)
     }
 }
 

@@ -35,12 +35,17 @@ pub const IMAGES_UNDER_SUITE: &str = "main/installer-amd64/current/images";
 /// The kernel and initrd, under the images' directory (as `SHA256SUMS` names them).
 pub const KERNEL_UNDER_IMAGES: &str = "netboot/debian-installer/amd64/linux";
 pub const INITRD_UNDER_IMAGES: &str = "netboot/debian-installer/amd64/initrd.gz";
+/// The installer's signed shim and network grub (what Secure Boot machines load).
+pub const SHIM_UNDER_IMAGES: &str = "netboot/debian-installer/amd64/bootnetx64.efi";
+pub const GRUB_UNDER_IMAGES: &str = "netboot/debian-installer/amd64/grubx64.efi";
 
 /// The installer's kernel and initrd, from one download of `INSTALLER_PACKAGE`.
 #[derive(Debug, Clone)]
 pub struct InstallerFiles {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
+    pub shim: PathBuf,
+    pub grub: PathBuf,
     /// The package's version, e.g. `20230607+deb12u15`.
     pub version: String,
 }
@@ -59,17 +64,25 @@ pub fn debian_installer() -> InstallerFiles {
 fn fetch_installer(cache: &Path) -> Result<InstallerFiles, String> {
     let kernel = cache.join("linux");
     let initrd = cache.join("initrd.gz");
+    let shim = cache.join("bootnetx64.efi");
+    let grub = cache.join("grubx64.efi");
     let version_file = cache.join("version");
     let nonempty = |p: &Path| fs::metadata(p).is_ok_and(|m| m.len() > 0);
-    if nonempty(&kernel) && nonempty(&initrd) && nonempty(&version_file) {
+    if [&kernel, &initrd, &shim, &grub, &version_file]
+        .into_iter()
+        .all(|p| nonempty(p))
+    {
         let version = fs::read_to_string(&version_file)
             .map_err(|e| format!("{}: {e}", version_file.display()))?;
         return Ok(InstallerFiles {
             kernel,
             initrd,
+            shim,
+            grub,
             version: version.trim().to_string(),
         });
     }
+    let _ = fs::remove_file(&version_file);
     fs::create_dir_all(cache).map_err(|e| format!("{}: {e}", cache.display()))?;
     let work = tempfile::tempdir_in(cache).map_err(|e| format!("temp dir: {e}"))?;
     let download = || {
@@ -114,18 +127,25 @@ fn fetch_installer(cache: &Path) -> Result<InstallerFiles, String> {
     )?;
     let root = work.path().join("root");
     command_output(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
-    for (from, to) in [("linux", &kernel), ("initrd.gz", &initrd)] {
+    for (from, to) in [
+        ("linux", &kernel),
+        ("initrd.gz", &initrd),
+        ("bootnetx64.efi", &shim),
+        ("grubx64.efi", &grub),
+    ] {
         let source = root.join(PACKAGE_IMAGES).join(from);
         let partial = to.with_extension("partial");
         fs::copy(&source, &partial).map_err(|e| format!("{}: {e}", source.display()))?;
         fs::rename(&partial, to).map_err(|e| format!("{}: {e}", to.display()))?;
     }
-    // Written last: its presence says the two files are complete.
+    // Written last: its presence says the files are complete.
     fs::write(&version_file, format!("{}\n", version.trim()))
         .map_err(|e| format!("{}: {e}", version_file.display()))?;
     Ok(InstallerFiles {
         kernel,
         initrd,
+        shim,
+        grub,
         version: version.trim().to_string(),
     })
 }
@@ -209,8 +229,9 @@ pub struct DebianMirror {
 }
 
 impl DebianMirror {
-    /// Lays out `kernel` and `initrd` as the archive does, writes `SHA256SUMS` and
-    /// `Release` and signs `InRelease` with a new key.
+    /// Lays out `kernel` and `initrd` as the archive does (with stand-in bytes for
+    /// the signed shim and grub, which these tests never start), writes
+    /// `SHA256SUMS` and `Release` and signs `InRelease` with a new key.
     pub fn build(kernel: &Path, initrd: &Path) -> Self {
         let dir = tempfile::tempdir().expect("mirror dir");
         let mirror = DebianMirror {
@@ -224,11 +245,22 @@ impl DebianMirror {
             fs::copy(source, &dest)
                 .unwrap_or_else(|e| panic!("copy {} into the mirror: {e}", source.display()));
         }
+        for (under, bytes) in [
+            (SHIM_UNDER_IMAGES, &b"test mirror: shim"[..]),
+            (GRUB_UNDER_IMAGES, &b"test mirror: grub"[..]),
+        ] {
+            fs::write(images.join(under), bytes).expect("write a stand-in loader");
+        }
         // Debian writes the paths relative to images/, with a leading "./".
-        let sums: String = [KERNEL_UNDER_IMAGES, INITRD_UNDER_IMAGES]
-            .iter()
-            .map(|under| format!("{}  ./{under}\n", sha256_file(&images.join(under))))
-            .collect();
+        let sums: String = [
+            KERNEL_UNDER_IMAGES,
+            INITRD_UNDER_IMAGES,
+            SHIM_UNDER_IMAGES,
+            GRUB_UNDER_IMAGES,
+        ]
+        .iter()
+        .map(|under| format!("{}  ./{under}\n", sha256_file(&images.join(under))))
+        .collect();
         fs::write(images.join("SHA256SUMS"), sums).expect("write SHA256SUMS");
         mirror.write_release();
         mirror.sign_release(&mirror.signer);
