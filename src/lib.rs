@@ -26,8 +26,10 @@
 //! - `timeline`: boots reconstructed from events, and their SVG drawing.
 //! - `diagnosis`: why a boot failed, from its events and the time (a refused boot
 //!   file, no boot file, another DHCP server, an installer that never called back).
-//! - `script`: iPXE script templates, built in and overridable at run time.
-//! - `dhcp::{boot, leases, policy}`: which boot file, the lease book, the decision in
+//! - `script`: iPXE script and grub configuration templates, built in and
+//!   overridable at run time.
+//! - `dhcp::{boot, leases, policy}`: which boot file (by firmware and the machine's
+//!   loader: iPXE, shim + grub, a unified kernel image), the lease book, the decision in
 //!   full and proxy mode. `tftp::transfer`: the transfer state machine.
 //! - `auth`: roles, users, password hashing, session and token secrets and their
 //!   digests, the login limiter (no storage: the rows are `store::auth`'s).
@@ -47,7 +49,9 @@
 //!   unpacked size (`bulk::sheet`), previews staged (capped), exports.
 //!
 //! Services (every action written once; the surfaces only translate):
-//! - `service`: `Services`, the `Caller` and typed `ServiceError`s; `machines`,
+//! - `service`: `Services`, the `Caller` and typed `ServiceError`s; `boot` (a
+//!   machine's boot configuration for iPXE over HTTP or grub over TFTP from one
+//!   decision, its unified kernel image, and the shim and grub files), `machines`,
 //!   `images`, `catalog` (the definitions in force, a verified fetch registered with
 //!   its provenance, background fetch jobs), `import`, `power` (controllers, verbs,
 //!   reprovision, the poller), `users` (users, sessions, tokens, login) and
@@ -64,7 +68,8 @@
 //! - `dhcp::server`: the DHCP socket loop on its own thread, grouped fsync'd commits.
 //! - `dhcp::foreign`: other DHCP servers' replies on the boot link (port 68), recorded
 //!   for the machines they answered (full mode only).
-//! - `tftp::{files, server}`: file lookup with its shared cache, and the sockets.
+//! - `tftp::{files, server}`: file lookup with its shared cache (rackboot's own files
+//!   from `service::boot` between `root` and `ipxe_dir`), and the sockets.
 //! - `http`: boot scripts, kernels and initrds, done-URLs; the shared `AppState` and
 //!   the HTTP status of each kind of service error.
 //! - `ra`: IPv6 router advertisements that end iPXE's wait for a router.
