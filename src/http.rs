@@ -1121,11 +1121,17 @@ pub mod tests {
         app.state
             .store
             .call(|conn| {
-                conn.execute(
-                    "UPDATE machines SET arch = 'uefi-arm64' WHERE mac = ?1",
-                    [MAC],
-                )
-                .map_err(crate::store::StoreError::from)
+                // As the DHCP server records an arm64 firmware's requests.
+                let batch = crate::model::DhcpBatch {
+                    seen: vec![crate::model::Seen {
+                        mac: MacAddr::parse(MAC).expect("mac"),
+                        at_ms: clock::now_ms(),
+                        arch: Some("uefi-arm64".into()),
+                        vendor_class: None,
+                    }],
+                    ..Default::default()
+                };
+                store::commit_dhcp_batch(conn, &batch, clock::now_ms())
             })
             .await
             .expect("arch");

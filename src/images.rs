@@ -118,18 +118,6 @@ pub fn import(
     })
 }
 
-/// The names an image's own signed shim and grub have in its directory: those
-/// rackboot serves them by over TFTP, so a request for `shimx64.efi` from a machine
-/// booting this image gets the image's own.
-pub fn loader_names(arch: crate::lifecycle::Arch) -> (&'static str, &'static str) {
-    match arch {
-        crate::lifecycle::Arch::Amd64 => (crate::dhcp::boot::SHIM_X64, crate::dhcp::boot::GRUB_X64),
-        crate::lifecycle::Arch::Arm64 => {
-            (crate::dhcp::boot::SHIM_AA64, crate::dhcp::boot::GRUB_AA64)
-        }
-    }
-}
-
 /// Adds an image's own signed shim and grub to its staging directory, under the
 /// names of `arch`. Blocking.
 pub fn stage_loader(
@@ -138,7 +126,7 @@ pub fn stage_loader(
     shim: &Path,
     grub: &Path,
 ) -> Result<(), ImageError> {
-    let (shim_name, grub_name) = loader_names(arch);
+    let (shim_name, grub_name) = arch.loader_names();
     copy_with_digest(shim, &staging.join(shim_name))?;
     copy_with_digest(grub, &staging.join(grub_name))?;
     Ok(())

@@ -190,7 +190,33 @@ pub enum Arch {
 
 pub const ARCHES: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
 
+/// The names shim and grub are served under over TFTP (and kept under in an image
+/// that carries its own): shim loads `grubx64.efi` (`grubaa64.efi`) from the
+/// directory it was loaded from, whatever its own name.
+pub const SHIM_X64: &str = "shimx64.efi";
+pub const GRUB_X64: &str = "grubx64.efi";
+pub const SHIM_AA64: &str = "shimaa64.efi";
+pub const GRUB_AA64: &str = "grubaa64.efi";
+
 impl Arch {
+    /// The architecture of a machine as the inventory records its firmware (`arch`,
+    /// written from the DHCP firmware name, `uefi-arm64`...); amd64 when nothing is
+    /// recorded yet.
+    pub fn of_recorded_firmware(recorded: Option<&str>) -> Arch {
+        match recorded {
+            Some(name) if name.contains("arm64") => Arch::Arm64,
+            _ => Arch::Amd64,
+        }
+    }
+
+    /// This architecture's shim and grub file names.
+    pub fn loader_names(self) -> (&'static str, &'static str) {
+        match self {
+            Arch::Amd64 => (SHIM_X64, GRUB_X64),
+            Arch::Arm64 => (SHIM_AA64, GRUB_AA64),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Arch::Amd64 => "amd64",

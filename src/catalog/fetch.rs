@@ -807,11 +807,12 @@ impl Fetcher {
             .architectures
             .iter()
             .any(|a| a.parse::<crate::lifecycle::Arch>() == Ok(crate::lifecycle::Arch::Arm64));
-        let (shim_name, grub_name) = crate::images::loader_names(if arm64 {
+        let (shim_name, grub_name) = if arm64 {
             crate::lifecycle::Arch::Arm64
         } else {
             crate::lifecycle::Arch::Amd64
-        });
+        }
+        .loader_names();
         place(found.remove("shim"), shim_name)?;
         place(found.remove("grub"), grub_name)?;
         let mut templates = Vec::new();

@@ -8,12 +8,7 @@ use crate::lifecycle::{Arch, Loader};
 use crate::mac::MacAddr;
 use std::net::Ipv4Addr;
 
-/// The names shim and grub are served under over TFTP: shim loads `grubx64.efi`
-/// (`grubaa64.efi`) from the directory it was loaded from, whatever its own name.
-pub const SHIM_X64: &str = "shimx64.efi";
-pub const GRUB_X64: &str = "grubx64.efi";
-pub const SHIM_AA64: &str = "shimaa64.efi";
-pub const GRUB_AA64: &str = "grubaa64.efi";
+pub use crate::lifecycle::{GRUB_AA64, GRUB_X64, SHIM_AA64, SHIM_X64};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
@@ -58,15 +53,6 @@ impl Firmware {
             Firmware::UefiArm64 | Firmware::UefiArm64Http => Some(Arch::Arm64),
             Firmware::Unsupported(_) => None,
         }
-    }
-}
-
-/// The architecture of a machine as the inventory records its firmware (`arch`,
-/// written from `Firmware::name`); amd64 when nothing is recorded yet.
-pub fn arch_of_recorded(recorded: Option<&str>) -> Arch {
-    match recorded {
-        Some(name) if name.contains("arm64") => Arch::Arm64,
-        _ => Arch::Amd64,
     }
 }
 

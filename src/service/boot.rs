@@ -17,7 +17,6 @@
 
 use crate::clock;
 use crate::config::BootLoaders;
-use crate::dhcp::boot as dhcp_boot;
 use crate::inventory::{self, MachineDetail};
 use crate::lifecycle::{self, Arch, BootPlan};
 use crate::mac::MacAddr;
@@ -145,7 +144,7 @@ impl BootDocs {
                     BootPlan::Image { image, .. } => store::get_image(conn, image)?,
                     _ => None,
                 };
-                let arch = dhcp_boot::arch_of_recorded(machine.arch.as_deref());
+                let arch = Arch::of_recorded_firmware(machine.arch.as_deref());
                 if let Some(found) = &image
                     && !found.arches.contains(&arch)
                 {
@@ -424,7 +423,7 @@ impl BootDocs {
         if let Some(token) = machine.token.as_ref().filter(|_| with_token) {
             cmdline.push_str(&format!(" rackboot.done={}/done/{token}", self.base_url));
         }
-        let arch = dhcp_boot::arch_of_recorded(machine.arch.as_deref());
+        let arch = Arch::of_recorded_firmware(machine.arch.as_deref());
         let stub_path = self.loaders.of(arch).uki_stub.clone();
         let osrel = format!(
             "NAME=\"rackboot {}\"\nID=rackboot\nPRETTY_NAME=\"{} for {mac}\"\n",
@@ -478,10 +477,10 @@ impl BootDocs {
     ) -> Option<Result<TftpFile, BootError>> {
         let text = path.to_str()?;
         let loader = match text {
-            dhcp_boot::SHIM_X64 => Some((Arch::Amd64, false)),
-            dhcp_boot::GRUB_X64 => Some((Arch::Amd64, true)),
-            dhcp_boot::SHIM_AA64 => Some((Arch::Arm64, false)),
-            dhcp_boot::GRUB_AA64 => Some((Arch::Arm64, true)),
+            lifecycle::SHIM_X64 => Some((Arch::Amd64, false)),
+            lifecycle::GRUB_X64 => Some((Arch::Amd64, true)),
+            lifecycle::SHIM_AA64 => Some((Arch::Arm64, false)),
+            lifecycle::GRUB_AA64 => Some((Arch::Arm64, true)),
             _ => None,
         };
         if let Some((arch, grub)) = loader {
