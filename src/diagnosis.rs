@@ -25,6 +25,8 @@ pub const KINDS: &[&str] = &[
     FOREIGN_SERVER,
     "tftp.read",
     "tftp.timeout",
+    "tftp.script",
+    "http.bootfile",
     "http.script",
     "http.kernel",
     "http.initrd",
@@ -268,11 +270,16 @@ pub fn diagnose(boot: &[BootEvent], now_ms: i64) -> Vec<Finding> {
         }
         return found;
     }
-    let kernel = machine.iter().rposition(|e| e.kind == "http.kernel");
+    // The kernel over HTTP (iPXE, a unified image) or over TFTP (grub).
+    let kernel = machine.iter().rposition(|e| {
+        e.kind == "http.kernel"
+            || (e.kind == "tftp.read"
+                && field(&e.detail, "file").is_some_and(|f| f.ends_with("/kernel")))
+    });
     let script_mode = machine
         .iter()
         .rev()
-        .find(|e| e.kind == "http.script")
+        .find(|e| e.kind == "http.script" || e.kind == "tftp.script")
         .and_then(|e| field(&e.detail, "mode"));
     if let (Some(kernel), Some(mode)) = (kernel, script_mode)
         && calls_back(mode)
@@ -307,7 +314,7 @@ pub fn diagnose(boot: &[BootEvent], now_ms: i64) -> Vec<Finding> {
                 });
             }
         }
-        "tftp.read" if quiet => {
+        "tftp.read" | "http.bootfile" if quiet => {
             let file = field(&last.detail, "file").unwrap_or("-");
             // The boot file the last firmware reply named, else a firmware program by
             // its name (a second stage such as grub fetched by shim).
@@ -316,7 +323,8 @@ pub fn diagnose(boot: &[BootEvent], now_ms: i64) -> Vec<Finding> {
                 .rev()
                 .find(|e| e.kind == "dhcp.ack" && field(&e.detail, "ipxe") == Some("false"));
             let named = firmware_ack.is_some_and(|ack| {
-                field(&ack.detail, "file").is_some_and(|f| f.rsplit('/').next() == Some(file))
+                field(&ack.detail, "file")
+                    .is_some_and(|f| f.rsplit('/').next() == file.rsplit('/').next())
             });
             if named || is_boot_program(file) {
                 found.push(Finding::BootFileRefused {
@@ -339,7 +347,8 @@ pub fn diagnose(boot: &[BootEvent], now_ms: i64) -> Vec<Finding> {
                     url: file.to_string(),
                 });
             } else if !ipxe && file != "-" && !file.contains("://") {
-                // HTTP boot downloads are not recorded as events: only TFTP is judged.
+                // An HTTP boot URL is judged once its download is recorded
+                // (`http.bootfile`); a TFTP name that was never read is judged here.
                 found.push(Finding::BootFileNotFetched {
                     file: file.to_string(),
                 });
@@ -390,6 +399,72 @@ mod tests {
                 ),
             ),
         ]
+    }
+
+    #[test]
+    fn an_http_boot_program_downloaded_then_nothing_is_a_refusal() {
+        let url = "http://192.0.2.1:8080/ipxe/snponly.efi";
+        let events = vec![
+            ev(
+                0.0,
+                "dhcp.offer",
+                &format!("discover firmware=uefi-x64-http ipxe=false ip=192.0.2.100 file={url}"),
+            ),
+            ev(
+                3.0,
+                "dhcp.ack",
+                &format!("request firmware=uefi-x64-http ipxe=false ip=192.0.2.100 file={url}"),
+            ),
+            ev(
+                3.5,
+                "http.bootfile",
+                &format!("file=snponly.efi status=200 client={CLIENT}"),
+            ),
+        ];
+        assert!(diagnose(&events, s(20.0)).is_empty(), "too early to say");
+        assert_eq!(
+            diagnose(&events, s(40.0)),
+            vec![Finding::BootFileRefused {
+                file: "snponly.efi".into(),
+                firmware: "uefi-x64-http".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_grub_install_that_never_calls_back_is_reported() {
+        let mut events = firmware_stage(0.0, "shimx64.efi");
+        for (at, kind, detail) in [
+            (
+                4.0,
+                "tftp.read",
+                "file=grubx64.efi size=3843520".to_string(),
+            ),
+            (
+                5.0,
+                "tftp.script",
+                "template=boot.grub mode=install image=debian-12 client=192.0.2.100 via tftp"
+                    .to_string(),
+            ),
+            (
+                6.0,
+                "tftp.read",
+                "file=boot/52-54-00-12-34-56/kernel size=8000000".to_string(),
+            ),
+            (
+                8.0,
+                "tftp.read",
+                "file=boot/52-54-00-12-34-56/initrd size=4000000".to_string(),
+            ),
+        ] {
+            events.push(ev(at, kind, &detail));
+        }
+        assert!(diagnose(&events, s(600.0)).is_empty(), "still installing");
+        let late = diagnose(&events, s(8.0) + INSTALL_CALLBACK_TIMEOUT_MS + 1000);
+        assert!(
+            matches!(late.as_slice(), [Finding::InstallerSilent { mode, .. }] if mode == "install"),
+            "{late:?}"
+        );
     }
 
     /// iPXE's DHCP, its script in `mode`, the kernel and initrd.

@@ -145,6 +145,10 @@ pub fn boot_router(state: AppState, ipxe_dir: PathBuf) -> Router {
         .route("/done/{token}", get(done_url).post(done_url))
         .route("/progress/{token}/{step}", get(progress).post(progress))
         .nest_service("/ipxe", ServeDir::new(ipxe_dir))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            record_boot_file,
+        ))
         // Scripts, templates and kernels are never to be sniffed into something a
         // browser would run.
         .layer(axum::middleware::map_response(
@@ -237,6 +241,43 @@ fn render_error(mac: MacAddr, e: impl std::fmt::Display) -> Response {
         StatusCode::INTERNAL_SERVER_ERROR,
         "template error; see the rackboot log\n".into(),
     )
+}
+
+/// Records a UEFI HTTP boot firmware's download of its boot program (`/ipxe/...`)
+/// for the machine at the client's address, as TFTP records its reads: without it a
+/// Secure Boot refusal over HTTP boot could not be told apart from a slow boot.
+async fn record_boot_file(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_string();
+    let is_get = request.method() == Method::GET;
+    let response = next.run(request).await;
+    if let Some(file) = path.strip_prefix("/ipxe/")
+        && is_get
+        && response.status().is_success()
+        && let Some(ip) = client_ipv4(peer)
+    {
+        let owner = app
+            .secrets
+            .machine_at(&app.store, ip, clock::now_ms() / 1000)
+            .await;
+        if let Ok(Some((mac, _))) = owner {
+            app.store.record_event(
+                clock::now_ms(),
+                Some(mac),
+                "http.bootfile",
+                format!(
+                    "file={} status={} client={peer}",
+                    crate::text::for_terminal(file),
+                    response.status().as_u16()
+                ),
+            );
+        }
+    }
+    response
 }
 
 /// A machine's unified kernel image, for UEFI HTTP boot without TFTP or iPXE.

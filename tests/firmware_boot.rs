@@ -250,6 +250,11 @@ fn uefi_http_boot_needs_no_tftp_through_ipxe_or_a_unified_kernel_image() {
     let first = events(&net, ipxe_mac);
     assert!(first.contains("firmware=uefi-x64-http"), "{first}");
     assert!(first.contains("/ipxe/snponly.efi"), "{first}");
+    // The firmware's download of its boot program is recorded, as TFTP's would be.
+    assert!(
+        first.contains("http.bootfile") && first.contains("file=snponly.efi"),
+        "{first}"
+    );
     assert!(
         first.contains("http.script") && first.contains("http.kernel"),
         "{first}"
