@@ -387,4 +387,42 @@ mod tests {
         assert_eq!(rows[0].position, "12");
         assert_eq!(rows[0].hostname, "node5");
     }
+
+    #[test]
+    fn a_loader_column_sets_each_machines_loader_and_a_bad_one_is_named() {
+        let mut conn = db();
+        let rows = check(
+            &conn,
+            parse_csv(b"mac,loader\n52:54:00:00:00:21,grub\n52:54:00:00:00:22,\n52:54:00:00:00:23,pxelinux\n")
+                .expect("parses"),
+        )
+        .expect("check");
+        assert!(
+            rows[0].errors.is_empty() && rows[1].errors.is_empty(),
+            "{rows:?}"
+        );
+        assert!(
+            rows[2]
+                .errors
+                .iter()
+                .any(|e| e.contains("unknown loader") && e.contains("pxelinux")),
+            "{rows:?}"
+        );
+        apply(
+            &mut conn,
+            &rows[..2],
+            &LifecycleConfig::default(),
+            "user:ann",
+            1,
+        )
+        .expect("apply");
+        let loader = |n: u8| {
+            inventory::machine(&conn, MacAddr([0x52, 0x54, 0, 0, 0, n]))
+                .expect("q")
+                .expect("m")
+                .loader
+        };
+        assert_eq!(loader(0x21), Some(crate::lifecycle::Loader::Grub));
+        assert_eq!(loader(0x22), None, "empty: the architecture's default");
+    }
 }

@@ -1310,3 +1310,39 @@ async fn the_machine_page_and_api_show_the_current_boots_diagnosis() {
             .is_some_and(|m| m.starts_with("another DHCP server answered"))
     );
 }
+
+#[tokio::test]
+async fn the_settings_form_sets_the_machines_loader_and_shows_it() {
+    let app = app().await;
+    add_user(&app, "ann", Role::Operator).await;
+    let (cookie, csrf) = login(&app, "ann").await;
+    let settings = |loader: &str| {
+        format!(
+            "csrf={csrf}&hostname=node1&ip=&exit_method=exit&loader={loader}&rack=&position=&ssh_keys="
+        )
+    };
+    let uri = "/machines/52-54-00-12-34-56/settings";
+    let reply = send(&app, post_form(uri, Some(&cookie), &settings("grub"))).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let page = send(&app, get("/machines/52-54-00-12-34-56", Some(&cookie))).await;
+    assert!(
+        page.body.contains(r#"<option value="grub" selected>"#),
+        "{}",
+        page.body
+    );
+    let reply = send(&app, post_form(uri, Some(&cookie), &settings("pxelinux"))).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply.body.contains("unknown loader") && reply.body.contains("pxelinux"),
+        "{}",
+        reply.body
+    );
+    let reply = send(&app, post_form(uri, Some(&cookie), &settings("default"))).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    let page = send(&app, get("/machines/52-54-00-12-34-56", Some(&cookie))).await;
+    assert!(
+        page.body.contains(r#"<option value="default" selected>"#),
+        "{}",
+        page.body
+    );
+}
