@@ -691,3 +691,24 @@ pub fn fixed_addresses(conn: &Db) -> Result<Vec<(Ipv4Addr, MacAddr)>, StoreError
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_tells_a_null_loader_from_one_left_out() {
+        let patch = |json: &str| serde_json::from_str::<MachinePatch>(json).expect(json);
+        assert_eq!(patch("{}").loader, None, "left out: kept");
+        assert_eq!(
+            patch(r#"{"loader": null}"#).loader,
+            Some(None),
+            "null: the default"
+        );
+        assert_eq!(
+            patch(r#"{"loader": "grub"}"#).loader,
+            Some(Some(Loader::Grub))
+        );
+        assert!(serde_json::from_str::<MachinePatch>(r#"{"loader": "pxelinux"}"#).is_err());
+    }
+}
