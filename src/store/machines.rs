@@ -435,14 +435,19 @@ pub fn finish(tx: &Db, mac: MacAddr, wiped: bool, now_ms: i64) -> Result<(), Sto
 /// Fields an update may change; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct MachinePatch {
+    /// `Some(None)` (JSON `null`): cleared.
+    #[serde(default, deserialize_with = "present_or_null")]
     pub hostname: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present_or_null")]
     pub ip: Option<Option<Ipv4Addr>>,
     pub exit_method: Option<ExitMethod>,
     /// `Some(None)` (JSON `null`): back to the default for its architecture.
     #[serde(default, deserialize_with = "present_or_null")]
     pub loader: Option<Option<Loader>>,
     pub ssh_keys: Option<String>,
+    #[serde(default, deserialize_with = "present_or_null")]
     pub rack: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present_or_null")]
     pub position: Option<Option<String>>,
 }
 
@@ -697,7 +702,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_patch_tells_a_null_loader_from_one_left_out() {
+    fn a_patch_tells_a_null_field_from_one_left_out() {
         let patch = |json: &str| serde_json::from_str::<MachinePatch>(json).expect(json);
         assert_eq!(patch("{}").loader, None, "left out: kept");
         assert_eq!(
@@ -710,5 +715,12 @@ mod tests {
             Some(Some(Loader::Grub))
         );
         assert!(serde_json::from_str::<MachinePatch>(r#"{"loader": "pxelinux"}"#).is_err());
+        // The same for the other fields that can be cleared.
+        let cleared = patch(r#"{"hostname": null, "ip": null, "rack": null, "position": null}"#);
+        assert_eq!(cleared.hostname, Some(None));
+        assert_eq!(cleared.ip, Some(None));
+        assert_eq!(cleared.rack, Some(None));
+        assert_eq!(cleared.position, Some(None));
+        assert_eq!(patch(r#"{"rack": "r2"}"#).rack, Some(Some("r2".into())));
     }
 }
