@@ -31,6 +31,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the DHCP, TFTP and HTTP servers.
     Serve,
+    /// Check the configuration and what it names (data directory, DHCP interface,
+    /// iPXE, shim and grub files, ports) before a start; exits 1 on a problem.
+    CheckConfig,
     /// Manage OS images.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -374,14 +377,40 @@ fn print_machine(m: &inventory::MachineDetail) {
     );
 }
 
+async fn check_config(path: &Path, config: Config) -> anyhow::Result<()> {
+    let found = tokio::task::spawn_blocking(move || crate::check::check(&config)).await?;
+    for finding in &found {
+        println!("{finding}");
+    }
+    let problems = found
+        .iter()
+        .filter(|f| f.severity == crate::check::Severity::Problem)
+        .count();
+    if problems > 0 {
+        anyhow::bail!("{}: {problems} problem(s)", path.display());
+    }
+    println!(
+        "{}: no problems ({} warning(s))",
+        path.display(),
+        found.len()
+    );
+    Ok(())
+}
+
 /// Runs one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli.config)?;
+    if matches!(cli.command, Command::CheckConfig) {
+        // Before the store is opened: the data directory is one of the things checked.
+        return check_config(&cli.config, config).await;
+    }
     let store = open_store(&config)?;
     let services = Services::from_config(store.clone(), &config);
     let caller = Caller::cli(cli_user());
     match cli.command {
         Command::Serve => serve::run(config, store).await,
+        // Answered above, before the store.
+        Command::CheckConfig => Ok(()),
         Command::Image(ImageCommand::Add {
             name,
             kernel,

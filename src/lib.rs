@@ -84,11 +84,14 @@
 //!
 //! Entry points:
 //! - `serve`: starts every server from the config. `cli`: each subcommand.
+//!   `check`: `check-config`, the config and the environment it names (data
+//!   directory, interface, boot files, ports) checked before a start.
 
 pub mod api;
 pub mod auth;
 pub mod bulk;
 pub mod catalog;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -75,7 +75,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("web", &["panel", "api"]),
-    ("entry points", &["serve", "cli"]),
+    ("entry points", &["serve", "cli", "check"]),
 ];
 
 fn layer_of(module: &[String]) -> Option<(usize, String)> {
