@@ -219,13 +219,14 @@ fn link_selection(relay_info: &[u8]) -> Option<Ipv4Addr> {
     None
 }
 
-/// Decodes a client message. Never panics on any input.
-pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
+/// The header both directions share: long enough for the magic cookie, the `op`
+/// expected (`wrong_op` names another), Ethernet addresses, the cookie itself.
+fn check_frame(packet: &[u8], op: u8, wrong_op: fn(u8) -> Malformed) -> Result<(), Malformed> {
     if packet.len() < HEADER_LEN + 4 {
         return Err(Malformed::TooShort(packet.len()));
     }
-    if packet[0] != 1 {
-        return Err(Malformed::NotRequest(packet[0]));
+    if packet[0] != op {
+        return Err(wrong_op(packet[0]));
     }
     let (htype, hlen) = (packet[1], packet[2]);
     if htype != 1 || hlen != 6 {
@@ -234,17 +235,26 @@ pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
     if packet[HEADER_LEN..HEADER_LEN + 4] != MAGIC {
         return Err(Malformed::NoMagic);
     }
+    Ok(())
+}
+
+/// Option 53, which every DHCP message carries as one byte.
+fn message_type(options: &Options<'_>) -> Result<MessageType, Malformed> {
+    match options.get(53) {
+        None | Some([]) => Err(Malformed::NoMessageType),
+        Some([t]) => MessageType::from_code(*t).ok_or(Malformed::UnknownMessageType(*t)),
+        Some(v) => Err(Malformed::BadLength {
+            code: 53,
+            len: v.len(),
+        }),
+    }
+}
+
+/// Decodes a client message. Never panics on any input.
+pub fn parse_request(packet: &[u8]) -> Result<ClientRequest, Malformed> {
+    check_frame(packet, 1, Malformed::NotRequest)?;
     let options = scan_options(packet)?;
-    let msg_type = match options.get(53) {
-        None | Some([]) => return Err(Malformed::NoMessageType),
-        Some([t]) => MessageType::from_code(*t).ok_or(Malformed::UnknownMessageType(*t))?,
-        Some(v) => {
-            return Err(Malformed::BadLength {
-                code: 53,
-                len: v.len(),
-            });
-        }
-    };
+    let msg_type = message_type(&options)?;
     let archs = match options.get(93) {
         // An odd-length list is malformed; treat it as absent rather than guess.
         Some(v) if v.len() % 2 == 0 => v
@@ -340,30 +350,9 @@ pub struct ServerReply {
 /// Decodes a server's reply (op 2) with the same bounds-checked scanner as requests.
 /// Never panics on any input.
 pub fn parse_reply(packet: &[u8]) -> Result<ServerReply, Malformed> {
-    if packet.len() < HEADER_LEN + 4 {
-        return Err(Malformed::TooShort(packet.len()));
-    }
-    if packet[0] != 2 {
-        return Err(Malformed::NotReply(packet[0]));
-    }
-    let (htype, hlen) = (packet[1], packet[2]);
-    if htype != 1 || hlen != 6 {
-        return Err(Malformed::NotEthernet { htype, hlen });
-    }
-    if packet[HEADER_LEN..HEADER_LEN + 4] != MAGIC {
-        return Err(Malformed::NoMagic);
-    }
+    check_frame(packet, 2, Malformed::NotReply)?;
     let options = scan_options(packet)?;
-    let msg_type = match options.get(53) {
-        None | Some([]) => return Err(Malformed::NoMessageType),
-        Some([t]) => MessageType::from_code(*t).ok_or(Malformed::UnknownMessageType(*t))?,
-        Some(v) => {
-            return Err(Malformed::BadLength {
-                code: 53,
-                len: v.len(),
-            });
-        }
-    };
+    let msg_type = message_type(&options)?;
     let mac = MacAddr::from_chaddr(&packet[28..34]).ok_or(Malformed::TooShort(packet.len()))?;
     Ok(ServerReply {
         msg_type,
