@@ -63,6 +63,23 @@ fn marker_image(
     ]);
 }
 
+/// A `BootNet` whose `[boot]` points at the unpacked loaders, with the amd64 marker
+/// image (`name`) registered.
+fn marker_net(tag: &str, name: &str) -> BootNet {
+    let fixtures = boot_fixtures();
+    let net = BootNet::new(RACKBOOT, tag, &["tap0"]);
+    net.append_config(&loaders_config());
+    marker_image(
+        &net,
+        name,
+        &fixtures.join("vmlinuz"),
+        &fixtures.join("initrd.img"),
+        "amd64",
+        "ttyS0",
+    );
+    net
+}
+
 fn events(net: &BootNet, mac: &str) -> String {
     net.cli(&["event", "list", "--mac", mac])
 }
@@ -96,18 +113,8 @@ fn a_secure_boot_machine_boots_debians_signed_shim_grub_and_kernel() {
     ) {
         return;
     }
-    let fixtures = boot_fixtures();
     let mac = "52:54:00:5b:00:01";
-    let mut net = BootNet::new(RACKBOOT, "fwsb", &["tap0"]);
-    net.append_config(&loaders_config());
-    marker_image(
-        &net,
-        "marker",
-        &fixtures.join("vmlinuz"),
-        &fixtures.join("initrd.img"),
-        "amd64",
-        "ttyS0",
-    );
+    let mut net = marker_net("fwsb", "marker");
     net.cli(&[
         "machine", "add", mac, "--image", "marker", "--loader", "grub",
     ]);
@@ -157,18 +164,8 @@ fn a_secure_boot_machine_refuses_unsigned_ipxe_and_rackboot_says_why() {
     ) {
         return;
     }
-    let fixtures = boot_fixtures();
     let mac = "52:54:00:5b:00:02";
-    let mut net = BootNet::new(RACKBOOT, "fwsbno", &["tap0"]);
-    net.append_config(&loaders_config());
-    marker_image(
-        &net,
-        "marker",
-        &fixtures.join("vmlinuz"),
-        &fixtures.join("initrd.img"),
-        "amd64",
-        "ttyS0",
-    );
+    let mut net = marker_net("fwsbno", "marker");
     net.cli(&[
         "machine", "add", mac, "--image", "marker", "--loader", "ipxe",
     ]);
@@ -207,20 +204,11 @@ fn uefi_http_boot_needs_no_tftp_through_ipxe_or_a_unified_kernel_image() {
     }
     let stub = Path::new("/usr/lib/systemd/boot/efi/linuxx64.efi.stub");
     assert!(stub.is_file(), "systemd-boot-efi is not installed");
-    let fixtures = boot_fixtures();
     let (ipxe_mac, uki_mac) = ("52:54:00:5b:00:10", "52:54:00:5b:00:11");
-    let mut net = BootNet::new(RACKBOOT, "fwhttp", &["tap0"]);
+    let mut net = marker_net("fwhttp", "marker");
     // Counts every TFTP request reaching the server's namespace: there must be none.
     net.ns.nft(
         "table inet rbtftp {\n chain in {\n  type filter hook input priority 0; policy accept;\n  udp dport 69 counter\n }\n}\n",
-    );
-    marker_image(
-        &net,
-        "marker",
-        &fixtures.join("vmlinuz"),
-        &fixtures.join("initrd.img"),
-        "amd64",
-        "ttyS0",
     );
     net.cli(&["machine", "add", ipxe_mac, "--image", "marker"]);
     net.cli(&[
@@ -296,8 +284,7 @@ fn an_arm64_machine_boots_its_arm64_kernel_and_is_refused_an_amd64_one() {
         "the arm64 busybox was not unpacked (scripts/test)"
     );
     let mac = "52:54:00:5b:00:03";
-    let mut net = BootNet::new(RACKBOOT, "fwarm", &["tap0"]);
-    net.append_config(&loaders_config());
+    let mut net = marker_net("fwarm", "marker-amd64");
     marker_image(
         &net,
         "marker-arm64",
@@ -305,14 +292,6 @@ fn an_arm64_machine_boots_its_arm64_kernel_and_is_refused_an_amd64_one() {
         &arm_initrd,
         "arm64",
         "ttyAMA0",
-    );
-    marker_image(
-        &net,
-        "marker-amd64",
-        &fixtures.join("vmlinuz"),
-        &fixtures.join("initrd.img"),
-        "amd64",
-        "ttyS0",
     );
     // No loader named: arm64's default (grub, since Debian has no arm64 iPXE).
     net.cli(&["machine", "add", mac, "--image", "marker-arm64"]);
@@ -440,8 +419,7 @@ fn a_secure_boot_install_writes_its_disk_calls_back_and_boots_from_it_still_enfo
     }
     let fixtures = boot_fixtures();
     let mac = "52:54:00:5b:00:04";
-    let mut net = BootNet::new(RACKBOOT, "fwsbin", &["tap0"]);
-    net.append_config(&loaders_config());
+    let mut net = marker_net("fwsbin", "marker");
     let served = tempfile::tempdir().expect("tempdir");
     secure_boot_disk(
         served.path(),

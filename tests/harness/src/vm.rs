@@ -32,6 +32,9 @@ pub struct Vm {
     _vars: Option<tempfile::NamedTempFile>,
 }
 
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
 /// What `Vm::start_with` starts.
 #[derive(Clone, Copy, Debug)]
 pub struct VmSpec<'a> {
@@ -117,69 +120,59 @@ impl Vm {
             cmd.arg("-device")
                 .arg("virtio-blk-pci,drive=d0,bootindex=1");
         }
-        let vars_copy = |from: &str| {
-            let copy = tempfile::NamedTempFile::new().expect("vars file");
-            fs::copy(from, copy.path()).unwrap_or_else(|e| panic!("copy {from}: {e}"));
-            copy
-        };
         let nic = format!(
             "virtio-net-pci,netdev=n0,mac={mac},romfile={}",
             boot_index(2)
         );
+        // Each UEFI firmware: its code, the variables a private copy is made of, and
+        // the machine and firmware settings it needs.
+        let uefi: Option<(&str, &str, &[&str])> = match firmware {
+            Firmware::Bios => None,
+            Firmware::Uefi => Some((OVMF_CODE, OVMF_VARS, &["-machine", "q35"])),
+            Firmware::SecureBoot => Some((
+                "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+                "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+                &[
+                    "-machine",
+                    "q35,smm=on",
+                    "-global",
+                    "driver=cfi.pflash01,property=secure,value=on",
+                ],
+            )),
+            Firmware::UefiHttp => Some((
+                OVMF_CODE,
+                OVMF_VARS,
+                &[
+                    "-machine",
+                    "q35",
+                    "-fw_cfg",
+                    "name=opt/org.tianocore/IPv4PXESupport,string=n",
+                    "-fw_cfg",
+                    "name=opt/org.tianocore/IPv6PXESupport,string=n",
+                ],
+            )),
+            Firmware::Arm64 => Some((
+                "/usr/share/AAVMF/AAVMF_CODE.fd",
+                "/usr/share/AAVMF/AAVMF_VARS.fd",
+                &["-M", "virt", "-cpu", "cortex-a57"],
+            )),
+        };
         let mut vars = None;
-        match firmware {
-            Firmware::SecureBoot => {
-                let copy = vars_copy("/usr/share/OVMF/OVMF_VARS_4M.ms.fd");
-                cmd.args(["-machine", "q35,smm=on"]);
-                cmd.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
-                cmd.arg("-drive").arg(
-                    "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
-                );
-                cmd.arg("-drive").arg(format!(
-                    "if=pflash,format=raw,unit=1,file={}",
-                    copy.path().display()
-                ));
-                cmd.arg("-device").arg(&nic);
-                vars = Some(copy);
-            }
-            Firmware::UefiHttp => {
-                let copy = vars_copy("/usr/share/OVMF/OVMF_VARS_4M.fd");
-                cmd.args(["-machine", "q35"]);
-                cmd.arg("-drive")
-                    .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
-                cmd.arg("-drive").arg(format!(
-                    "if=pflash,format=raw,file={}",
-                    copy.path().display()
-                ));
-                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"]);
-                cmd.args(["-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"]);
-                cmd.arg("-device").arg(&nic);
-                vars = Some(copy);
-            }
-            Firmware::Arm64 => {
-                let copy = vars_copy("/usr/share/AAVMF/AAVMF_VARS.fd");
-                cmd.args(["-M", "virt", "-cpu", "cortex-a57"]);
-                cmd.arg("-drive")
-                    .arg("if=pflash,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd");
-                cmd.arg("-drive").arg(format!(
-                    "if=pflash,format=raw,file={}",
-                    copy.path().display()
-                ));
-                cmd.arg("-device").arg(&nic);
-                vars = Some(copy);
-            }
-            Firmware::Bios => {
+        match uefi {
+            None => {
                 cmd.arg("-device")
                     .arg(format!("e1000,netdev=n0,mac={mac}{}", boot_index(2)));
             }
-            Firmware::Uefi => {
+            Some((code, vars_template, settings)) => {
                 let copy = tempfile::NamedTempFile::new().expect("vars file");
-                fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", copy.path()).expect("copy OVMF vars");
-                cmd.args(["-machine", "q35"]);
-                cmd.arg("-drive")
-                    .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
+                fs::copy(vars_template, copy.path())
+                    .unwrap_or_else(|e| panic!("copy {vars_template}: {e}"));
+                cmd.args(settings);
                 cmd.arg("-drive").arg(format!(
-                    "if=pflash,format=raw,file={}",
+                    "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+                ));
+                cmd.arg("-drive").arg(format!(
+                    "if=pflash,format=raw,unit=1,file={}",
                     copy.path().display()
                 ));
                 cmd.arg("-device").arg(&nic);
