@@ -45,15 +45,6 @@ impl Firmware {
             Firmware::Unsupported(n) => format!("arch-{n}"),
         }
     }
-
-    /// The CPU architecture of a firmware (BIOS is x86), if rackboot knows it.
-    pub fn arch(self) -> Option<Arch> {
-        match self {
-            Firmware::Bios | Firmware::UefiX64 | Firmware::UefiX64Http => Some(Arch::Amd64),
-            Firmware::UefiArm64 | Firmware::UefiArm64Http => Some(Arch::Arm64),
-            Firmware::Unsupported(_) => None,
-        }
-    }
 }
 
 /// The firmware a client reports: the first supported entry of option 93, else the
